@@ -1,0 +1,74 @@
+"""What flows between the I/O layer and the pure domain packages."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemons.codec import Encoding, encode
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+CLIENT_TOKEN_MAX = 64
+
+
+def valid_device_id(value: object) -> bool:
+    return isinstance(value, str) and DEVICE_ID_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received MQTT message. `token` lets the I/O layer acknowledge it later."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    token: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass
+class Outcome:
+    """What a domain handler did with a batch: messages to publish and events to count."""
+
+    publishes: list[Publish] = field(default_factory=list)
+    # (kind, result) pairs with bounded values, turned into metric increments by the daemon.
+    counts: list[tuple[str, str]] = field(default_factory=list)
+
+    def publish(self, topic: str, value: Any, encoding: Encoding = "json", retain: bool = False) -> None:
+        self.publishes.append(Publish(topic, encode(value, encoding), 1, retain))
+
+    def count(self, kind: str, result: str) -> None:
+        self.counts.append((kind, result))
+
+    def extend(self, other: Outcome) -> None:
+        self.publishes.extend(other.publishes)
+        self.counts.extend(other.counts)
+
+
+def error_body(code: int, message: str, client_token: Any = None, now: int | None = None) -> dict[str, Any]:
+    """The §0 error payload."""
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "timestamp": int(time.time()) if now is None else now,
+    }
+    if isinstance(client_token, str):
+        body["clientToken"] = client_token
+    return body
+
+
+def client_token_of(request: dict[str, Any]) -> str | None:
+    token = request.get("clientToken")
+    if isinstance(token, str) and len(token) <= CLIENT_TOKEN_MAX:
+        return token
+    return None

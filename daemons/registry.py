@@ -1,0 +1,129 @@
+"""The fleet registry in Redis: which devices exist, their hw/fw/tags, and indexes for selectors.
+
+Per-device fields live in the device hash `{ns}:dev:{<id>}` (hash-tagged, shared with the
+shadow documents). Index sets share the hash tag `{idx}` so SINTER/SUNION work on Redis
+Cluster too. Indexes may hold a stale member for a moment (they are updated without a
+cross-slot transaction); `select` re-checks candidates against the device hash.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemons.selector import Selector
+
+DEVICE_FIELDS = ("hw", "fw", "tags")
+
+
+def device_key(namespace: str, device_id: str) -> str:
+    return f"{namespace}:dev:{{{device_id}}}"
+
+
+@dataclass
+class DeviceInfo:
+    device_id: str
+    hw: str | None = None
+    fw: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_fields(cls, device_id: str, hw: Any, fw: Any, tags: Any) -> DeviceInfo:
+        parsed: dict[str, str] = {}
+        if tags:
+            try:
+                value = json.loads(tags)
+                if isinstance(value, dict):
+                    parsed = {str(k): str(v) for k, v in value.items()}
+            except ValueError:
+                parsed = {}
+        return cls(device_id, hw or None, fw or None, parsed)
+
+
+class Registry:
+    def __init__(self, redis: Any, namespace: str = "fleet") -> None:
+        self.redis = redis
+        self.ns = namespace
+
+    def _idx(self, name: str) -> str:
+        return f"{self.ns}:{{idx}}:{name}"
+
+    def key(self, device_id: str) -> str:
+        return device_key(self.ns, device_id)
+
+    # -- writes (queued on a pipeline the caller executes) ----------------------------------
+
+    def observe(self, pipe: Any, old: DeviceInfo, hw: str | None, fw: str | None) -> None:
+        """Record that a device exists and, when given, its current hardware and firmware."""
+        device_id = old.device_id
+        mapping: dict[str, str] = {}
+        pipe.sadd(self._idx("all"), device_id)
+        if hw and hw != old.hw:
+            mapping["hw"] = hw
+            if old.hw:
+                pipe.srem(self._idx(f"hw:{old.hw}"), device_id)
+            pipe.sadd(self._idx(f"hw:{hw}"), device_id)
+        if fw and fw != old.fw:
+            mapping["fw"] = fw
+            if old.fw:
+                pipe.srem(self._idx(f"fw:{old.fw}"), device_id)
+            pipe.sadd(self._idx(f"fw:{fw}"), device_id)
+            pipe.sadd(self._idx("fwvals"), fw)
+        if mapping:
+            pipe.hset(self.key(device_id), mapping=mapping)
+
+    def set_tags(self, pipe: Any, old: DeviceInfo, tags: dict[str, str]) -> None:
+        device_id = old.device_id
+        for k, v in old.tags.items():
+            if tags.get(k) != v:
+                pipe.srem(self._idx(f"tag:{k}={v}"), device_id)
+        for k, v in tags.items():
+            pipe.sadd(self._idx(f"tag:{k}={v}"), device_id)
+        pipe.sadd(self._idx("all"), device_id)
+        pipe.hset(self.key(device_id), "tags", json.dumps(tags, sort_keys=True))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def read_many(self, device_ids: Iterable[str]) -> dict[str, DeviceInfo]:
+        ids = list(dict.fromkeys(device_ids))
+        pipe = self.redis.pipeline(transaction=False)
+        for device_id in ids:
+            pipe.hmget(self.key(device_id), *DEVICE_FIELDS)
+        rows = pipe.execute() if ids else []
+        return {i: DeviceInfo.from_fields(i, *row) for i, row in zip(ids, rows, strict=True)}
+
+    def all_devices(self) -> set[str]:
+        return set(self.redis.smembers(self._idx("all")))
+
+    def select(self, selector: Selector) -> list[str]:
+        """Device ids matching the selector, from the indexes, each confirmed on its hash."""
+        sets: list[str] = []
+        if selector.hw is not None:
+            sets.append(self._idx(f"hw:{selector.hw}"))
+        sets.extend(self._idx(f"tag:{k}={v}") for k, v in selector.tags.items())
+        candidates: set[str] | None = set(self.redis.sinter(sets)) if sets else None
+        if selector.fw is not None:
+            values = [v for v in self.redis.smembers(self._idx("fwvals"))
+                      if fnmatch.fnmatchcase(v, selector.fw)]
+            by_fw = set(self.redis.sunion([self._idx(f"fw:{v}") for v in values])) if values else set()
+            candidates = by_fw if candidates is None else candidates & by_fw
+        if selector.ids is not None:
+            if candidates is None:
+                known = self._known(selector.ids)
+                candidates = {i for i in selector.ids if i in known}
+            else:
+                candidates &= selector.ids
+        if candidates is None:
+            candidates = self.all_devices()
+        if not selector.needs_device_fields:
+            return sorted(candidates)
+        infos = self.read_many(sorted(candidates))
+        return [i for i, d in infos.items() if selector.matches(i, d.hw, d.fw, d.tags)]
+
+    def _known(self, ids: Iterable[str]) -> set[str]:
+        ordered = list(ids)
+        flags = self.redis.smismember(self._idx("all"), ordered) if ordered else []
+        return {i for i, known in zip(ordered, flags, strict=True) if known}

@@ -1,0 +1,184 @@
+"""The one run loop every daemon shares.
+
+Drain what has arrived (up to `batch_max`), let the domain handler do one Redis round trip for
+the batch, publish what it returns, then PUBACK the batch. On SIGTERM: stop taking work, finish
+what was received, disconnect, exit 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis
+
+from daemons.logs import get_logger
+from daemons.messages import Inbound, Outcome, Publish
+from daemons.metrics import DaemonMetrics
+
+# Errors of the infrastructure (Redis away): the batch is kept and retried, nothing is acked.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+
+
+class Handler(Protocol):
+    """A domain service: decoded messages in, what to publish out."""
+
+    def topics(self) -> list[str]: ...
+
+    def handle(self, batch: list[Inbound]) -> Outcome: ...
+
+    def tick(self, now: float) -> Outcome: ...
+
+    tick_interval_s: float
+
+
+class Transport(Protocol):
+    inbox: queue.Queue[Inbound]
+
+    def publish(self, message: Publish) -> None: ...
+
+    def ack(self, message: Inbound) -> None: ...
+
+
+class StopFlag:
+    """Set by the first SIGTERM/SIGINT; the second one ends the process at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def request(self) -> None:
+        self.event.set()
+
+    def install(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            if self.event.is_set():
+                os._exit(128 + signum)
+            self.event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+
+def take_batch(inbox: queue.Queue[Inbound], limit: int, timeout: float) -> list[Inbound]:
+    try:
+        first = inbox.get(timeout=timeout)
+    except queue.Empty:
+        return []
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            batch.append(inbox.get_nowait())
+        except queue.Empty:
+            break
+    return batch
+
+
+class RunLoop:
+    def __init__(
+        self,
+        handler: Handler,
+        transport: Transport,
+        metrics: DaemonMetrics,
+        stop: StopFlag,
+        batch_max: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.handler = handler
+        self.transport = transport
+        self.metrics = metrics
+        self.stop = stop
+        self.batch_max = batch_max
+        self.clock = clock
+        self.log = get_logger("runloop", daemon=metrics.daemon)
+        self._next_tick = clock() + handler.tick_interval_s
+
+    def run(self) -> None:
+        while not self.stop.requested:
+            self.step(timeout=0.05)
+        self.drain()
+
+    def step(self, timeout: float) -> int:
+        wait = max(0.0, min(timeout, self._next_tick - self.clock()))
+        batch = take_batch(self.transport.inbox, self.batch_max, wait)
+        if batch:
+            self.process(batch)
+        now = self.clock()
+        if now >= self._next_tick:
+            self._next_tick = now + self.handler.tick_interval_s
+            self.deliver(self._guarded(lambda: self.handler.tick(now)), [])
+        return len(batch)
+
+    def drain(self) -> None:
+        """Finish what was already received; what arrives later stays unacked for redelivery."""
+        while True:
+            batch = take_batch(self.transport.inbox, self.batch_max, 0.2)
+            if not batch:
+                return
+            self.process(batch)
+
+    def process(self, batch: list[Inbound]) -> None:
+        started = time.perf_counter()
+        outcome = self._handle_with_retry(batch)
+        self.deliver(outcome, batch)
+        self.metrics.batches.labels(self.metrics.daemon).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(self.metrics.daemon).observe(len(batch))
+
+    def deliver(self, outcome: Outcome, batch: list[Inbound]) -> None:
+        # Publish first, then acknowledge: the effect is already durable in Redis.
+        for out in outcome.publishes:
+            self.transport.publish(out)
+        for message in batch:
+            self.transport.ack(message)
+        for kind, result in outcome.counts:
+            self.metrics.count(kind, result)
+
+    def _handle_with_retry(self, batch: list[Inbound]) -> Outcome:
+        delay = 0.1
+        while True:
+            try:
+                return self.handler.handle(batch)
+            except TRANSIENT_ERRORS as exc:
+                self.metrics.failures.labels(self.metrics.daemon, type(exc).__name__).inc()
+                self.log.warning("batch_retry", error=str(exc), size=len(batch))
+                if self.stop.requested and delay >= 5:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                # A bug must not stall the queue: isolate the message that triggers it.
+                self.log.exception("batch_failed", size=len(batch))
+                return self._one_by_one(batch)
+
+    def _one_by_one(self, batch: list[Inbound]) -> Outcome:
+        total = Outcome()
+        for message in batch:
+            try:
+                total.extend(self.handler.handle([message]))
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception:
+                self.log.exception("message_failed", topic=message.topic)
+                total.count("message", "internal_error")
+        return total
+
+    def _guarded(self, fn: Callable[[], Outcome]) -> Outcome:
+        try:
+            return fn()
+        except Exception:
+            self.log.exception("tick_failed")
+            return Outcome()
