@@ -164,13 +164,13 @@ class ShadowService:
             self._presence(device, r.kind, message.payload, now, out)
             return out
         base = r.base(self.prefix)
-        reply_to = f"{base}/{r.kind}"
+        reply_to = f"{base}/{r.operation}"
         encoding: Encoding = "json"
         token: str | None = None
         try:
             if len(message.payload) > MAX_PAYLOAD:
                 raise doc.ShadowError(413, f"payload larger than {MAX_PAYLOAD} bytes")
-            empty: dict[str, Any] | None = {} if r.kind in ("get", "delete") else None
+            empty: dict[str, Any] | None = {} if r.operation in ("get", "delete") else None
             request, encoding = decode(message.payload, empty_as=empty)
             token = client_token_of(request)
             if "clientToken" in request and token is None:
@@ -186,7 +186,7 @@ class ShadowService:
         except (CodecError, doc.ShadowError) as exc:
             code = exc.code
             out.publish(f"{reply_to}/rejected", error_body(code, exc.message, token, now), encoding)
-            out.count(r.kind, f"rejected_{code}")
+            out.count(r.operation, f"rejected_{code}")
         return out
 
     def _update(

@@ -16,6 +16,11 @@ class Route:
     kind: str  # update | get | delete | status | heartbeat | bulk | tags | bad_id | bad_name | unknown
     device_id: str = ""
     shadow: str = ""  # "" is the classic shadow
+    op: str = ""  # the operation a bad_name message asked for
+
+    @property
+    def operation(self) -> str:
+        return self.op or self.kind
 
     def base(self, prefix: str) -> str:
         if self.shadow:
@@ -51,6 +56,6 @@ def route(topic: str, prefix: str, ops_prefix: str) -> Route:
         return Route(rest[1], device_id)
     if len(rest) == 4 and rest[:2] == ["shadow", "name"] and rest[3] in OPERATIONS:
         if not SHADOW_NAME_RE.fullmatch(rest[2]):
-            return Route("bad_name", device_id, rest[2])
+            return Route("bad_name", device_id, rest[2], rest[3])
         return Route(rest[3], device_id, rest[2])
     return Route("unknown")
