@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import msgpack
+import orjson
 
 Encoding = Literal["json", "msgpack"]
 
@@ -44,10 +44,10 @@ def decode(payload: bytes, empty_as: dict[str, Any] | None = None) -> tuple[dict
         raise CodecError(415, "unsupported encoding: expected a JSON object or a MessagePack map")
     try:
         if encoding == "json":
-            value = json.loads(payload)
+            value = orjson.loads(payload)
         else:
             value = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError) as exc:
         raise CodecError(400, f"malformed {encoding}: {exc}") from None
     if not isinstance(value, dict):
         raise CodecError(400, f"payload must be an object, got {type(value).__name__}")
@@ -57,9 +57,9 @@ def decode(payload: bytes, empty_as: dict[str, Any] | None = None) -> tuple[dict
 def encode(value: Any, encoding: Encoding = "json") -> bytes:
     if encoding == "msgpack":
         return msgpack.packb(value, use_bin_type=True)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(value)
 
 
 def json_size(value: Any) -> int:
     """Size in bytes of the compact JSON encoding (the unit of the shadow size limit)."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(orjson.dumps(value))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from daemons.codec import CodecError, Encoding, decode
 from daemons.logs import OncePerKey, get_logger
@@ -33,7 +34,7 @@ class _Device:
         self.new_fw: str | None = None
 
     def set(self, name: str, value: Any) -> None:
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
         self.fields[name] = text
         self.write.sets[name] = text
         self.write.deletes.discard(name)
@@ -45,7 +46,7 @@ class _Device:
 
     def shadow(self, name: str) -> dict[str, Any] | None:
         raw = self.fields.get("sh:" + name)
-        return json.loads(raw) if raw else None
+        return orjson.loads(raw) if raw else None
 
     def fresh_shadow(self, name: str) -> dict[str, Any]:
         """An empty document that continues the version of a deleted one."""
@@ -146,7 +147,8 @@ class ShadowService:
     def _index_writer(self, devices: list[_Device]) -> Callable[[Any], None]:
         def write(pipe: Any) -> None:
             for d in devices:
-                if d.new_hw or d.new_fw or "last_seen_at" in d.write.sets:
+                # Index writes only when something indexed changes or the device is new.
+                if d.new_hw or d.new_fw or not d.write.expected_rev:
                     self.registry.observe(pipe, d.info, d.new_hw, d.new_fw)
         return write
 

@@ -127,7 +127,8 @@ class Probe:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=self.protocol,
                         clean_session=None if v5 else self.clean)
         c.max_inflight_messages_set(1000)
-        c.on_message = lambda _c, _u, m: self.messages.put(Received(m.topic, bytes(m.payload), bool(m.retain)))
+        c.on_message = lambda _c, _u, m: self.messages.put(
+            Received(m.topic, bytes(m.payload), bool(m.retain)))
         c.on_subscribe = lambda *a: self._subscribed.set()
         return c
 

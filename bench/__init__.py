@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`) and evaluations (`make eval`)."""
