@@ -62,7 +62,9 @@ class MqttSession:
             [paho.MQTTv5] if wanted == "5" else [paho.MQTTv311])
         last_error = "no attempt"
         for protocol in attempts:
-            ok, last_error = self._try_connect(protocol, timeout)
+            # A 3.1.1-only broker may never answer an MQTT 5 CONNECT: don't wait long for it.
+            wait = min(timeout, 3.0) if protocol == paho.MQTTv5 and len(attempts) > 1 else timeout
+            ok, last_error = self._try_connect(protocol, wait)
             if ok:
                 return
         raise FleetError(f"cannot connect to {self.settings.mqtt_url}: {last_error}")

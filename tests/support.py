@@ -96,6 +96,30 @@ def start_mosquitto(workdir: Path) -> Server:
     return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
 
 
+AMQTT_CONF = """\
+listeners:
+  default:
+    type: tcp
+    bind: 127.0.0.1:{port}
+plugins:
+  amqtt.plugins.authentication.AnonymousAuthPlugin:
+    allow_anonymous: true
+"""
+
+
+def start_amqtt(workdir: Path) -> Server:
+    """amqtt 0.12, the embedded broker: MQTT 3.1.1 only, no shared subscriptions."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "amqtt.yaml"
+    conf.write_text(AMQTT_CONF.format(port=port))
+    amqtt = Path(sys.executable).parent / "amqtt"
+    proc = subprocess.Popen([str(amqtt), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port, 20)
+    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
+
+
 @dataclass
 class Received:
     topic: str
