@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import queue
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,102 +19,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from daemons.codec import decode, encode
 
+# Re-exported: tests and benchmarks start infrastructure from here.
+from daemons.localstack import (  # noqa: F401
+    Server,
+    free_port,
+    need,
+    start_amqtt,
+    start_mosquitto,
+    start_redis,
+    wait_port,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
-def need(binary: str) -> str:
-    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
-    if path is None:
-        raise RuntimeError(f"{binary} not installed: run `make setup`")
-    return path
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    url: str
-    workdir: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_redis(workdir: Path) -> Server:
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return Server(proc, port, f"redis://127.0.0.1:{port}/0", workdir)
-
-
-MOSQUITTO_CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
-persistence false
-max_inflight_messages 1000
-max_queued_messages 200000
-max_packet_size 1048576
-"""
-
-
-def start_mosquitto(workdir: Path) -> Server:
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port))
-    proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
-
-
-AMQTT_CONF = """\
-listeners:
-  default:
-    type: tcp
-    bind: 127.0.0.1:{port}
-plugins:
-  amqtt.plugins.authentication.AnonymousAuthPlugin:
-    allow_anonymous: true
-"""
-
-
-def start_amqtt(workdir: Path) -> Server:
-    """amqtt 0.12, the embedded broker: MQTT 3.1.1 only, no shared subscriptions."""
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "amqtt.yaml"
-    conf.write_text(AMQTT_CONF.format(port=port))
-    amqtt = Path(sys.executable).parent / "amqtt"
-    proc = subprocess.Popen([str(amqtt), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_port(port, 20)
-    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
 
 
 @dataclass

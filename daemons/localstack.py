@@ -1,0 +1,125 @@
+"""Local infrastructure processes: redis-server, mosquitto and amqtt on free ports.
+
+Used by `make run` (daemons.up), the tests and the benchmarks, so all three run the same parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port(preferred: int = 0) -> int:
+    """`preferred` if it is free, else any free port."""
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    return _any_port()
+
+
+def _any_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.path.exists(f"/usr/sbin/{binary}") else None)
+    if path is None:
+        raise RuntimeError(f"{binary} not installed: run `make setup`")
+    return path
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    url: str
+    workdir: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_redis(workdir: Path, port: int = 0) -> Server:
+    port = free_port(port)
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return Server(proc, port, f"redis://127.0.0.1:{port}/0", workdir)
+
+
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 1000
+max_queued_messages 200000
+max_packet_size 1048576
+"""
+
+
+def start_mosquitto(workdir: Path, port: int = 0) -> Server:
+    port = free_port(port)
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(MOSQUITTO_CONF.format(port=port))
+    proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
+
+
+AMQTT_CONF = """\
+listeners:
+  default:
+    type: tcp
+    bind: 127.0.0.1:{port}
+plugins:
+  amqtt.plugins.authentication.AnonymousAuthPlugin:
+    allow_anonymous: true
+"""
+
+
+def start_amqtt(workdir: Path, port: int = 0) -> Server:
+    """amqtt 0.12, the embedded broker: MQTT 3.1.1 only, no shared subscriptions."""
+    port = free_port(port)
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "amqtt.yaml"
+    conf.write_text(AMQTT_CONF.format(port=port))
+    amqtt = Path(sys.executable).parent / "amqtt"
+    proc = subprocess.Popen([str(amqtt), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port, 20)
+    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
+
+
