@@ -1,0 +1,121 @@
+"""`make run` / `fleet up`: the whole system on this machine, with a simulated fleet.
+
+Starts redis-server and a broker (mosquitto, or the embedded amqtt with --broker amqtt) as
+child processes, then every daemon and the simulator, prints how to talk to them, and stops
+everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from daemons.localstack import Server, start_amqtt, start_mosquitto, start_redis
+
+DAEMONS = ("shadowsync", "otaplanner", "healthwatch")
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _master_key(workdir: Path) -> str:
+    path = workdir / "ota-master.key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fleet up", description=__doc__)
+    parser.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
+    parser.add_argument("--devices", type=int, default=int(os.environ.get("FLEET_SIM_DEVICES", "50")))
+    parser.add_argument("--interval", type=float, default=5.0, help="simulated heartbeat interval (s)")
+    parser.add_argument("--workdir", default="var/run")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    servers: list[Server] = []
+    children: list[subprocess.Popen[bytes]] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    try:
+        redis = start_redis(workdir / "redis", 16379)
+        servers.append(redis)
+        start_broker = start_amqtt if args.broker == "amqtt" else start_mosquitto
+        broker = start_broker(workdir / "broker", 11883)
+        servers.append(broker)
+        env = {
+            **os.environ,
+            "FLEET_MQTT_URL": broker.url,
+            "FLEET_REDIS_URL": redis.url,
+            "FLEET_HEARTBEAT_INTERVAL_S": str(max(1, int(args.interval))),
+            "FLEET_OTA_MASTER_KEY": os.environ.get("FLEET_OTA_MASTER_KEY", _master_key(workdir)),
+            "FLEET_ARTIFACT_STORE": os.environ.get("FLEET_ARTIFACT_STORE", f"local:{workdir / 'artifacts'}"),
+        }
+        logs = workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        started = []
+        for name in DAEMONS:
+            if not _available(name):
+                continue
+            log = (logs / f"{name}.log").open("ab")
+            children.append(subprocess.Popen([sys.executable, "-m", name], env=env, stderr=log, stdout=log))
+            started.append(name)
+        sim_log = (logs / "simulator.log").open("ab")
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "daemons.simulator", "--mqtt-url", broker.url,
+             "--devices", str(args.devices), "--interval", str(args.interval)],
+            env=env, stderr=sim_log, stdout=sim_log))
+        port = broker.port
+        print(f"""
+fleet is up: {args.broker} on 127.0.0.1:{port}, redis on 127.0.0.1:{redis.port}
+daemons: {", ".join(started)}; simulated devices: {args.devices} (sim-0000 ...); logs in {logs}
+
+Watch everything:        mosquitto_sub -p {port} -t 'fleet/#' -t 'fleetops/#' -v
+Set a desired value:     mosquitto_pub -p {port} -t fleet/sim-0001/shadow/update \\
+                           -m '{{"state": {{"desired": {{"led": "blue"}}}}}}'
+Read a shadow:           mosquitto_sub -p {port} -t fleet/sim-0001/shadow/get/accepted -C 1 & \\
+                         mosquitto_pub -p {port} -t fleet/sim-0001/shadow/get -n
+Fleet-wide desired:      mosquitto_pub -p {port} -t fleetops/shadow/bulk \\
+                           -m '{{"selector": {{"hw": "esp32c3"}}, "state": {{"desired": {{"rate": 30}}}}}}'
+Health of a device:      mosquitto_sub -p {port} -t 'fleet/+/health' -v
+Metrics:                 curl -s 127.0.0.1:9101/metrics | grep fleet_
+Ctrl-C stops everything.
+""", flush=True)
+        reported: set[int] = set()
+        while not stop.wait(1.0):
+            for child in children:
+                if child.poll() is not None and child.pid not in reported:
+                    reported.add(child.pid)
+                    print(f"{child.args!s} exited ({child.returncode}); see {logs}",
+                          file=sys.stderr)
+        return 0
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for server in reversed(servers):
+            server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
