@@ -25,12 +25,14 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
 
 
 def main() -> int:
     only = set(sys.argv[1:])
-    parts = [f"# Benchmark results\n\nDate: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  \nMachine: {machine()}\n"
+    now = dt.datetime.now(dt.UTC)
+    parts = [f"# Benchmark results\n\nDate: {now:%Y-%m-%d %H:%M} UTC  \nMachine: {machine()}\n"
              "\nRatios compare with a bare MQTT relay measured in the same run, on the same broker: these "
              "machines are shared and noisy, so absolute numbers move and ratios much less.\n"]
     for title, module in SECTIONS:
