@@ -1,0 +1,65 @@
+"""`rollback` on a halted or aborted rollout: each device this rollout updated gets a job for
+the release it ran before, unless that release's secure_version is below the bad one's (the
+device's anti-rollback would refuse it anyway: 409)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from daemons.messages import Outcome
+from otaplanner import rollout as ro
+from otaplanner.control import Control, Rollout, job_id_for
+
+RB = "rb:"  # key prefix of the rollback jobs' records
+RB_SUFFIX = "#rb"
+
+
+def rollback_job_id(rollout_id: str, device_id: str) -> str:
+    return job_id_for(rollout_id, device_id) + RB_SUFFIX
+
+
+def rollback(control: Control, r: Rollout, now: float, out: Outcome) -> dict[str, Any]:
+    store = control.store
+    updated = {d: rec for d, rec in store.records(r.rid).items()
+               if rec["s"] == ro.SUCCEEDED and not rec.get("a") and rec.get("f")}
+    if not updated:
+        raise ro.RolloutError(409, "no device was updated by this rollout: nothing to roll back")
+    bad = int(r.release.get("secure_version", 0))
+    releases: dict[str, dict[str, Any]] = {}
+    refused: list[dict[str, Any]] = []
+    for version in sorted({rec["f"] for rec in updated.values()}):
+        release = store.release(version)
+        if release is None:
+            refused.append({"version": version, "code": 404, "reason": "release not registered"})
+        elif int(release.get("secure_version", 0)) < bad:
+            refused.append({"version": version, "code": 409,
+                            "reason": f"secure_version {release.get('secure_version')} is below {bad}"})
+        else:
+            releases[version] = release
+    targets = {d: rec for d, rec in updated.items() if rec["f"] in releases}
+    if not targets:
+        first = refused[0]
+        raise ro.RolloutError(first["code"],
+                              f"rollback refused: release {first['version']}: {first['reason']}")
+    store.assign(r.rid, {d: {"s": ro.PENDING, "b": rec.get("b", 0), "h": rec.get("h", ""),
+                             "f": rec["f"]} for d, rec in targets.items()}, kind=RB)
+    ids = {d: rollback_job_id(r.rid, d) for d in store.pending(r.rid, len(targets), kind=RB)}
+    claimed = [d for d, ok in store.claim(r.rid, ids).items() if ok]
+    made: dict[str, tuple[str, str]] = {}
+    jobs: dict[str, dict[str, Any]] = {}
+    for device_id in claimed:
+        rec = targets[device_id]
+        job = control.jobs.make(device_id, rec.get("h") or None, ids[device_id], r.rid,
+                                releases[rec["f"]], r.cfg.job_expiry_s, now)
+        jobs[device_id] = job
+        made[device_id] = (ids[device_id], json.dumps({"job": job, "enc": "json"}))
+    issued = [d for d, ok in store.issue(r.rid, now, made, kind=RB).items() if ok]
+    event = control.event(r, "rollback", r.state, f"rollback jobs for {len(issued)} devices", now,
+                          versions=sorted(releases))
+    store.redis.rpush(store.key(r.rid, "events"), json.dumps(event))
+    for device_id in issued:
+        out.publish(control.job_topic(device_id), jobs[device_id], retain=True)
+    out.publish(control.topic(r.rid, "events"), event)
+    out.count("rollout", "rollback")
+    return {"state": r.state, "rollback_jobs": len(issued), "refused": refused}
