@@ -88,3 +88,118 @@ def test_rolled_back_and_timed_out_count_as_failures(ota: Env) -> None:
     halted = ota.wait_state("rt", "halted")
     assert halted["counts"]["rolled_back"] == 4 and halted["counts"]["timed_out"] == 6, halted
     assert "10 of 40" in halted["reason"], halted
+
+
+def test_pause_stops_issuing_and_resume_carries_on(ota: Env) -> None:
+    ota.planner()
+    ota.release()
+    devices = ids(40)
+    fleet = ota.fleet(devices)
+    ota.wait_known(40)
+    ota.create("rp", stages=[100], rate_per_min=600, success_pct=100)  # 10 jobs a second
+    fleet.wait_for(lambda: len(fleet.with_job()) >= 3)
+    r = ota.command("rp", {"action": "pause", "clientToken": "p1"})
+    assert r.topic.endswith("/accepted") and r.body["state"] == "paused" and r.body["clientToken"] == "p1"
+    paused = ota.wait_state("rp", "paused")
+    sent = 40 - paused["counts"]["pending"]
+    assert sent < 40
+    fleet.wait_for(lambda: len(fleet.with_job()) == sent)
+    again = ota.command("rp", {"action": "pause"})
+    assert again.topic.endswith("/rejected") and again.body["code"] == 409
+    try:
+        fleet.wait_for(lambda: len(fleet.with_job()) > sent, timeout=1.2)
+        raise AssertionError("a job went out while paused")
+    except TimeoutError:
+        pass
+    assert ota.command("rp", {"action": "resume"}).body["state"] == "running"
+    done = ota.wait_state("rp", "completed")
+    assert done["counts"]["succeeded"] == 40
+    assert [e["event"] for e in ota.events("rp")] == ["created", "paused", "resumed", "completed"]
+
+
+def test_abort_withdraws_every_job(ota: Env) -> None:
+    ota.planner()
+    ota.release()
+    devices = ids(40)
+    fleet = ota.fleet(devices, lambda d, m: [])  # devices that never start
+    ota.wait_known(40)
+    ota.create("ra", stages=[100])
+    fleet.wait_for(lambda: len(fleet.with_job()) == 40)
+    assert ota.command("ra", {"action": "abort"}).body["state"] == "aborted"
+    aborted = ota.wait_state("ra", "aborted")
+    assert aborted["counts"]["withdrawn"] == 40, aborted
+    fleet.wait_for(lambda: fleet.cleared == set(devices))
+    # No job is left retained for anyone.
+    late = ota.probe(f"{ota.prefix}/+/ota/job")
+    assert [m for m in late.drain(0.3) if m.payload] == []
+    assert ota.command("ra", {"action": "resume"}).body["code"] == 409
+
+
+def test_device_offline_at_issue_gets_its_job_when_it_returns(ota: Env) -> None:
+    ota.planner()
+    ota.release()
+    online = ids(20)
+    ota.fleet(online)
+    ota.operator.publish(f"{ota.prefix}/off1/heartbeat", {"ts": 1, "seq": 1, "uptime_s": 1, "fw": "1.0.0",
+                                                          "slot": 0, "hw": "c3"})
+    ota.wait_known(21)
+    ota.create("ro", stages=[100], success_pct=100)
+    status = ota.wait_status("ro", lambda b: b["counts"]["succeeded"] == 20)
+    assert status["state"] == "running" and status["counts"]["issued"] == 1
+    # A device first heard of after the rollout started joins it too.
+    ota.fleet(["new1"])
+    ota.wait_status("ro", lambda b: b["counts"]["succeeded"] == 21)
+    back = ota.fleet(["off1"], announce=False)  # reconnects: the retained job is waiting
+    done = ota.wait_state("ro", "completed")
+    assert done["counts"]["succeeded"] == 22 and back.distinct_jobs("off1") == 1
+
+
+def test_planner_killed_mid_stage_carries_on_without_issuing_twice(ota: Env) -> None:
+    planner = ota.planner()
+    ota.release()
+    devices = ids(60)
+    fleet = ota.fleet(devices)
+    ota.wait_known(60)
+    ota.create("rk", stages=[50, 100], rate_per_min=1200)
+    fleet.wait_for(lambda: len(fleet.with_job()) >= 8)
+    planner.kill()  # SIGKILL: no drain, no goodbye
+    planner.start()
+    done = ota.wait_state("rk", "completed")
+    assert done["counts"]["succeeded"] == 60, done
+    assert all(fleet.distinct_jobs(d) == 1 for d in devices)
+    assert [e["event"] for e in ota.events("rk")].count("stage_opened") == 1
+
+
+def test_two_replicas_never_issue_twice(ota: Env) -> None:
+    ota.planner()
+    ota.planner()
+    ota.release()
+    devices = ids(80)
+    fleet = ota.fleet(devices)
+    ota.wait_known(80)
+    ota.create("r2", stages=[10, 50, 100])
+    done = ota.wait_state("r2", "completed")
+    assert done["counts"]["succeeded"] == 80
+    assert all(fleet.distinct_jobs(d) == 1 for d in devices)
+    kinds = [e["event"] for e in ota.events("r2")]
+    assert kinds.count("stage_opened") == 2 and kinds.count("completed") == 1, kinds
+
+
+def test_health_gate_halts_a_release_whose_devices_do_worse(ota: Env) -> None:
+    ota.planner()
+    ota.release()
+    devices = ids(30)
+    for d in devices:  # what healthwatch says before the rollout
+        ota.operator.publish(f"{ota.prefix}/{d}/health",
+                             {"score": 90, "status": "ok", "reasons": [], "ts": 1}, retain=True)
+
+    def worse(device_id: str) -> None:
+        body = {"score": 35, "status": "watch", "reasons": [{"code": "heap_leak"}], "ts": 2}
+        ota.fleets[0].client.publish(f"{ota.prefix}/{device_id}/health", json.dumps(body), qos=1, retain=True)
+
+    ota.fleet(devices, on_success=worse)
+    ota.wait_known(30)
+    ota.create("rh", stages=[40, 100], soak_s=60, success_pct=100)
+    halted = ota.wait_state("rh", "halted")
+    assert "health gate" in halted["reason"] and halted["stage"] == 0, halted
+    assert halted["counts"]["failed"] == 0
