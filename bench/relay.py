@@ -24,7 +24,8 @@ CTX = mp.get_context("fork")
 def _client(url: str, client_id: str = "") -> paho.Client:
     port = int(url.rsplit(":", 1)[1])
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    c.max_inflight_messages_set(1000)
+    # As the daemons: paho scans its whole in-flight window on every PUBACK, so keep it modest.
+    c.max_inflight_messages_set(100)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port, keepalive=60)
     return c
@@ -63,8 +64,9 @@ def _publish(url: str, topics: list[str], n: int, rate: float | None, body: dict
                 time.sleep(max(0.0, min(0.001, due - time.perf_counter())))
         payload = dict(body)
         payload["clientToken"] = f"{time.time():.6f}"
-        c.publish(topics[i % len(topics)], json.dumps(payload, separators=(",", ":")), qos=1)
-    time.sleep(1.0)
+        last = c.publish(topics[i % len(topics)], json.dumps(payload, separators=(",", ":")), qos=1)
+    if n:
+        last.wait_for_publish(120)  # everything before it has left too (in order, QoS 1)
     c.loop_stop()
 
 

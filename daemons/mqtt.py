@@ -84,7 +84,8 @@ class MqttSession:
         if url.scheme == "mqtts":
             client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(1, 30)
-        client.max_inflight_messages_set(1000)
+        # paho scans the whole in-flight window on every PUBACK: a modest window is faster.
+        client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
