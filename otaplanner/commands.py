@@ -153,6 +153,8 @@ class Commands:
         return {"state": self.store.meta(rid).get("state"), "config": cfg.to_json()}
 
     def _act(self, rid: str, action: str, now: float, out: Outcome) -> dict[str, Any]:
+        if action not in ro.COMMANDS:
+            ro.command_target(action, "", 0, 0)  # raises the 400
         for _ in range(MAX_CAS_ROUNDS):
             r = self.control.load(rid)
             if r is None:

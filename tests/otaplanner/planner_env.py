@@ -44,7 +44,20 @@ class Env:
         env.setdefault("FLEET_ARTIFACT_HTTP_PORT", str(free_port()))
         d = self.daemon("otaplanner", **env)
         self.planners.append(d)
+        self.wait_subscribed()
         return d
+
+    def wait_subscribed(self, timeout: float = 20.0) -> None:
+        """"started" comes before the SUBACKs: ask until the planner answers."""
+        topic = f"{self.ops}/ota/rollouts/readiness-check/command"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.operator.request(topic, {"action": "pause"}, timeout=0.3)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
 
     def release(self, version: str = "2.0.0", secure_version: int = 1,
                 hw: tuple[str, ...] = ("c3",)) -> dict[str, Any]:
