@@ -131,6 +131,8 @@ class Commands:
             return out
         self._answer(out, topic, token, now, {"rollout_id": rid, "action": action, **result})
         out.count("command", action)
+        if action in ("create", "resume", "advance"):
+            self.control.tick(rid, now, out)  # open the stage now rather than at the next tick
         self.control.publish_status(rid, now, out)
         return out
 
