@@ -1,0 +1,65 @@
+"""`python -m healthwatch` / `fleet-healthwatch`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prometheus_client import Gauge
+
+from daemons.app import run_daemon
+from daemons.config import Settings
+from daemons.messages import Outcome
+from daemons.metrics import DaemonMetrics
+from healthwatch.detect import Tuning
+from healthwatch.device import STATUSES
+from healthwatch.service import HealthService
+from healthwatch.store import HealthStore
+
+TOP_COHORTS = 8  # cohort label values: the largest cohorts, the rest summed as "other"
+
+
+class InstrumentedHealthService(HealthService):
+    """The service plus gauges read by Prometheus; labels are bounded, never a device id."""
+
+    def __init__(self, metrics: DaemonMetrics, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        r = metrics.registry
+        self.g_status = Gauge("fleet_health_devices", "Devices per health status", ["status"], registry=r)
+        self.g_reason = Gauge("fleet_health_reasons", "Devices per active reason", ["reason"], registry=r)
+        self.g_cohort = Gauge("fleet_health_cohort_devices", "Devices per cohort (hw|fw), largest first",
+                              ["cohort"], registry=r)
+        self._reasons_seen: set[str] = set()
+        self._cohorts_seen: set[str] = set()
+
+    def tick(self, now: float) -> Outcome:
+        out = super().tick(now)
+        s = self.last_summary
+        if s:
+            for status in STATUSES:
+                self.g_status.labels(status).set(s["counts"].get(status, 0))
+            reasons = s.get("reasons", {})
+            for code in self._reasons_seen | set(reasons):
+                self.g_reason.labels(code).set(reasons.get(code, 0))
+            self._reasons_seen |= set(reasons)
+        sizes = sorted(((len(m), k) for k, m in self.engine.cohorts.members.items()), reverse=True)
+        shown = {k: n for n, k in sizes[:TOP_COHORTS]}
+        shown["other"] = sum(n for n, _ in sizes[TOP_COHORTS:])
+        for key in self._cohorts_seen | set(shown):
+            self.g_cohort.labels(key).set(shown.get(key, 0))
+        self._cohorts_seen |= set(shown)
+        return out
+
+
+def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> HealthService:
+    tuning = Tuning(interval_s=float(settings.heartbeat_interval_s))
+    return InstrumentedHealthService(metrics, HealthStore(redis), settings.topic_prefix, settings.ops_prefix,
+                                     tuning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_daemon("healthwatch", build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

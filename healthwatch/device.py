@@ -1,0 +1,312 @@
+"""One device's health: its streaming state, the reasons it is unwell, its score and status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from healthwatch.cohort import CohortStats, Levels
+from healthwatch.detect import BAD_RESETS, MAD_FLOOR, SD_FLOOR, Track, Tuning, cohort_z, decay
+
+STATUSES = ("ok", "watch", "critical", "offline")
+OK, WATCH, CRITICAL, OFFLINE = 0, 1, 2, 3
+PENALTY = {WATCH: 30, CRITICAL: 65}
+_F_T, _F_D, _F_R, _F_H = SD_FLOOR["temp"], SD_FLOOR["drain"], SD_FLOOR["rssi"], SD_FLOOR["heap"]
+_M_T, _M_D, _M_R, _M_H = MAD_FLOOR["temp"], MAD_FLOOR["drain"], MAD_FLOOR["rssi"], MAD_FLOOR["heap"]
+
+
+@dataclass
+class Verdict:
+    score: int
+    status: str
+    reasons: list[dict[str, Any]]
+    ts: int
+    previous: str | None = None  # set when the status changed with this heartbeat
+
+    def health(self) -> dict[str, Any]:
+        return {"score": self.score, "status": self.status, "reasons": self.reasons, "ts": self.ts}
+
+
+@dataclass(slots=True)
+class DeviceState:
+    n: int = 0
+    ts: float = 0.0
+    seq: int = -1
+    uptime: float = -1.0
+    hw: str | None = None
+    fw: str | None = None
+    t_raw: float | None = None  # EWMA of the raw temperature (the level the cohort sees)
+    t_rel: float | None = None  # cohort median the temperature track is relative to (None: absolute)
+    b_pct: float | None = None
+    b_ts: float = 0.0
+    drain: float | None = None  # %/h, EWMA on ts
+    b_t0: float = 0.0
+    b_p0: float = 0.0
+    rb: float = 0.0  # reboots, exponentially decayed
+    reset: str | None = None
+    ms: float = 0.0  # missed heartbeats, exponentially decayed
+    status: int = OK
+    bad_run: int = 0
+    good_run: int = 0
+    score: int = 100
+    wall: float = 0.0  # wall clock of the last heartbeat (offline timer)
+    pub_ts: float = 0.0
+    pub_sig: str = ""
+    t: Track = field(default_factory=Track)
+    b: Track = field(default_factory=Track)
+    r: Track = field(default_factory=Track)
+    h: Track = field(default_factory=Track)
+    since: dict[str, int] = field(default_factory=dict)
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+
+    _SCALARS: ClassVar[tuple[str, ...]] = (
+        "n", "ts", "seq", "uptime", "hw", "fw", "t_raw", "t_rel", "b_pct", "b_ts", "drain", "b_t0",
+        "b_p0", "rb", "reset", "ms", "status", "bad_run", "good_run", "score", "wall", "pub_ts", "pub_sig")
+
+    def to_json(self) -> list[Any]:
+        return [[getattr(self, k) for k in self._SCALARS], self.t.to_list(), self.b.to_list(),
+                self.r.to_list(), self.h.to_list(), self.since, self.reasons]
+
+    @classmethod
+    def from_json(cls, v: list[Any]) -> DeviceState:
+        st = cls()
+        for k, x in zip(cls._SCALARS, v[0], strict=True):
+            setattr(st, k, x)
+        st.t, st.b, st.r, st.h = (Track.from_list(x) for x in v[1:5])
+        st.since, st.reasons = v[5], v[6]
+        return st
+
+    def levels(self) -> Levels:
+        return (self.t_raw, self.drain if self.b.n else None,
+                self.r.lvl if self.r.n else None, self.h.lvl if self.h.n else None)
+
+
+def _stat(cs: CohortStats, i: int) -> tuple[float, float] | None:
+    m = cs.metrics[i]
+    return None if m is None else (m.median, m.mad)
+
+
+def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now: float) -> Verdict:
+    """Fold one validated heartbeat into the state; return the device's verdict."""
+    ts = hb.get("ts", now)
+    dt = ts - st.ts if st.n else 0.0
+    if dt < 0:
+        dt = 0.0  # out of order: levels still learn, rates do not
+    first = st.n == 0
+    st.n += 1
+    hw, fw = hb.get("hw"), hb.get("fw")
+    if hw is not None:
+        st.hw = hw
+    if fw is not None:
+        st.fw = fw
+
+    # Reboots: uptime went backwards (or grew less than the time that passed, beyond a slack).
+    up = hb.get("uptime_s")
+    st.rb = decay(st.rb, dt, t.reboot_tau_s)
+    rebooted = False
+    if up is not None:
+        if not first and st.uptime >= 0 and up + max(0.5 * t.interval_s, 0.1 * dt) < st.uptime + dt:
+            rebooted = True
+        st.uptime = up
+    reason = hb.get("reset_reason")
+    if reason is not None:
+        if up is None and not first and reason != st.reset:
+            rebooted = True
+        st.reset = reason
+    if rebooted:
+        st.rb += 1.0
+
+    # Missed heartbeats: from seq gaps when the device counts, else from gaps in ts.
+    seq = hb.get("seq")
+    missed = 0.0
+    if not first:
+        if seq is not None and st.seq >= 0:
+            if 0 < seq - st.seq - 1 < 100_000:
+                missed = seq - st.seq - 1
+        elif dt > 1.5 * t.interval_s:
+            missed = round(dt / t.interval_s) - 1
+    if seq is not None:
+        st.seq = seq
+    st.ms = decay(st.ms, dt, t.missed_tau_s) + missed
+
+    reasons: list[tuple[str, int, str]] = []
+    its = int(ts)
+
+    # Temperature, relative to the cohort median when the cohort has one.
+    temp = hb.get("temp_c")
+    if temp is not None:
+        st.t_raw = temp if st.t_raw is None else st.t_raw + t.alpha_level * (temp - st.t_raw)
+        cm = _stat(cs, 0)
+        med = cm[0] if cm else None
+        if (med is None) != (st.t_rel is None):
+            st.t.reset()  # the reference changed: relearn rather than see a jump
+        st.t_rel = med
+        tr = st.t
+        step = tr.update(temp - (med or 0.0), ts, 0.0, _F_T, t.alpha_temp, t)
+        z = cohort_z(st.t_raw, cm[0], cm[1], _M_T) if cm else 0.0
+        if tr.bad(step, t) or abs(z) > t.cohort_z:
+            sev = CRITICAL if abs(z) > 2 * t.cohort_z or step > 2 * t.step_z else WATCH
+            reasons.append(("temp_drift", sev, _temp_detail(st, temp, z, cm, ts, t)))
+
+    # Battery drain rate (%/h) on the heartbeats' own time.
+    pct = hb.get("battery_pct")
+    if pct is not None:
+        _battery(st, pct, ts, t, reasons)
+        found = cohort_drain_reason(st, cs, t)
+        if found is not None:
+            reasons.append(found)
+
+    rssi = hb.get("rssi_dbm")
+    if rssi is not None:
+        tr = st.r
+        step = tr.update(rssi, ts, -1.0, _F_R, t.alpha_rssi, t)
+        cm = _stat(cs, 2)
+        z = -cohort_z(tr.lvl, cm[0], cm[1], _M_R) if cm else 0.0
+        if tr.bad(step, t) or z > t.cohort_z:
+            sev = CRITICAL if tr.lvl < -90 else WATCH
+            own_db = tr.base - tr.lvl if tr.n > t.warmup else 0.0
+            ref = f", cohort median {cm[0]:.0f} dBm" if cm else ""
+            reasons.append(("rssi_degraded", sev,
+                            f"RSSI {tr.lvl:.0f} dBm, {own_db:.0f} dB below its own baseline{ref}"))
+
+    heap = hb.get("heap_free")
+    if heap is not None:
+        tr = st.h
+        if rebooted and tr.n:
+            tr.lvl = heap  # a reboot frees the heap: the leak restarts from scratch
+            tr.cu = 0.0
+        step = tr.update(heap, ts, -1.0, _F_H, t.alpha_heap, t)
+        cm = _stat(cs, 3)
+        z = -cohort_z(tr.lvl, cm[0], cm[1], _M_H) if cm else 0.0
+        if tr.bad(step, t) or z > t.cohort_z:
+            sev = CRITICAL if tr.n > t.warmup and tr.lvl < 0.25 * tr.base else WATCH
+            hours = (ts - tr.cu0) / 3600
+            rate = (tr.base - tr.lvl) / hours / 1024 if hours > 0.05 else 0.0
+            reasons.append(("heap_leak", sev, f"free heap {tr.lvl / 1024:.0f} KiB, "
+                            f"{(tr.base - tr.lvl) / 1024:.0f} KiB below its own baseline, "
+                            f"falling {rate:.1f} KiB/h"))
+
+    if st.rb >= t.reboot_loop:
+        reasons.append(("reboot_loop", CRITICAL, f"about {st.rb:.0f} reboots in the last hour"
+                        f" (last reset: {st.reset or 'unknown'})"))
+    elif rebooted and st.reset in BAD_RESETS:
+        reasons.append(("crash_reboot", WATCH, f"rebooted after {st.reset}"))
+    if st.ms >= t.missed_alarm:
+        reasons.append(("missed_heartbeats", WATCH, f"about {st.ms:.0f} heartbeats missed in the last hour"))
+
+    st.ts = ts if ts > st.ts else st.ts
+    st.wall = now
+    return _conclude(st, reasons, its, t)
+
+
+def _temp_detail(st: DeviceState, temp: float, z: float, cm: tuple[float, float] | None, ts: float,
+                 t: Tuning) -> str:
+    tr = st.t
+    parts = [f"temperature {temp:.1f} °C"]
+    if cm:
+        side = "above" if z >= 0 else "below"
+        parts.append(f"{abs(z):.1f} MAD {side} cohort median {cm[0]:.1f} °C")
+    if tr.n > t.warmup:
+        rise = tr.lvl - tr.base
+        hours = (ts - tr.cu0) / 3600
+        parts.append(f"{rise:+.1f} °C vs its own baseline")
+        if hours > 0.05 and tr.cu != 0:
+            parts.append(f"{'rising' if rise >= 0 else 'falling'} {abs(rise) / hours:.1f} °C/h")
+    return ", ".join(parts)
+
+
+def _battery(st: DeviceState, pct: float, ts: float, t: Tuning, reasons: list[tuple[str, int, str]]) -> None:
+    prev = st.b_pct
+    if prev is None or pct > prev + 2.0:
+        # First reading, or charged / replaced: restart the drain estimate.
+        st.b_pct, st.b_ts, st.b_t0, st.b_p0 = pct, ts, ts, pct
+        st.drain = None
+        st.b.reset()
+        return
+    dt = ts - st.b_ts
+    st.b_pct = pct
+    if dt <= 0:
+        return
+    st.b_ts = ts
+    span = ts - st.b_t0
+    tau = t.drain_tau_h * 3600
+    if span < tau:
+        # Young estimate: the average rate since the first reading is the best we have.
+        st.drain = (st.b_p0 - pct) * 3600 / span
+        return
+    inst = (prev - pct) * 3600 / dt
+    a = dt / (tau + dt)
+    d = inst if st.drain is None else st.drain + a * (inst - st.drain)
+    st.drain = d
+    tr = st.b
+    step = tr.update(d, ts, 1.0, _F_D, t.alpha_drain, t)
+    own = tr.n > t.warmup and step > t.step_z and d > t.drain_ratio * max(tr.base, _F_D)
+    if own:
+        sev = CRITICAL if d > 2 * t.drain_ratio * max(tr.base, _F_D) else WATCH
+        hours_left = pct / d if d > 0 else float("inf")
+        reasons.append(("battery_drain", sev, f"battery draining {d:.2f} %/h, {d / max(tr.base, _F_D):.1f}x "
+                        f"its own baseline, empty in about {hours_left:.0f} h"))
+
+
+def cohort_drain_reason(st: DeviceState, cs: CohortStats, t: Tuning) -> tuple[str, int, str] | None:
+    """Battery drain against the cohort: also judges devices too new for their own baseline."""
+    m = cs.metrics[1]
+    if m is None or st.drain is None or st.b_pct is None:
+        return None
+    z = cohort_z(st.drain, m.median, m.mad, MAD_FLOOR["drain"])
+    if z <= t.cohort_z:
+        return None
+    sev = CRITICAL if z > 2 * t.cohort_z else WATCH
+    return ("battery_drain", sev, f"battery draining {st.drain:.2f} %/h, {z:.1f} MAD above the cohort "
+            f"median {m.median:.2f} %/h, empty in about {st.b_pct / max(st.drain, 1e-6):.0f} h")
+
+
+def _conclude(st: DeviceState, found: list[tuple[str, int, str]], ts: int, t: Tuning) -> Verdict:
+    score = 100
+    raw = OK
+    seen: set[str] = set()
+    reasons: list[dict[str, Any]] = []
+    for code, sev, detail in found:
+        if code in seen:
+            continue
+        seen.add(code)
+        score -= PENALTY[sev]
+        raw = max(raw, sev)
+        since = st.since.get(code)
+        if since is None:
+            since = st.since[code] = ts
+        reasons.append({"code": code, "detail": detail, "since": since})
+    for code in [c for c in st.since if c not in seen]:
+        del st.since[code]
+    score = max(score, 0)
+    if score < 40:
+        raw = CRITICAL
+    previous = st.status
+    if previous == OFFLINE:
+        st.status, st.bad_run, st.good_run = raw, 0, 0  # alive again: judged afresh
+    elif raw > previous:
+        st.good_run = 0
+        st.bad_run += 1
+        if st.bad_run >= t.alarm_after:
+            st.status, st.bad_run = raw, 0
+    elif raw < previous:
+        st.bad_run = 0
+        st.good_run += 1
+        if st.good_run >= t.clear_after:
+            st.status, st.good_run = raw, 0
+    else:
+        st.bad_run = st.good_run = 0
+    st.score = score
+    st.reasons = reasons
+    changed = STATUSES[previous] if st.status != previous else None
+    return Verdict(score, STATUSES[st.status], reasons, ts, changed)
+
+
+def offline_verdict(st: DeviceState, now: float, t: Tuning) -> Verdict:
+    previous = STATUSES[st.status]
+    st.status, st.bad_run, st.good_run, st.score = OFFLINE, 0, 0, 0
+    last = int(st.ts)
+    missed = int((now - st.wall) // t.interval_s)
+    st.reasons = [{"code": "missed_heartbeats", "since": last,
+                   "detail": f"offline: no heartbeat for {missed} intervals of {t.interval_s:.0f} s"}]
+    return Verdict(0, "offline", st.reasons, int(now), previous if previous != "offline" else None)

@@ -1,0 +1,177 @@
+"""healthwatch's topic handlers (PROTOCOL §2): heartbeats in; health, alerts and summary out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from daemons.codec import CodecError, decode
+from daemons.logs import OncePerKey, get_logger
+from daemons.messages import Inbound, Outcome, valid_device_id
+from healthwatch.cohort import cohort_key
+from healthwatch.detect import Tuning
+from healthwatch.device import STATUSES, DeviceState, Verdict
+from healthwatch.engine import HealthEngine
+from healthwatch.store import DeviceWrite, HealthStore
+
+MAX_PAYLOAD = 16 * 1024
+SUMMARY_EVERY_S = 10.0
+COHORT_RELOAD_S = 60.0
+SUMMARY_COHORTS = 20
+
+
+def _count_keys(st: DeviceState) -> set[str]:
+    return {f"status:{STATUSES[st.status]}"} | {f"reason:{r['code']}" for r in st.reasons}
+
+
+class HealthService:
+    tick_interval_s = 1.0
+
+    def __init__(self, store: HealthStore, prefix: str = "fleet", ops_prefix: str = "fleetops",
+                 tuning: Tuning | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.ops = ops_prefix
+        self.engine = HealthEngine(tuning)
+        self.clock = clock
+        self.log = get_logger("healthwatch")
+        self._once = OncePerKey()
+        self._summary_at = 0.0
+        self._cohorts_at = 0.0
+        self._dirty = True
+        self.last_summary: dict[str, Any] = {}
+
+    def topics(self) -> list[str]:
+        return [f"{self.prefix}/+/heartbeat"]
+
+    def _device_of(self, topic: str) -> str | None:
+        if not topic.startswith(self.prefix + "/"):
+            return None
+        parts = topic[len(self.prefix) + 1:].split("/")
+        if len(parts) != 2 or parts[1] != "heartbeat" or not valid_device_id(parts[0]):
+            return None
+        return parts[0]
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    def handle(self, batch: list[Inbound]) -> Outcome:
+        out = Outcome()
+        now = self.clock()
+        work: dict[str, list[dict[str, Any]]] = {}
+        for message in batch:
+            device_id = self._device_of(message.topic)
+            if device_id is None:
+                self._drop(out, "bad_id", message.topic)
+                continue
+            if len(message.payload) > MAX_PAYLOAD:
+                self._drop(out, "too_large", message.topic)
+                continue
+            try:
+                body, _ = decode(message.payload)
+            except CodecError as exc:
+                self._drop(out, "malformed", message.topic, str(exc))
+                continue
+            work.setdefault(device_id, []).append(body)
+        if not work:
+            return out
+        states = self.store.read(list(work))
+        writes: list[DeviceWrite] = []
+        for device_id, bodies in work.items():
+            stored = states[device_id]
+            st = stored or DeviceState()
+            old_keys = _count_keys(st) if stored else set()
+            old_cohort = cohort_key(st.hw, st.fw) if stored else None
+            last: Verdict | None = None
+            for body in bodies:
+                verdict, dropped = self.engine.score(st, device_id, body, now)
+                for name in dropped:
+                    out.count("heartbeat_field", f"bad_{name}")
+                if dropped and self._once.first(f"fields:{device_id}"):
+                    self.log.warning("heartbeat_fields_dropped", device_id=device_id, fields=dropped)
+                if verdict is None:
+                    out.count("heartbeat", "duplicate")
+                    continue
+                out.count("heartbeat", "partial" if dropped else "ok")
+                if verdict.previous is not None:
+                    self._alert(out, device_id, verdict)
+                last = verdict
+            if last is not None and self.engine.should_publish(st, last):
+                out.publish(f"{self.prefix}/{device_id}/health", last.health(), retain=True)
+            new_keys = _count_keys(st)
+            counts = {k: 1 for k in new_keys - old_keys} | {k: -1 for k in old_keys - new_keys}
+            if counts:
+                self._dirty = True
+            writes.append(DeviceWrite(device_id, st, cohort_key(st.hw, st.fw), old_cohort, counts))
+        self.store.write(writes)
+        return out
+
+    def _drop(self, out: Outcome, why: str, topic: str, detail: str = "") -> None:
+        # No rejected topic exists for heartbeats (§2): count, log once per topic, drop.
+        out.count("heartbeat", why)
+        if self._once.first(f"{why}:{topic[:200]}"):
+            self.log.warning("heartbeat_dropped", reason=why, topic=topic[:200], detail=detail[:200])
+
+    def _alert(self, out: Outcome, device_id: str, v: Verdict) -> None:
+        out.publish(f"{self.ops}/health/alerts", {
+            "device_id": device_id, "status": v.status, "previous": v.previous, "score": v.score,
+            "reasons": v.reasons, "ts": v.ts})
+        out.count("alert", v.status)
+        self.log.info("health_changed", device_id=device_id, status=v.status, previous=v.previous,
+                      reasons=[r["code"] for r in v.reasons])
+
+    # -- timer ---------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Outcome:
+        out = Outcome()
+        if now - self._cohorts_at >= COHORT_RELOAD_S:
+            # Levels of the devices other replicas score (and, after a restart, of everyone).
+            for key, levels in self.store.cohorts().items():
+                self.engine.cohorts.load(key, levels)
+            self._cohorts_at = now
+        self._offline(now, out)
+        if now - self._summary_at >= SUMMARY_EVERY_S and (self._dirty or now - self._summary_at >= 60):
+            self._summary(now, out)
+        return out
+
+    def _offline(self, now: float, out: Outcome) -> None:
+        t = self.engine.tuning
+        ids = self.store.overdue(now - t.offline_after * t.interval_s)
+        if not ids:
+            return
+        states = self.store.read(ids)
+        writes = []
+        for device_id in ids:
+            st = states[device_id]
+            if st is None or st.status == 3:
+                continue
+            old_keys = _count_keys(st)
+            verdict = self.engine.offline(st, now)
+            new_keys = _count_keys(st)
+            counts = {k: 1 for k in new_keys - old_keys} | {k: -1 for k in old_keys - new_keys}
+            out.publish(f"{self.prefix}/{device_id}/health", verdict.health(), retain=True)
+            st.pub_sig = ""
+            self._alert(out, device_id, verdict)
+            key = cohort_key(st.hw, st.fw)
+            writes.append(DeviceWrite(device_id, st, key, key, counts))
+        self._dirty = True
+        self.store.write(writes, offline=True)
+
+    def _summary(self, now: float, out: Outcome) -> None:
+        counts, worst = self.store.summary()
+        by_status = {s: max(0, counts.get(f"status:{s}", 0)) for s in STATUSES}
+        reasons = {k[7:]: v for k, v in counts.items() if k.startswith("reason:") and v > 0}
+        cohorts = self.engine.cohorts.medians()
+        top = sorted(cohorts, key=lambda k: -int(cohorts[k]["devices"]))[:SUMMARY_COHORTS]
+        body = {
+            "ts": int(now),
+            "devices": sum(by_status.values()),
+            "counts": by_status,
+            "reasons": reasons,
+            "worst": [{"device_id": d, "score": int(s)} for d, s in worst if s < 100],
+            "cohorts": {k: cohorts[k] for k in top},
+        }
+        out.publish(f"{self.ops}/health/summary", body, retain=True)
+        self.last_summary = body
+        self._summary_at = now
+        self._dirty = False

@@ -1,0 +1,159 @@
+"""healthwatch's pure domain: validation, detectors, cohorts, hysteresis, offline, replay speed."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from healthwatch.detect import Tuning
+from healthwatch.device import DeviceState
+from healthwatch.engine import HealthEngine
+from healthwatch.simulate import EXPECTED, FAULTS, ambient, make_device
+from healthwatch.validate import validate
+
+
+def run(devices, hours: float, engine: HealthEngine | None = None, wall_offset: float = 0.0):
+    """Score the devices for `hours`; return engine, states and per device the verdict history."""
+    engine = engine or HealthEngine()
+    states = {d.device_id: DeviceState() for d in devices}
+    history: dict[str, list[tuple[float, str, list[str]]]] = {d.device_id: [] for d in devices}
+    for step in range(int(hours * 60)):
+        t = step * 60.0
+        amb = ambient(t)
+        for d in devices:
+            st = states[d.device_id]
+            hb = d.heartbeat(t, amb)
+            if hb is not None:
+                v, _ = engine.score(st, d.device_id, hb, t + wall_offset)
+                if v is not None:
+                    history[d.device_id].append((t, v.status, [r["code"] for r in v.reasons]))
+            elif engine.is_offline(st, t + wall_offset):
+                v = engine.offline(st, t + wall_offset)
+                history[d.device_id].append((t, v.status, []))
+    return engine, states, history
+
+
+def cohort(n: int, seed: int = 5):
+    rng = random.Random(seed)
+    # Every device of the same cohort (make_device derives hw/fw from i % 4).
+    return [make_device(4 * i, rng) for i in range(n)]
+
+
+def test_validation_drops_bad_fields_keeps_the_rest_and_unknown_fields():
+    body = {"ts": 1_700_000_000, "seq": "7", "uptime_s": -5, "fw": 3, "slot": "ota_1", "hw": "esp32",
+            "battery_pct": 140, "rssi_dbm": -70, "temp_c": True, "heap_free": 1.5, "heap_min_free": 9000,
+            "reset_reason": "", "battery_mv": float("nan"), "custom": {"x": 1}}
+    clean, dropped = validate(body)
+    assert sorted(dropped) == sorted(["seq", "uptime_s", "fw", "battery_pct", "temp_c", "heap_free",
+                                      "reset_reason", "battery_mv"])
+    assert clean == {"ts": 1_700_000_000, "slot": "ota_1", "hw": "esp32", "rssi_dbm": -70,
+                     "heap_min_free": 9000, "custom": {"x": 1}}
+
+
+def test_a_heartbeat_with_bad_fields_is_still_scored():
+    engine, st = HealthEngine(), DeviceState()
+    v, dropped = engine.score(st, "d1", {"ts": 1000, "seq": 1, "uptime_s": 10, "temp_c": "hot"}, 1000)
+    assert dropped == ["temp_c"] and v is not None and v.status == "ok"
+    v, _ = engine.score(st, "d1", {"ts": 1060, "seq": 2, "uptime_s": 3, "temp_c": "hot"}, 1060)
+    assert st.n == 2 and st.rb >= 1, "the uptime of a heartbeat with a bad temp_c still counts"
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f != "silent_death"])
+def test_each_fault_is_flagged_with_its_reason(fault):
+    peers = cohort(30)  # a realistic cohort: one device crossing the median barely moves it
+    sick = make_device(4 * 40, random.Random(fault), fault, fault_at=2.5 * 3600)
+    _, _, history = run([*peers, sick], hours=7)
+    flagged = [(t, codes) for t, status, codes in history[sick.device_id] if status != "ok"]
+    assert flagged, f"{fault} never flagged"
+    assert flagged[0][0] >= sick.fault_at, "flagged before the fault started"
+    assert any(EXPECTED[fault] in codes for _, codes in flagged)
+    for d in peers:
+        assert all(status == "ok" for _, status, _ in history[d.device_id]), f"healthy {d.device_id} flagged"
+
+
+def test_silent_death_goes_offline_by_the_timer():
+    peers = cohort(5)
+    dead = make_device(80, random.Random(1), "silent_death", fault_at=3600)
+    _, states, history = run([*peers, dead], hours=2)
+    statuses = [(t, s) for t, s, _ in history[dead.device_id] if s != "ok"]
+    assert statuses and statuses[0][1] == "offline"
+    assert statuses[0][0] - 3600 <= 3 * 60, "offline after 3 missed intervals"
+    assert states[dead.device_id].reasons[0]["code"] == "missed_heartbeats"
+
+
+def test_a_healthy_noisy_fleet_stays_ok_for_a_day():
+    devices = cohort(30, seed=9)
+    _, _, history = run(devices, hours=24)
+    flagged = {d: next(h for h in hs if h[1] != "ok") for d, hs in history.items()
+               if any(h[1] != "ok" for h in hs)}
+    assert not flagged
+
+
+def test_new_device_is_judged_against_its_cohort_from_the_start():
+    peers = cohort(10)
+    engine, _, _ = run(peers, hours=1)
+    st = DeviceState()
+    hot = {"ts": 3600, "seq": 1, "uptime_s": 100, "hw": peers[0].hw, "fw": peers[0].fw, "temp_c": 70.0}
+    statuses = []
+    for i in range(4):
+        v, _ = engine.score(st, "newcomer", {**hot, "ts": 3600 + 60 * i, "seq": i + 1}, 3600 + 60 * i)
+        assert v is not None
+        statuses.append(v.status)
+        assert v.reasons and v.reasons[0]["code"] == "temp_drift"
+        assert "MAD above cohort median" in v.reasons[0]["detail"]
+    assert statuses[:2] == ["ok", "ok"], "hysteresis: 3 bad heartbeats to alarm"
+    assert statuses[2] == statuses[3] != "ok"
+
+
+def test_hysteresis_needs_n_bad_to_alarm_and_m_good_to_clear():
+    t = Tuning(alarm_after=3, clear_after=5)
+    engine, st = HealthEngine(t), DeviceState()
+    ts, up = 0, 1000
+
+    def beat(uptime: int) -> str:
+        nonlocal ts
+        ts += 60
+        v, _ = engine.score(st, "h1", {"ts": ts, "seq": ts // 60, "uptime_s": uptime}, ts)
+        assert v is not None
+        return v.status
+
+    assert beat(up) == "ok"
+    # Reboots every heartbeat: the reboot count passes the threshold on the 3rd, alarms on the 5th.
+    assert [beat(5) for _ in range(5)] == ["ok", "ok", "ok", "ok", "critical"]
+    # Healthy again after the loop decays: still critical until 5 good heartbeats in a row.
+    statuses = []
+    for _ in range(120):
+        up += 60
+        statuses.append(beat(up))
+    first_good = next(i for i, s in enumerate(statuses) if s == "ok")
+    assert first_good > 0 and statuses[first_good - 1] == "critical"
+    assert st.rb < t.reboot_loop
+
+
+def test_scores_use_heartbeat_time_not_wall_clock():
+    a = [make_device(4 * i, random.Random(i), "temp_drift" if i == 0 else None, 2 * 3600) for i in range(8)]
+    b = [make_device(4 * i, random.Random(i), "temp_drift" if i == 0 else None, 2 * 3600) for i in range(8)]
+    _, _, h1 = run(a, hours=4)
+    _, _, h2 = run(b, hours=4, wall_offset=1e6)  # a replay long after the fact
+    assert h1 == h2 and any(s != "ok" for _, s, _ in h1[a[0].device_id])
+
+
+def test_state_survives_a_json_round_trip():
+    d = make_device(0, random.Random(3))
+    engine, st = HealthEngine(), DeviceState()
+    for step in range(100):
+        hb = d.heartbeat(step * 60.0, ambient(step * 60.0))
+        if hb:
+            engine.score(st, d.device_id, hb, step * 60.0)
+    copy = DeviceState.from_json(json.loads(json.dumps(st.to_json())))
+    assert copy.to_json() == st.to_json()
+
+
+def test_redelivered_heartbeat_is_not_counted_twice():
+    engine, st = HealthEngine(), DeviceState()
+    hb = {"ts": 100, "seq": 1, "uptime_s": 50}
+    engine.score(st, "r1", hb, 100)
+    v, _ = engine.score(st, "r1", dict(hb), 101)
+    assert v is None and st.n == 1
