@@ -7,19 +7,17 @@ import sys
 from typing import Any
 
 from daemons.app import run_daemon
+from daemons.artifact_http import serve_local_store
 from daemons.config import Settings
 from daemons.errors import ConfigError
 from daemons.logs import get_logger
 from daemons.metrics import DaemonMetrics
 from daemons.registry import Registry
-from otaplanner.jobs import JobFactory, Signer
+from otaplanner.artifacts import LocalStore, store_from_settings
+from otaplanner.jobs import JobFactory
 from otaplanner.planner import Planner
 from otaplanner.rollout_store import RolloutStore
-
-try:
-    from otaplanner.artifacts import store_from_settings
-except ImportError:  # TEMPORARY until part A lands
-    from otaplanner.ota_adapter import store_from_settings  # type: ignore[assignment]
+from otaplanner.signing import Signer
 
 # The HTTP server of the local artifact store lives as long as the process; kept referenced here.
 _servers: list[Any] = []
@@ -30,12 +28,7 @@ def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> Planner:
         raise ConfigError("FLEET_OTA_MASTER_KEY (ota_master_key) or FLEET_OTA_ECDSA_KEY (ota_ecdsa_key) "
                           "is required to sign jobs")
     artifacts = store_from_settings(settings)
-    if settings.artifact_store.startswith("local:") and settings.artifact_http_port > 0:
-        try:
-            from daemons.artifact_http import serve_local_store
-        except ImportError:  # TEMPORARY until part A lands
-            from otaplanner.ota_adapter import serve_local_store  # type: ignore[assignment]
-
+    if isinstance(artifacts, LocalStore) and settings.artifact_http_port > 0:
         _servers.append(serve_local_store(artifacts, "0.0.0.0", settings.artifact_http_port))
         get_logger("otaplanner").info("artifact_http", port=settings.artifact_http_port)
     owner = settings.mqtt_client_id or f"otaplanner-{socket.gethostname()}"

@@ -86,7 +86,10 @@ class Commands:
         try:
             body, token = self._request(payload)
             release = parse_release(body)
-            size = self.artifacts.stat(release["object"])
+            try:
+                size = self.artifacts.stat(release["object"])
+            except Exception as exc:  # the store is away (S3 down, bad credentials): say so
+                raise ro.RolloutError(500, f"artifact store: {type(exc).__name__}: {exc}"[:300]) from None
             if size is None:
                 raise ro.RolloutError(404, f"no object {release['object']!r} in the artifact store")
             if size != release["size"]:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-try:
-    from otaplanner.manifest import build_manifest
-    from otaplanner.signing import Signer
-except ImportError:  # TEMPORARY until part A lands
-    from otaplanner.ota_adapter import Signer, build_manifest  # type: ignore[assignment]
+from otaplanner.artifacts import MAX_EXPIRES_S
+from otaplanner.manifest import build_manifest
+from otaplanner.signing import Signer
 
 # A pre-signed URL is shared by the jobs issued within this many seconds (signing one per
 # device would cost more than the job itself); it outlives every manifest that carries it.
@@ -27,7 +25,7 @@ class JobFactory:
         cached = self._urls.get((obj, expiry_s))
         if cached is not None and now - cached[0] < URL_REUSE_S:
             return cached[1]
-        url = str(self.artifacts.presign_get(obj, expiry_s + URL_REUSE_S + 60))
+        url = str(self.artifacts.presign_get(obj, min(MAX_EXPIRES_S, expiry_s + URL_REUSE_S + 60)))
         if len(self._urls) > 1000:
             self._urls.clear()
         self._urls[(obj, expiry_s)] = (now, url)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import urllib.request
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -42,6 +43,9 @@ def test_happy_path_1_5_20_100_completes(ota: Env) -> None:
     body = json.loads(manifest)
     assert body["device_id"] == "d0007" and body["version"] == "2.0.0" and body["hw"] == "c3"
     assert body["job_id"] == job["job_id"] and body["expires_at"] > body["issued_at"]
+    # The planner serves the local artifact store: the URL gives the image the manifest names.
+    with urllib.request.urlopen(body["url"], timeout=10) as resp:
+        assert hashlib.sha256(resp.read()).hexdigest() == body["sha256"]
 
 
 def test_release_failing_on_30_percent_halts_inside_the_first_stage(ota: Env) -> None:
