@@ -127,6 +127,7 @@ class Control:
             return False
         if to not in ro.ACTIVE:
             self.store.set_active(r.rid, False)
+            self.store.trail([r.rid])
         out.publish(self.topic(r.rid, "events"), event)
         out.count("rollout", kind)
         self.log.info("rollout_" + kind, rollout_id=r.rid, state=to, stage=stage, reason=reason)
@@ -178,6 +179,19 @@ class Control:
         elif r.state == ro.RUNNING:
             self._run(r, now, out)
         self.publish_status(rid, now, out)
+
+    def trail(self, rid: str, now: float, out: Outcome) -> None:
+        """A rollout that is over still times out jobs in progress and reports late news."""
+        if not self.store.lease(rid, self.owner, self.lease_ms):
+            return
+        for kind in ("", "rb:"):
+            expired = self.store.expire(rid, now, kind)
+            if expired:
+                out.count("job", "timed_out")
+                self.clear_jobs(expired, out)
+        self.publish_status(rid, now, out)
+        if not self.store.in_progress(rid):
+            self.store.untrail(rid)
 
     def _run(self, r: Rollout, now: float, out: Outcome) -> None:
         self.scan(r, now, force=False)

@@ -49,8 +49,12 @@ class Planner:
     def tick(self, now: float) -> Outcome:
         out = Outcome()
         now = self.clock()
-        for rid in self.store.active():
+        active = self.store.active()
+        for rid in active:
             self.control.tick(rid, now, out)
+        for rid in self.store.trailing():
+            if rid not in active:
+                self.control.trail(rid, now, out)
         return out
 
     # -- batches ---------------------------------------------------------------------------------
@@ -105,8 +109,8 @@ class Planner:
                 out.count(kind, "seen")
         self._observe(seen)
         self.store.put_health(health)
-        for rid in sorted(touched):
-            self.control.publish_status(rid, now, out)
+        # The next tick publishes their status, from the replica that holds each rollout's lease.
+        self.store.trail(touched)
         return out
 
     def _command_rollout(self, topic: str) -> str | None:

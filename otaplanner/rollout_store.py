@@ -12,7 +12,7 @@ Keys of one rollout share the hash tag `{ro:<rid>}` (one slot on Redis Cluster):
   events    list: every transition, as published on .../events
   lease     string: the replica that runs this rollout's periodic work
   rb:*      dev, cnt, pending, deadline, jobs again for the rollback jobs (job ids end in `#rb`)
-Other keys: `ota:releases` (version -> JSON), `ota:rollouts`/`ota:active` (sets of ids),
+Other keys: `ota:releases` (version -> JSON), `ota:rollouts`/`ota:active`/`ota:trailing` (sets of ids),
 `ota:cur:{<device>}` (the device's one job slot: rollout and job id), `ota:health` (device -> score).
 """
 
@@ -236,6 +236,22 @@ class RolloutStore:
     def active(self) -> list[str]:
         return sorted(self.redis.smembers("ota:active"))
 
+    # Rollouts with device news or jobs in progress although no longer active: their timeouts
+    # and status still need the periodic pass.
+    def trail(self, rids: Iterable[str]) -> None:
+        rids = list(rids)
+        if rids:
+            self.redis.sadd("ota:trailing", *rids)
+
+    def trailing(self) -> list[str]:
+        return sorted(self.redis.smembers("ota:trailing"))
+
+    def untrail(self, rid: str) -> None:
+        self.redis.srem("ota:trailing", rid)
+
+    def in_progress(self, rid: str) -> int:
+        return sum(int(self.redis.zcard(self.key(rid, k))) for k in ("deadline", "rb:deadline"))
+
     def events(self, rid: str) -> list[dict[str, Any]]:
         return [json.loads(e) for e in self.redis.lrange(self.key(rid, "events"), 0, -1)]
 
@@ -313,9 +329,10 @@ class RolloutStore:
         return str(self._report(keys=self._keys(rid, kind + "dev", kind + "cnt", kind + "deadline"),
                                 args=[device_id, job_id, state, int(now), timeout_s]))
 
-    def expire(self, rid: str, now: float) -> dict[str, str]:
+    def expire(self, rid: str, now: float, kind: str = "") -> dict[str, str]:
         """Time out in-progress jobs past their deadline; returns device -> job id."""
-        flat = list(self._expire(keys=self._keys(rid, "dev", "cnt", "deadline"), args=[int(now)]))
+        keys = self._keys(rid, kind + "dev", kind + "cnt", kind + "deadline")
+        flat = list(self._expire(keys=keys, args=[int(now)]))
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def withdraw(self, rid: str, now: float) -> dict[str, str]:
