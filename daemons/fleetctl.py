@@ -1,0 +1,179 @@
+"""`fleetctl`: the operator's command line.
+
+    fleetctl release publish FILE --version V --hw H [--hw H2] [--secure-version N] [--notes T]
+                             [--object NAME] [--timeout S] [--json]
+
+hashes FILE, uploads it to the artifact store of the settings (FLEET_ARTIFACT_STORE, ...), then
+registers the release on `{o}/ota/releases/register` (PROTOCOL §3) and waits for the planner's
+answer. Exit codes, for CI pipelines: 0 registered, 2 usage or configuration error, 3 rejected by
+the planner, 4 timeout or something unreachable (broker, store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from daemons.codec import CodecError, decode
+from daemons.config import Settings, load_settings
+from daemons.errors import ConfigError
+
+OK, USAGE, REJECTED, UNREACHABLE = 0, 2, 3, 4
+
+
+class CliError(Exception):
+    def __init__(self, code: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+class _UsageParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would sys.exit(2) itself; keep control
+        raise CliError(USAGE, f"{self.prog}: {message}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _UsageParser(prog="fleetctl", description="Fleet operator commands")
+    p.add_argument("--config", help="TOML settings file (else FLEET_CONFIG, then FLEET_* variables)")
+    sub = p.add_subparsers(dest="group", required=True)
+    release = sub.add_parser("release", help="firmware releases")
+    rsub = release.add_subparsers(dest="action", required=True)
+    pub = rsub.add_parser("publish", help="upload a firmware image and register it as a release")
+    pub.add_argument("file", type=Path)
+    pub.add_argument("--version", required=True)
+    pub.add_argument("--hw", action="append", required=True, help="hardware it runs on (repeatable)")
+    pub.add_argument("--secure-version", type=int, default=0)
+    pub.add_argument("--notes")
+    pub.add_argument("--object", help="object name in the store (default: firmware/<version>/<file name>)")
+    pub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the planner")
+    pub.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    return p
+
+
+def upload(settings: Settings, name: str, path: Path, size: int) -> None:
+    from otaplanner.artifacts import ArtifactError, store_from_settings
+
+    try:
+        store = store_from_settings(settings)
+    except ConfigError as exc:
+        raise CliError(USAGE, f"configuration: {exc}") from None
+    try:
+        store.put(name, path)
+        stored = store.stat(name)
+    except ArtifactError as exc:
+        raise CliError(USAGE, str(exc)) from None
+    except Exception as exc:  # minio, urllib3, OS errors: the store is not usable from here
+        raise CliError(UNREACHABLE, f"artifact store {settings.artifact_store}: {exc}") from None
+    if stored != size:
+        raise CliError(UNREACHABLE, f"artifact store holds {stored} bytes for {name}, not {size}")
+
+
+def register(settings: Settings, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Publish the registration and wait for its answer (matched by clientToken)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    topic = f"{settings.ops_prefix}/ota/releases/register"
+    token = body["clientToken"]
+    answer: dict[str, Any] = {}
+    got = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        try:
+            payload, _ = decode(bytes(msg.payload))
+        except CodecError:
+            return
+        if payload.get("clientToken") == token and not got.is_set():
+            answer.update(topic=msg.topic, body=payload)
+            got.set()
+
+    u = urlparse(settings.mqtt_url)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleetctl-{secrets.token_hex(4)}",
+                         protocol=paho.MQTTv311)
+    if settings.mqtt_username:
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    if u.scheme == "mqtts":
+        client.tls_set()
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    host, port = u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883)
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as exc:
+        raise CliError(UNREACHABLE, f"MQTT broker {host}:{port} unreachable: {exc}") from None
+    client.loop_start()
+    try:
+        client.subscribe([(f"{topic}/accepted", 1), (f"{topic}/rejected", 1)])
+        if not subscribed.wait(min(timeout, 10.0)):
+            raise CliError(UNREACHABLE, f"MQTT broker {host}:{port}: no answer to SUBSCRIBE")
+        client.publish(topic, json.dumps(body), qos=1)
+        if not got.wait(timeout):
+            raise CliError(UNREACHABLE, f"no answer on {topic}/accepted or /rejected within {timeout:g} s "
+                                        "(is ota-planner running?)")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return answer
+
+
+def publish(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from otaplanner.artifacts import sha256_file, valid_name
+
+    path: Path = args.file
+    if not path.is_file():
+        raise CliError(USAGE, f"{path}: no such file")
+    if not args.version.strip():
+        raise CliError(USAGE, "--version must not be empty")
+    if args.secure_version < 0:
+        raise CliError(USAGE, "--secure-version must be >= 0")
+    name = args.object or f"firmware/{args.version.replace(':', '_')}/{path.name}"
+    if not valid_name(name):
+        raise CliError(USAGE, f"unusable object name {name!r} (letters, digits, _ . + - and /)")
+    sha, size = sha256_file(path)
+    release: dict[str, Any] = {"version": args.version, "hw": args.hw, "object": name, "sha256": sha,
+                               "size": size, "secure_version": args.secure_version}
+    if args.notes is not None:
+        release["notes"] = args.notes
+    upload(settings, name, path, size)
+    answer = register(settings, {**release, "clientToken": secrets.token_hex(8)}, args.timeout)
+    if answer["topic"].endswith("/rejected"):
+        b = answer["body"]
+        raise CliError(REJECTED, f"rejected ({b.get('code')}): {b.get('message')}", release=release,
+                       rejection={"code": b.get("code"), "message": b.get("message")})
+    return {"release": answer["body"].get("release", release)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        args = parser().parse_args(argv)
+        try:
+            settings = load_settings("fleetctl", args.config)
+        except ConfigError as exc:
+            raise CliError(USAGE, f"configuration: {exc}") from None
+        result = publish(args, settings)
+    except CliError as exc:
+        if args is not None and getattr(args, "json", False):
+            print(json.dumps({"ok": False, "exit": exc.code, "error": exc.message, **exc.extra}))
+        else:
+            print(f"fleetctl: {exc.message}", file=sys.stderr)
+        return exc.code
+    if args.json:
+        print(json.dumps({"ok": True, "exit": OK, **result}))
+    else:
+        r = result["release"]
+        print(f"release {r['version']} registered: {r['object']} ({r['size']} bytes, sha256 {r['sha256']})")
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
