@@ -1,0 +1,146 @@
+"""The planner in-process on real Redis with an injected clock: soak, timeouts, rate, leases."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemons.messages import Inbound, Outcome
+from daemons.registry import Registry
+from otaplanner.artifacts import LocalStore
+from otaplanner.jobs import JobFactory
+from otaplanner.planner import Planner
+from otaplanner.rollout_store import RolloutStore
+from otaplanner.signing import Signer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(redis: Any, root: Path, clock: Clock, owner: str = "a") -> Planner:
+    store = LocalStore(root, "http://127.0.0.1:9", b"k" * 32)
+    jobs = JobFactory(Signer(kid="k1", master_key=b"m" * 32), store)
+    return Planner(RolloutStore(redis), Registry(redis), jobs, store, "p", "o", owner, clock=clock)
+
+
+def send(planner: Planner, topic: str, body: Any) -> Outcome:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return planner.handle([Inbound(topic, payload)])
+
+
+def jobs(out: Outcome) -> dict[str, dict[str, Any]]:
+    return {p.topic.split("/")[1]: json.loads(p.payload) for p in out.publishes
+            if p.topic.endswith("/ota/job") and p.payload}
+
+
+def published(out: Outcome, suffix: str) -> list[dict[str, Any]]:
+    return [json.loads(p.payload) for p in out.publishes if p.topic.endswith(suffix) and p.payload]
+
+
+@pytest.fixture
+def world(redis: Any, tmp_path: Path) -> tuple[Planner, Clock]:
+    data = b"x" * 100
+    (tmp_path / "fw.bin").write_bytes(data)
+    clock = Clock()
+    planner = make(redis, tmp_path, clock)
+    out = send(planner, "o/ota/releases/register", {"version": "2.0.0", "hw": ["c3"], "object": "fw.bin",
+                                                    "sha256": hashlib.sha256(data).hexdigest(), "size": 100})
+    assert published(out, "register/accepted"), out.publishes
+    for i in range(20):
+        send(planner, f"p/d{i:02d}/heartbeat", {"hw": "c3", "fw": "1.0.0", "ts": 1, "seq": 1})
+    return planner, clock
+
+
+def create(planner: Planner, **cfg: Any) -> Outcome:
+    body = {"action": "create", "version": "2.0.0", "stages": [100], "soak_s": 0, "success_pct": 95,
+            "max_failure_pct": 2, "min_devices_for_gate": 20, "timeout_s": 300, **cfg}
+    out = send(planner, "o/ota/rollouts/r/command", body)
+    assert published(out, "command/accepted"), out.publishes
+    return out
+
+
+def report(planner: Planner, job: dict[str, Any], device_id: str, state: str) -> Outcome:
+    return send(planner, f"p/{device_id}/ota/status", {"job_id": job["job_id"], "state": state, "fw": "x"})
+
+
+def test_a_stage_soaks_before_the_next_opens(world: tuple[Planner, Clock]) -> None:
+    planner, clock = world
+    first = jobs(create(planner, stages=[50, 100], soak_s=600))
+    assert 3 <= len(first) < 20
+    for device_id, job in first.items():
+        report(planner, job, device_id, "succeeded")
+    clock.t += 599
+    assert jobs(planner.tick(clock.t)) == {}
+    clock.t += 2
+    out = planner.tick(clock.t)
+    assert [e["stage"] for e in published(out, "/events")] == [1]
+    assert set(jobs(out)) | set(first) == {f"d{i:02d}" for i in range(20)}
+
+
+def test_jobs_in_progress_time_out_and_are_withdrawn(world: tuple[Planner, Clock]) -> None:
+    planner, clock = world
+    issued = jobs(create(planner, timeout_s=300))
+    assert len(issued) == 20
+    report(planner, issued["d03"], "d03", "downloading")
+    clock.t += 299
+    planner.tick(clock.t)
+    clock.t += 2
+    out = planner.tick(clock.t)
+    assert published(out, "/status")[-1]["counts"]["timed_out"] == 1
+    assert [p.topic for p in out.publishes if p.topic.endswith("/ota/job")] == ["p/d03/ota/job"]
+    # A job never started does not time out (as AWS IoT Jobs' in-progress timeout).
+    clock.t += 10_000
+    status = published(planner.tick(clock.t), "/status")
+    assert not status or status[-1]["counts"]["issued"] == 19
+    assert report(planner, issued["d03"], "d03", "succeeded").counts.count(("ota_status", "terminal")) == 1
+
+
+def test_rate_per_min_spreads_the_jobs(world: tuple[Planner, Clock]) -> None:
+    planner, clock = world
+    sent = len(jobs(create(planner, rate_per_min=60)))
+    for _ in range(4):
+        clock.t += 1
+        sent += len(jobs(planner.tick(clock.t)))
+    assert sent == 5
+
+
+def test_replicas_share_the_work_but_never_issue_twice(world: tuple[Planner, Clock], redis: Any,
+                                                       tmp_path: Path) -> None:
+    planner, clock = world
+    other = make(redis, tmp_path, clock, owner="b")
+    create(planner, rate_per_min=600)
+    seen: dict[str, int] = {}
+    for _ in range(10):
+        clock.t += 0.5
+        for p in (other, planner):
+            for device_id in jobs(p.tick(clock.t)):
+                seen[device_id] = seen.get(device_id, 0) + 1
+    assert len(seen) == 19 and set(seen.values()) == {1}  # one went out with the create
+    store = RolloutStore(redis)
+    assert store.issue("r", clock.t, {"d00": ("r@d00", "{}")}) == {"d00": False}
+
+
+def test_bad_input_is_counted_never_fatal(world: tuple[Planner, Clock]) -> None:
+    planner, _ = world
+    create(planner)
+    for topic, payload in [
+        ("p/d01/ota/status", b"\xff\x00"), ("p/d01/ota/status", b'{"job_id": 5, "state": "succeeded"}'),
+        ("p/d01/ota/status", b'{"job_id": "nope@d01", "state": "succeeded"}'),
+        ("p/d01/ota/status", b'{"job_id": "r@d01", "state": "exploded"}'),
+        ("p/bad+id/heartbeat", b"{}"), ("p/d01/health", b'{"score": "high"}'), ("p/d01/heartbeat", b"[1]"),
+        ("o/ota/rollouts/r/command", b"\x93\x01\x02\x03"), ("o/ota/releases/register", b""),
+        ("p/d01/ota/status", b'{"job_id": "r@d02", "state": "succeeded"}'),
+    ]:
+        out = planner.handle([Inbound(topic, payload)])
+        assert not jobs(out)
+    status = published(planner.tick(planner.clock()), "/status")
+    assert not status or status[-1]["counts"]["succeeded"] == 0
