@@ -162,11 +162,14 @@ def run_nab(name: str, windows: list[list[str]], cohort: int = 12, seed: int = 3
     head = values[: max(50, len(values) // 10)]
     level = statistics.median(head)
     noise = max(0.1, statistics.median(abs(b - a) for a, b in itertools.pairwise(head)))
+    spread = max(noise, 1.4826 * statistics.median(abs(v - level) for v in head))
     rng = random.Random(seed)
-    offsets = [rng.gauss(0, 2 * noise) for _ in range(cohort)]
+    # Peers like the machine in normal operation: spread across the cohort as wide as its own normal range.
+    offsets = [rng.gauss(0, spread) for _ in range(cohort)]
     engine = HealthEngine(Tuning(interval_s=interval))
     states = [DeviceState() for _ in range(cohort + 1)]
     alarms: list[int] = []
+    flagged: list[int] = []
     for i, (t, v) in enumerate(zip(ts, values, strict=True)):
         for k in range(cohort):
             hb = {"ts": t, "seq": i, "uptime_s": t - ts[0], "hw": "nab", "fw": "1",
@@ -178,6 +181,8 @@ def run_nab(name: str, windows: list[list[str]], cohort: int = 12, seed: int = 3
                                  "temp_c": v}, t)
         if before == 0 and st.status != 0:
             alarms.append(t)
+        if st.status != 0:
+            flagged.append(t)
     spans = [(_epoch(a), _epoch(b)) for a, b in windows]
     out = []
     for k, (a, b) in enumerate(spans, 1):
@@ -186,6 +191,8 @@ def run_nab(name: str, windows: list[list[str]], cohort: int = 12, seed: int = 3
             hours = (inside[0] - a) / 3600
             share = 100 * (inside[0] - a) / (b - a)
             when = f"caught {hours:.1f} h after the window opened ({share:.0f} % in)"
+        elif any(a <= x <= b for x in flagged):
+            when = "already flagged when the window opened (alarm raised earlier)"
         else:
             when = "missed"
         out.append(f"| {name} | {k}: {windows[k - 1][0][:16]} → {windows[k - 1][1][:16]} | {when} |")
