@@ -1,0 +1,414 @@
+/* fleet-device: the host "chip". `run` boots like an ESP32 (bootloader picks the slot from
+ * otadata, the app runs the fleet agent over libmosquitto); `reboot` re-executes the process and a
+ * crash is a panic reset. `mkimage`, `flash` and `info` make and inspect images and flash files. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <mosquitto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fa_crypto.h"
+#include "fleet_agent.h"
+#include "hf_port.h"
+
+#define EFUSE_MAGIC 0x46555345u /* virtual eFuse (secure_version) kept in the phy_init sector */
+
+static char **g_argv; /* for re-executing the process on reboot and panic */
+static volatile sig_atomic_t g_stop;
+
+static void reexec(void)
+{
+    for (int fd = 3; fd < 1024; fd++) {
+        close(fd);
+    }
+    execv("/proc/self/exe", g_argv);
+    _exit(127);
+}
+
+static void on_panic(int sig)
+{
+    static const char msg[] = "E panic: guru meditation, rebooting\n";
+    (void)sig;
+    (void)!write(2, msg, sizeof(msg) - 1);
+    reexec();
+}
+
+static void on_term(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static uint32_t efuse_read(const hf_flash_t *f)
+{
+    uint32_t v[2];
+    if (f->read(f->ctx, HF_PHY_OFF, v, sizeof(v)) != 0 || v[0] != EFUSE_MAGIC) {
+        return 0;
+    }
+    return v[1];
+}
+
+static void efuse_write(const hf_flash_t *f, uint32_t secver)
+{
+    uint32_t v[2] = { EFUSE_MAGIC, secver };
+    f->write(f->ctx, HF_PHY_OFF, v, sizeof(v));
+}
+
+typedef struct {
+    hf_port_t hp;
+    fa_port_t port;
+    fa_agent_t *agent;
+    struct mosquitto *mosq;
+} app_t;
+
+static void reboot_cb(void *user)
+{
+    app_t *app = user;
+    fprintf(stderr, "I reboot: restarting\n");
+    fflush(stderr);
+    mosquitto_destroy(app->mosq); /* no DISCONNECT: the broker sends the Last Will, as on a reset */
+    reexec();
+}
+
+static void log_sink(void *user, const char *line)
+{
+    app_t *app = user;
+    if (app->agent) {
+        fa_agent_log_line(app->agent, line);
+    }
+}
+
+static void on_connect(struct mosquitto *m, void *user, int rc)
+{
+    app_t *app = user;
+    (void)m;
+    if (rc == 0) {
+        fprintf(stderr, "I mqtt: connected\n");
+        fa_agent_mqtt_connected(app->agent);
+    }
+}
+
+static void on_disconnect(struct mosquitto *m, void *user, int rc)
+{
+    (void)m;
+    (void)rc;
+    fa_agent_mqtt_disconnected(((app_t *)user)->agent);
+}
+
+static void on_message(struct mosquitto *m, void *user, const struct mosquitto_message *msg)
+{
+    (void)m;
+    fa_agent_mqtt_message(((app_t *)user)->agent, msg->topic, msg->payload, (size_t)msg->payloadlen);
+}
+
+static void on_publish(struct mosquitto *m, void *user, int mid)
+{
+    (void)m;
+    fa_agent_mqtt_published(((app_t *)user)->agent, mid);
+}
+
+static fa_err_t print_handler(void *user, const char *key, const char *json, size_t len)
+{
+    app_t *app = user;
+    char line[300];
+    snprintf(line, sizeof(line), "shadow %s = %.*s", key, (int)len, json);
+    app->port.log(app->port.ctx, FA_LOG_INFO, line);
+    return FA_OK;
+}
+
+static int hexdec(const char *hex, uint8_t *out, size_t cap)
+{
+    size_t n = strlen(hex);
+    if (n % 2 || n / 2 > cap) {
+        return -1;
+    }
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) {
+            return -1;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return (int)(n / 2);
+}
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: fleet-device run --flash F --id ID --hw HW [--broker mqtt://h:p] [--prefix P]\n"
+            "         [--key HEX | --master-key HEX] [--ecdsa-pub PEM] [--hb S] [--confirm S]\n"
+            "         [--shadow-key K]... [--chatter-ms N] [--log-rate N] [--log-burst N]\n"
+            "       fleet-device mkimage --out F --version V [--secure-version N] [--selftest ok|crash|offline] [--size N]\n"
+            "       fleet-device flash --flash F --slot N IMAGE\n"
+            "       fleet-device info --flash F\n");
+    return 2;
+}
+
+static int cmd_mkimage(int argc, char **argv)
+{
+    const char *out = NULL, *version = NULL, *project = "fleet-host";
+    uint32_t secver = 0;
+    size_t size = 65536;
+    hf_selftest_t st = HF_SELFTEST_OK;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else if (!strcmp(argv[i], "--version")) version = argv[i + 1];
+        else if (!strcmp(argv[i], "--project")) project = argv[i + 1];
+        else if (!strcmp(argv[i], "--secure-version")) secver = (uint32_t)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--size")) size = (size_t)atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--selftest")) st = !strcmp(argv[i + 1], "crash") ? HF_SELFTEST_CRASH
+                                                     : !strcmp(argv[i + 1], "offline") ? HF_SELFTEST_OFFLINE
+                                                                                       : HF_SELFTEST_OK;
+        else return usage();
+    }
+    if (!out || !version || size > HF_SLOT_SIZE) {
+        return usage();
+    }
+    uint8_t *buf = malloc(HF_SLOT_SIZE);
+    int n = buf ? hf_image_make(buf, HF_SLOT_SIZE, version, secver, project, st, size) : -1;
+    FILE *f = n > 0 ? fopen(out, "wb") : NULL;
+    if (!f || fwrite(buf, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "mkimage failed\n");
+        return 1;
+    }
+    fclose(f);
+    free(buf);
+    return 0;
+}
+
+static int cmd_flash(int argc, char **argv)
+{
+    hf_flash_t fl;
+    if (argc != 7 || strcmp(argv[2], "--flash") || strcmp(argv[4], "--slot")) {
+        return usage();
+    }
+    int slot = atoi(argv[5]);
+    FILE *img = fopen(argv[6], "rb");
+    uint8_t *buf = malloc(HF_SLOT_SIZE);
+    size_t n = img && buf ? fread(buf, 1, HF_SLOT_SIZE, img) : 0;
+    if (n == 0 || slot < 0 || slot > 1 || hf_file_open(&fl, argv[3]) != 0) {
+        fprintf(stderr, "flash: cannot read image or open flash\n");
+        return 1;
+    }
+    fclose(img);
+    int rc = fl.erase(fl.ctx, hf_slot_off(slot), HF_SLOT_SIZE) || fl.write(fl.ctx, hf_slot_off(slot), buf, n);
+    hf_file_close(&fl);
+    free(buf);
+    return rc ? 1 : 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    hf_flash_t fl;
+    hf_ota_entry_t ot[2];
+    if (argc != 4 || strcmp(argv[2], "--flash") || hf_file_open(&fl, argv[3]) != 0 || hf_read_otadata(&fl, ot)) {
+        return usage();
+    }
+    printf("{\"otadata\":[");
+    for (int i = 0; i < 2; i++) {
+        printf("%s{\"seq\":%u,\"state\":%u,\"crc_ok\":%s}", i ? "," : "", ot[i].ota_seq, ot[i].ota_state,
+               ot[i].crc == hf_ota_select_crc(&ot[i]) ? "true" : "false");
+    }
+    printf("],\"active\":%d,\"slots\":[", hf_get_active_otadata(ot));
+    for (int s = 0; s < 2; s++) {
+        hf_image_info_t info;
+        if (hf_image_check(&fl, hf_slot_off(s), HF_SLOT_SIZE, &info) == 0) {
+            printf("%s{\"version\":\"%s\",\"secure_version\":%u}", s ? "," : "", info.version, info.secure_version);
+        } else {
+            printf("%snull", s ? "," : "");
+        }
+    }
+    printf("],\"efuse_secure_version\":%u}\n", efuse_read(&fl));
+    hf_file_close(&fl);
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static app_t app;
+    static uint8_t key[64], pub[4096];
+    static const char *shadow_keys[8];
+    int nkeys = 0;
+    const char *flash = NULL, *id = NULL, *hw = NULL, *broker = "mqtt://127.0.0.1:1883", *prefix = "fleet";
+    const char *keyhex = NULL, *masterhex = NULL, *pubpath = NULL;
+    fa_config_t cfg = { 0 };
+    int chatter_ms = 0;
+    static struct option opts[] = {
+        { "flash", 1, 0, 'f' }, { "id", 1, 0, 'i' }, { "hw", 1, 0, 'w' }, { "broker", 1, 0, 'b' },
+        { "prefix", 1, 0, 'p' }, { "key", 1, 0, 'k' }, { "master-key", 1, 0, 'm' }, { "ecdsa-pub", 1, 0, 'e' },
+        { "hb", 1, 0, 'h' }, { "confirm", 1, 0, 'c' }, { "shadow-key", 1, 0, 's' }, { "chatter-ms", 1, 0, 'C' },
+        { "log-rate", 1, 0, 'r' }, { "log-burst", 1, 0, 'B' }, { 0, 0, 0, 0 },
+    };
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f': flash = optarg; break;
+        case 'i': id = optarg; break;
+        case 'w': hw = optarg; break;
+        case 'b': broker = optarg; break;
+        case 'p': prefix = optarg; break;
+        case 'k': keyhex = optarg; break;
+        case 'm': masterhex = optarg; break;
+        case 'e': pubpath = optarg; break;
+        case 'h': cfg.heartbeat_interval_s = (uint32_t)atoi(optarg); break;
+        case 'c': cfg.confirm_timeout_s = (uint32_t)atoi(optarg); break;
+        case 's': if (nkeys < 8) shadow_keys[nkeys++] = optarg; break;
+        case 'C': chatter_ms = atoi(optarg); break;
+        case 'r': cfg.log_rate_per_s = (uint32_t)atoi(optarg); break;
+        case 'B': cfg.log_burst = (uint32_t)atoi(optarg); break;
+        default: return usage();
+        }
+    }
+    if (!flash || !id || !hw) {
+        return usage();
+    }
+    signal(SIGSEGV, on_panic);
+    signal(SIGABRT, on_panic);
+    signal(SIGBUS, on_panic);
+    signal(SIGILL, on_panic);
+    signal(SIGTERM, on_term);
+    signal(SIGINT, on_term);
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* a panic re-exec inherits the blocked signal */
+
+    /* ---- second stage bootloader ---- */
+    hf_image_info_t info;
+    if (hf_file_open(&app.hp.flash, flash) != 0) {
+        fprintf(stderr, "E boot: cannot open flash %s: %s\n", flash, strerror(errno));
+        return 1;
+    }
+    uint32_t efuse = efuse_read(&app.hp.flash), before = efuse;
+    int slot = hf_bootloader(&app.hp.flash, &efuse);
+    if (efuse != before) {
+        efuse_write(&app.hp.flash, efuse);
+    }
+    if (slot < 0 || hf_image_check(&app.hp.flash, hf_slot_off(slot), HF_SLOT_SIZE, &info) != 0) {
+        fprintf(stderr, "E boot: no bootable app partition\n");
+        return 3;
+    }
+    uint32_t state = HF_IMG_UNDEFINED;
+    hf_get_state_partition(&app.hp.flash, slot, &state);
+    fprintf(stderr, "I boot: slot=%d fw=%s secure_version=%u state=%u\n", slot, info.version, info.secure_version,
+            state);
+    fflush(stderr);
+
+    /* ---- the app ---- */
+    if (info.selftest == HF_SELFTEST_CRASH) {
+        fprintf(stderr, "E app: self-test failed\n");
+        abort();
+    }
+    hf_port_init(&app.hp, &app.port);
+    app.hp.running_slot = slot;
+    app.hp.fw_version = info.version;
+    app.hp.reboot = reboot_cb;
+    app.hp.reboot_user = &app;
+    app.hp.log_sink = log_sink;
+    app.hp.log_user = &app;
+    cfg.port = &app.port;
+    cfg.device_id = id;
+    cfg.hw = hw;
+    cfg.fw_version = info.version;
+    cfg.secure_version = info.secure_version;
+    cfg.topic_prefix = prefix;
+    if (keyhex) {
+        int n = hexdec(keyhex, key, sizeof(key));
+        cfg.hmac_key = key;
+        cfg.hmac_key_len = n > 0 ? (size_t)n : 0;
+    } else if (masterhex) {
+        uint8_t master[64];
+        int n = hexdec(masterhex, master, sizeof(master));
+        if (n <= 0 || fa_derive_device_key(master, (size_t)n, id, key) != FA_OK) {
+            fprintf(stderr, "E app: bad --master-key\n");
+            return 2;
+        }
+        cfg.hmac_key = key;
+        cfg.hmac_key_len = 32;
+    }
+    if (pubpath) {
+        FILE *pf = fopen(pubpath, "rb");
+        size_t n = pf ? fread(pub, 1, sizeof(pub) - 1, pf) : 0;
+        if (pf) {
+            fclose(pf);
+        }
+        pub[n] = '\0';
+        cfg.ecdsa_pub = pub;
+        cfg.ecdsa_pub_len = n + 1;
+    }
+    if (fa_agent_create(&cfg, &app.agent) != FA_OK) {
+        fprintf(stderr, "E app: bad configuration\n");
+        return 2;
+    }
+    for (int i = 0; i < nkeys; i++) {
+        fa_agent_on_shadow_key(app.agent, shadow_keys[i], print_handler, &app);
+    }
+    mosquitto_lib_init();
+    app.mosq = mosquitto_new(id, true, &app);
+    app.hp.mosq = app.mosq;
+    mosquitto_int_option(app.mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_max_inflight_messages_set(app.mosq, 50);
+    const char *wt, *wp;
+    fa_agent_will(app.agent, &wt, &wp);
+    mosquitto_will_set(app.mosq, wt, (int)strlen(wp), wp, 1, true);
+    mosquitto_connect_callback_set(app.mosq, on_connect);
+    mosquitto_disconnect_callback_set(app.mosq, on_disconnect);
+    mosquitto_message_callback_set(app.mosq, on_message);
+    mosquitto_publish_callback_set(app.mosq, on_publish);
+    char host[128] = "127.0.0.1";
+    int port = 1883;
+    if (sscanf(broker, "mqtt://%127[^:]:%d", host, &port) < 1) {
+        return usage();
+    }
+    bool offline = info.selftest == HF_SELFTEST_OFFLINE; /* a broken network stack never connects */
+    bool connected_once = false;
+    int64_t next_try = 0, next_chatter = 0;
+    unsigned chatter_n = 0;
+    while (!g_stop) {
+        int64_t now = app.port.uptime_ms(app.port.ctx);
+        if (!offline && !connected_once && now >= next_try) {
+            next_try = now + 1000;
+            if (mosquitto_connect(app.mosq, host, port, 30) == MOSQ_ERR_SUCCESS) {
+                connected_once = true;
+            }
+        }
+        if (connected_once) {
+            int rc = mosquitto_loop(app.mosq, 20, 1);
+            if (rc != MOSQ_ERR_SUCCESS && now >= next_try) {
+                next_try = now + 1000;
+                mosquitto_reconnect(app.mosq);
+            }
+        } else {
+            struct timespec ts = { 0, 20 * 1000000 };
+            nanosleep(&ts, NULL);
+        }
+        fa_agent_tick(app.agent);
+        if (chatter_ms > 0 && now >= next_chatter) {
+            char line[64];
+            next_chatter = now + chatter_ms;
+            snprintf(line, sizeof(line), "app tick %u", ++chatter_n);
+            fa_agent_log_line(app.agent, line);
+        }
+    }
+    fprintf(stderr, "I app: stopped\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    g_argv = argv;
+    if (argc < 2) {
+        return usage();
+    }
+    if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
+    if (!strcmp(argv[1], "mkimage")) return cmd_mkimage(argc, argv);
+    if (!strcmp(argv[1], "flash")) return cmd_flash(argc, argv);
+    if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
+    return usage();
+}

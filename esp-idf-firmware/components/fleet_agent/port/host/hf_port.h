@@ -1,0 +1,43 @@
+/* The host implementation of fa_port_t. */
+#ifndef HF_PORT_H
+#define HF_PORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fa_port.h"
+#include "hf_flash.h"
+
+struct mosquitto;
+
+typedef struct {
+    hf_flash_t flash;
+    int running_slot;
+    int64_t boot_ms; /* uptime counts from the (re)start of the process */
+    const char *fw_version;
+    struct mosquitto *mosq;
+    void (*reboot)(void *user); /* re-executes the process */
+    void *reboot_user;
+    void (*log_sink)(void *user, const char *line);
+    void *log_user;
+    /* the update being written */
+    int ota_slot;
+    uint32_t ota_size;
+    uint32_t ota_written;
+    bool ota_open;
+    /* the download */
+    int http_fd;
+    uint32_t http_skip; /* bytes to discard when a server ignored Range */
+    uint8_t http_buf[4096];
+    size_t http_have;
+    size_t http_pos;
+} hf_port_t;
+
+void hf_port_init(hf_port_t *hp, fa_port_t *port);
+
+/* KV in the nvs partition of the flash file (a flat table of 256-byte records). */
+int hf_kv_get(const hf_flash_t *f, const char *key, char *buf, size_t cap);
+int hf_kv_set(const hf_flash_t *f, const char *key, const char *value);
+int hf_kv_erase(const hf_flash_t *f, const char *key);
+
+#endif
