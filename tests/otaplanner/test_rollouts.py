@@ -207,3 +207,27 @@ def test_health_gate_halts_a_release_whose_devices_do_worse(ota: Env) -> None:
     halted = ota.wait_state("rh", "halted")
     assert "health gate" in halted["reason"] and halted["stage"] == 0, halted
     assert halted["counts"]["failed"] == 0
+
+
+def test_real_device_models_download_verify_and_roll_back(ota: Env) -> None:
+    from otaplanner.device_model import DeviceModel, DeviceRunner
+    from otaplanner.signing import Signer
+
+    ota.planner()
+    ota.release()
+    signer = Signer(kid="k1", master_key=bytes.fromhex(MASTER_KEY))
+    bad = {"m02", "m07"}
+    models = [DeviceModel(d, "c3", "1.0.0", signer.verifier(d), secure_version=1,
+                          selftest_fails=lambda device_id, manifest: device_id in bad)
+              for d in (f"m{i:02d}" for i in range(12))]
+    runners = [DeviceRunner(m, ota.broker.url, ota.prefix).start() for m in models]
+    try:
+        ota.wait_known(12)
+        ota.create("rm", stages=[100], success_pct=80, min_devices_for_gate=5, max_failure_pct=20)
+        # Late reports still reach a completed rollout's status.
+        done = ota.wait_status("rm", lambda b: b["state"] == "completed" and b["counts"]["rolled_back"] == 2)
+        assert done["counts"]["succeeded"] == 10, done
+        assert {m.device_id for m in models if m.version == "2.0.0"} == {f"m{i:02d}" for i in range(12)} - bad
+    finally:
+        for r in runners:
+            r.stop()
