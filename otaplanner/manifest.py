@@ -25,8 +25,8 @@ class ManifestError(ValueError):
 def build_manifest(device_id: str, job_id: str, version: str, hw: str, url: str, sha256: str, size: int,
                    secure_version: int, issued_at: int, expires_at: int) -> bytes:
     body = {"device_id": device_id, "job_id": job_id, "version": version, "hw": hw, "url": url,
-            "sha256": sha256.lower(), "size": int(size), "secure_version": int(secure_version),
-            "issued_at": int(issued_at), "expires_at": int(expires_at)}
+            "sha256": sha256, "size": size, "secure_version": secure_version,
+            "issued_at": issued_at, "expires_at": expires_at}
     _check(body)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
