@@ -57,7 +57,7 @@ class Rollout:
 class Control:
     def __init__(self, store: RolloutStore, registry: Registry, jobs: JobFactory, prefix: str,
                  ops: str, owner: str, lease_ms: int = 3000, scan_interval_s: float = 1.0,
-                 health_interval_s: float = 1.0) -> None:
+                 health_interval_s: float = 1.0, refresh_interval_s: float = 60.0) -> None:
         self.store = store
         self.registry = registry
         self.jobs = jobs
@@ -67,12 +67,14 @@ class Control:
         self.lease_ms = lease_ms
         self.scan_interval_s = scan_interval_s
         self.health_interval_s = health_interval_s
+        self.refresh_interval_s = refresh_interval_s
         self.fleet_changed = True
         self.log = get_logger("otaplanner")
         self._owned: set[str] = set()
         self._published: dict[str, tuple[str, int]] = {}
         self._last_scan: dict[str, float] = {}
         self._last_health: dict[str, float] = {}
+        self._last_refresh: dict[str, float] = {}
         self._buckets: dict[str, dict[str, int]] = {}
 
     def load(self, rid: str) -> Rollout | None:
@@ -176,8 +178,14 @@ class Control:
         verdict = ro.failure_gate(r.cfg, counts) or self._health_gate(r, now)
         if verdict is not None:
             self.stop(r, "halted", ro.HALTED, verdict.reason, now, out)
-        elif r.state == ro.RUNNING:
-            self._run(r, now, out)
+        else:
+            if now - self._last_refresh.get(rid, 0.0) >= self.refresh_interval_s:
+                self._last_refresh[rid] = now
+                from otaplanner.refresh import refresh_expiring  # it builds on this module
+
+                refresh_expiring(self, r, now, out)
+            if r.state == ro.RUNNING:
+                self._run(r, now, out)
         self.publish_status(rid, now, out)
 
     def trail(self, rid: str, now: float, out: Outcome) -> None:
@@ -301,9 +309,8 @@ class Control:
             if ok:
                 job, enc = payloads[device_id]
                 out.publish(self.job_topic(device_id), job, enc, retain=True)  # type: ignore[arg-type]
+                out.count("job", "issued")
                 n += 1
-        if n:
-            out.counts.append(("job", "issued"))
         return n
 
     # -- the health gate ----------------------------------------------------------------------

@@ -65,6 +65,27 @@ redis.call('HINCRBY', KEYS[2], '_v', 1)
 return out
 """
 
+# A job not started yet gets a fresh manifest (same job id) before its expiry passes.
+REFRESH = """
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV, 3 do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  local ok = 0
+  if raw then
+    local rec = cjson.decode(raw)
+    if rec.s == 'issued' and rec.j == ARGV[i + 1] then
+      rec.t = now
+      redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(rec))
+      redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+      ok = 1
+    end
+  end
+  out[#out + 1] = ok
+end
+return out
+"""
+
 TERMINAL_LUA = "{succeeded=1, failed=1, rolled_back=1, rejected=1, timed_out=1, withdrawn=1}"
 
 # A device's progress report: applied only to its current job, never after a terminal state.
@@ -183,6 +204,7 @@ class RolloutStore:
         self.redis = redis
         self._assign = redis.register_script(ASSIGN)
         self._issue = redis.register_script(ISSUE)
+        self._refresh = redis.register_script(REFRESH)
         self._report = redis.register_script(REPORT)
         self._expire = redis.register_script(EXPIRE)
         self._withdraw = redis.register_script(WITHDRAW)
@@ -322,6 +344,16 @@ class RolloutStore:
             args.extend((device_id, job_id, stored))
         keys = self._keys(rid, kind + "dev", kind + "cnt", kind + "pending", kind + "jobs")
         flags = self._issue(keys=keys, args=args)
+        return {d: bool(f) for d, f in zip(jobs, flags, strict=True)}
+
+    def refresh(self, rid: str, now: float, jobs: dict[str, tuple[str, str]]) -> dict[str, bool]:
+        """Replace the stored job of devices still `issued` under that job id; True where done."""
+        if not jobs:
+            return {}
+        args: list[Any] = [int(now)]
+        for device_id, (job_id, stored) in jobs.items():
+            args.extend((device_id, job_id, stored))
+        flags = self._refresh(keys=self._keys(rid, "dev", "jobs"), args=args)
         return {d: bool(f) for d, f in zip(jobs, flags, strict=True)}
 
     def report(self, rid: str, device_id: str, job_id: str, state: str, now: float, timeout_s: int,

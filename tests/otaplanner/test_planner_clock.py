@@ -144,3 +144,21 @@ def test_bad_input_is_counted_never_fatal(world: tuple[Planner, Clock]) -> None:
         assert not jobs(out)
     status = published(planner.tick(planner.clock()), "/status")
     assert not status or status[-1]["counts"]["succeeded"] == 0
+
+
+def test_waiting_jobs_are_re_signed_before_they_expire(world: tuple[Planner, Clock]) -> None:
+    import base64
+
+    planner, clock = world
+    first = jobs(create(planner, job_expiry_s=3600))
+    clock.t += 1700
+    assert jobs(planner.tick(clock.t)) == {}
+    clock.t += 200
+    again = jobs(planner.tick(clock.t))
+    assert set(again) == set(first)
+    old = json.loads(base64.b64decode(first["d05"]["manifest"]))
+    new = json.loads(base64.b64decode(again["d05"]["manifest"]))
+    assert new["job_id"] == old["job_id"] and new["expires_at"] == old["expires_at"] + 1900
+    report(planner, again["d05"], "d05", "downloading")
+    clock.t += 1900
+    assert "d05" not in jobs(planner.tick(clock.t))  # started: no longer refreshed

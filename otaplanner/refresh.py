@@ -1,0 +1,39 @@
+"""Jobs waiting for a device that stays offline get a fresh manifest and URL before they expire,
+under the same job id: a device that comes back after days still gets a job it can accept
+(an expired manifest would be refused, and counted as a failure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from daemons.messages import Outcome
+from otaplanner import rollout as ro
+from otaplanner.control import Control, Rollout
+
+CHUNK = 1000
+
+
+def refresh_expiring(control: Control, r: Rollout, now: float, out: Outcome) -> int:
+    """Re-sign `issued` jobs older than half their lifetime; returns how many were refreshed."""
+    due = {d: rec for d, rec in control.store.records(r.rid).items()
+           if rec["s"] == ro.ISSUED and now - rec.get("t", now) > r.cfg.job_expiry_s / 2}
+    stored = control.store.jobs(r.rid, due)
+    done = 0
+    items = list(due.items())
+    for start in range(0, len(items), CHUNK):
+        made: dict[str, tuple[str, str]] = {}
+        fresh: dict[str, tuple[dict[str, Any], str]] = {}
+        for device_id, rec in items[start:start + CHUNK]:
+            enc = stored.get(device_id, {}).get("enc", "json")
+            job = control.jobs.make(device_id, rec.get("h") or None, rec["j"], r.rid, r.release,
+                                    r.cfg.job_expiry_s, now)
+            fresh[device_id] = (job, enc)
+            made[device_id] = (rec["j"], json.dumps({"job": job, "enc": enc}, separators=(",", ":")))
+        for device_id, ok in control.store.refresh(r.rid, now, made).items():
+            if ok:
+                job, enc = fresh[device_id]
+                out.publish(control.job_topic(device_id), job, enc, retain=True)  # type: ignore[arg-type]
+                out.count("job", "refreshed")
+                done += 1
+    return done
