@@ -62,7 +62,9 @@ static void set_final(fa_agent_t *a, const char *job, const char *state, const c
 {
     a->final_pending = true;
     a->final_msgid = -1;
-    snprintf(a->final_job, sizeof(a->final_job), "%s", job);
+    if (job != a->final_job) {
+        snprintf(a->final_job, sizeof(a->final_job), "%s", job);
+    }
     snprintf(a->final_state, sizeof(a->final_state), "%s", state);
     snprintf(a->final_error, sizeof(a->final_error), "%s", err ? err : "");
     if (a->connected) {

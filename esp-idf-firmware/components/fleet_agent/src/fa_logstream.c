@@ -18,7 +18,7 @@ void fa_ls_set(fa_logstream_t *ls, bool enabled, int64_t until_s, int64_t now_ms
     if (enabled && !ls->enabled) {
         ls->tokens_milli = (int64_t)ls->burst * 1000;
         ls->last_refill_ms = now_ms;
-        ls->last_flush_ms = 0;
+        ls->last_flush_ms = now_ms - FA_LS_FLUSH_MS; /* the first batch may go at once */
         ls->head = ls->count = 0;
         ls->dropped = ls->dropped_total = 0;
     }
