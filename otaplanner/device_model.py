@@ -75,6 +75,7 @@ class DeviceModel:
     trial: tuple[str, dict[str, Any], float] | None = None
     done_jobs: set[str] = field(default_factory=set)
     downloads: list[tuple[int, int]] = field(default_factory=list)  # (attempt, first byte) per request
+    last_manifest: dict[str, Any] | None = None  # of the last job that passed the checks
 
     def __post_init__(self) -> None:
         if not self.slots:
@@ -145,6 +146,7 @@ class DeviceModel:
         except ValueError as exc:
             say("rejected", error=str(exc))
             return out
+        self.last_manifest = manifest
         if self.trial is not None:
             say("rejected", error="another update is on trial")
             return out
@@ -261,7 +263,7 @@ class DeviceRunner:
         self._worker = threading.Thread(target=self._run, name=f"device-{model.device_id}", daemon=True)
         u = urlparse(mqtt_url)
         self._addr = (u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883))
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{model.device_id}",
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{model.device_id}",
                                   protocol=paho.MQTTv311)
         if username:
             self.client.username_pw_set(username, password)

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from daemons.fleetctl import main
+from otaplanner.artifacts import S3Store
 from otaplanner.device_model import DeviceModel, DeviceRunner
 from otaplanner.signing import Signer
 from tests.otaplanner.planner_env import MASTER_KEY, Env, ota
+from tests.otaplanner.s3_server import S3, s3_server
 from tests.support import ROOT, free_port
 
-__all__ = ["ota"]
+__all__ = ["ota", "s3_server"]
 Cap = pytest.CaptureFixture[str]
 
 
@@ -134,3 +136,34 @@ def test_console_command_runs_as_a_process(ota: Env, tmp_path: Path) -> None:
                           capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["release"]["version"] == "4.0.0"
+
+
+def test_s3_store_end_to_end_publish_register_and_install(
+        ota: Env, s3_server: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Cap) -> None:
+    """The S3 path through every part: fleetctl uploads, the planner checks the object there and
+    signs jobs with pre-signed S3 URLs, a device downloads through one (S3 refuses bad ones)."""
+    bucket = f"fleet-e2e-{ota.prefix.lower()[-12:].replace('_', '-')}"
+    s3 = {"FLEET_ARTIFACT_STORE": f"s3://{bucket}/firmware", "FLEET_S3_ENDPOINT": s3_server.endpoint,
+          "FLEET_S3_ACCESS_KEY": s3_server.access_key, "FLEET_S3_SECRET_KEY": s3_server.secret_key,
+          "FLEET_S3_REGION": s3_server.region}
+    S3Store(s3_server.endpoint.removeprefix("http://"), s3_server.access_key, s3_server.secret_key,
+            s3_server.region, bucket, secure=False).ensure_bucket()
+    ota.planner(**s3)
+    use(monkeypatch, ota, **s3)
+    fw = str(image(tmp_path))
+    code, out = run_json(capsys, "release", "publish", fw, "--version", "5.0.0", "--hw", "c3")
+    assert code == 0, out
+    assert out["release"]["object"] == "firmware/5.0.0/app.bin"
+    signer = Signer(kid="k1", master_key=bytes.fromhex(MASTER_KEY))
+    model = DeviceModel("d-s3", "c3", "1.0.0", signer.verifier("d-s3"))
+    runner = DeviceRunner(model, ota.broker.url, ota.prefix).start()
+    try:
+        ota.wait_known(1)
+        ota.create("r-s3", version="5.0.0", min_devices_for_gate=1)
+        assert ota.wait_state("r-s3", "completed")["counts"]["succeeded"] == 1
+        assert model.version == "5.0.0" and model.last_manifest is not None
+        url = model.last_manifest["url"]
+        assert url.startswith(f"{s3_server.endpoint}/{bucket}/firmware/firmware/5.0.0/app.bin?")
+        assert "X-Amz-Signature=" in url
+    finally:
+        runner.stop()
