@@ -39,7 +39,9 @@ class ArtifactError(Exception):
 class ArtifactStore(Protocol):
     def put(self, name: str, path: Path) -> None: ...
 
-    def stat(self, name: str) -> int | None: ...
+    def stat(self, name: str) -> int | None:
+        """The size, None when there is no such object; raises when the store cannot be asked."""
+        ...
 
     def presign_get(self, name: str, expires_s: int) -> str: ...
 
@@ -122,12 +124,17 @@ class S3Store:
 
     def __init__(self, endpoint: str, access_key: str | None, secret_key: str | None, region: str,
                  bucket: str, prefix: str = "", secure: bool = True) -> None:
+        import urllib3
         from minio import Minio
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        # Bounded waits: a store that does not answer must not hold a daemon's loop for minutes.
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=30), maxsize=10,
+                                   retries=urllib3.Retry(total=3, backoff_factor=0.2,
+                                                         status_forcelist=[500, 502, 503, 504]))
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, region=region,
-                            secure=secure)
+                            secure=secure, http_client=http)
 
     def key(self, name: str) -> str:
         if not valid_name(name):
@@ -150,7 +157,7 @@ class S3Store:
         try:
             st = self.client.stat_object(self.bucket, self.key(name))
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"):
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound", "NoSuchBucket"):
                 return None
             raise
         return int(st.size) if st.size is not None else None

@@ -116,6 +116,10 @@ def test_s3_put_stat_and_presigned_get_with_range(s3_server: S3, tmp_path: Path)
     src.write_bytes(DATA)
     store.put("fw/2.0.0/app.bin", src)
     assert store.stat("fw/2.0.0/app.bin") == len(DATA) and store.stat("fw/9.9.9/app.bin") is None
+    host = s3_server.endpoint.removeprefix("http://")
+    no_bucket = S3Store(host, s3_server.access_key, s3_server.secret_key, s3_server.region, "no-such-bucket",
+                        secure=False)
+    assert no_bucket.stat("fw/2.0.0/app.bin") is None
     # The object lives under the prefix of the store URL.
     assert store.client.stat_object(store.bucket, "releases/fw/2.0.0/app.bin").size == len(DATA)
     url = store.presign_get("fw/2.0.0/app.bin", 300)
