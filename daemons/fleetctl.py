@@ -113,7 +113,7 @@ def register(settings: Settings, body: dict[str, Any], timeout: float) -> dict[s
     client.loop_start()
     try:
         client.subscribe([(f"{topic}/accepted", 1), (f"{topic}/rejected", 1)])
-        if not subscribed.wait(min(timeout, 10.0)):
+        if not subscribed.wait(10.0):
             raise CliError(UNREACHABLE, f"MQTT broker {host}:{port}: no answer to SUBSCRIBE")
         client.publish(topic, json.dumps(body), qos=1)
         if not got.wait(timeout):
