@@ -116,6 +116,8 @@ def serve_local_store(store: LocalStore, host: str,
     handler = type("ArtifactHandler", (_Handler,), {"store": store})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="artifact-http", daemon=True)
+    # A short poll keeps shutdown() quick; the loop itself is idle between requests.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="artifact-http", daemon=True)
     thread.start()
     return server, thread
