@@ -123,3 +123,42 @@ def start_amqtt(workdir: Path, port: int = 0) -> Server:
     return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
 
 
+
+
+@dataclass
+class Cluster:
+    nodes: list[Server]
+    url: str
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(workdir: Path, size: int = 3) -> Cluster:
+    """A real Redis Cluster of `size` masters, for the Redis Cluster code paths."""
+    nodes = []
+    for i in range(size):
+        port = free_port()
+        node_dir = workdir / f"node{i}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            [need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(free_port()),  # the default, port + 10000, may not exist
+             "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no",
+             "--dir", str(node_dir), "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+        nodes.append(Server(proc, port, f"redis://127.0.0.1:{port}/0", node_dir))
+    subprocess.run(
+        [need("redis-cli"), "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes],
+         "--cluster-replicas", "0", "--cluster-yes"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run([need("redis-cli"), "-p", str(nodes[0].port), "cluster", "info"],
+                             capture_output=True, text=True, timeout=10).stdout
+        if "cluster_state:ok" in out:
+            break
+        time.sleep(0.1)
+    return Cluster(nodes, nodes[0].url)

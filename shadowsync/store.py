@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis as redis_lib
+
 from daemons.registry import device_key
 
 CAS_SCRIPT = """
@@ -47,6 +49,7 @@ class ShadowStore:
         self.redis = redis
         self.ns = namespace
         self._cas = redis.register_script(CAS_SCRIPT)
+        self._cluster = isinstance(redis, redis_lib.RedisCluster)
 
     def key(self, device_id: str) -> str:
         return device_key(self.ns, device_id)
@@ -67,6 +70,8 @@ class ShadowStore:
         """
         if not writes:
             return []
+        if self._cluster:
+            return self._commit_cluster(writes, extra)
         pipe = self.redis.pipeline(transaction=False)
         for w in writes:
             self._cas(keys=[self.key(w.device_id)], args=w.args(), client=pipe)
@@ -74,3 +79,22 @@ class ShadowStore:
             extra(pipe)
         results = pipe.execute()
         return [bool(r) for r in results[: len(writes)]]
+
+    def _commit_cluster(self, writes: list[DeviceWrite], extra: Any) -> list[bool]:
+        # redis-py's cluster pipeline refuses scripts: pipeline them per node instead.
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, w in enumerate(writes):
+            node = self.redis.get_node_from_key(self.key(w.device_id))
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        applied = [False] * len(writes)
+        for node, indexes in by_node.values():
+            pipe = self.redis.get_redis_connection(node).pipeline(transaction=False)
+            for i in indexes:
+                self._cas(keys=[self.key(writes[i].device_id)], args=writes[i].args(), client=pipe)
+            for i, ok in zip(indexes, pipe.execute(), strict=True):
+                applied[i] = bool(ok)
+        if extra is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            extra(pipe)
+            pipe.execute()
+        return applied
