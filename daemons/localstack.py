@@ -153,7 +153,8 @@ def start_redis_cluster(workdir: Path, size: int = 3) -> Cluster:
     subprocess.run(
         [need("redis-cli"), "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in nodes],
          "--cluster-replicas", "0", "--cluster-yes"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=60)
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        timeout=60)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         out = subprocess.run([need("redis-cli"), "-p", str(nodes[0].port), "cluster", "info"],
