@@ -148,10 +148,10 @@ class Commands:
         fields = {"config": config, "release": json.dumps(release, sort_keys=True), "state": ro.RUNNING,
                   "stage": "0", "opened_at": repr(now), "reason": "created", "created_at": str(int(now)),
                   "updated_at": str(int(now)), "tokens": "1", "tokens_at": repr(now)}
-        event = {"rollout_id": rid, "event": "created", "from": None, "state": ro.RUNNING, "stage": 0,
-                 "reason": "created", "timestamp": int(now)}
+        event = {"rollout_id": rid, "seq": 1, "event": "created", "from": None, "state": ro.RUNNING,
+                 "stage": 0, "reason": "created", "timestamp": int(now)}
         if self.store.create(rid, fields, event):
-            out.publish(self.control.topic(rid, "events"), event)
+            self.control.publish_event(rid, event, out)
             self.control.fleet_changed = True
         elif self.store.meta(rid).get("config") != config:
             raise ro.RolloutError(409, f"rollout {rid} exists with another configuration")

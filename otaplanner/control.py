@@ -75,6 +75,7 @@ class Control:
         self._last_scan: dict[str, float] = {}
         self._last_health: dict[str, float] = {}
         self._last_refresh: dict[str, float] = {}
+        self.sent: dict[str, int] = {}  # rollout -> highest event seq this replica published
         self._buckets: dict[str, dict[str, int]] = {}
 
     def load(self, rid: str) -> Rollout | None:
@@ -113,8 +114,14 @@ class Control:
         out.publish(self.topic(rid, "status"), body, retain=True)
 
     def event(self, r: Rollout, kind: str, to: str, reason: str, now: float, **extra: Any) -> dict[str, Any]:
-        return {"rollout_id": r.rid, "event": kind, "from": r.state, "state": to,
+        # seq: the rollout's rev once this transition is stored, so consumers can drop a duplicate
+        # (events are sent at least once: again by a replica that takes the rollout over).
+        return {"rollout_id": r.rid, "seq": int(r.rev) + 1, "event": kind, "from": r.state, "state": to,
                 "stage": extra.pop("stage", r.stage), "reason": reason, "timestamp": int(now), **extra}
+
+    def publish_event(self, rid: str, event: dict[str, Any], out: Outcome) -> None:
+        out.publish(self.topic(rid, "events"), event)
+        self.sent[rid] = max(self.sent.get(rid, 0), int(event["seq"]))
 
     def transition(self, r: Rollout, kind: str, to: str, reason: str, now: float, out: Outcome,
                    **fields: str) -> bool:
@@ -130,7 +137,7 @@ class Control:
         if to not in ro.ACTIVE:
             self.store.set_active(r.rid, False)
             self.store.trail([r.rid])
-        out.publish(self.topic(r.rid, "events"), event)
+        self.publish_event(r.rid, event, out)
         out.count("rollout", kind)
         self.log.info("rollout_" + kind, rollout_id=r.rid, state=to, stage=stage, reason=reason)
         return True
@@ -163,7 +170,6 @@ class Control:
         r = self.load(rid)
         if r is None or r.state not in ro.ACTIVE:
             self.store.set_active(rid, False)
-            self._owned.discard(rid)
             if r is not None:
                 self.publish_status(rid, now, out)
             return
@@ -191,7 +197,11 @@ class Control:
     def trail(self, rid: str, now: float, out: Outcome) -> None:
         """A rollout that is over still times out jobs in progress and reports late news."""
         if not self.store.lease(rid, self.owner, self.lease_ms):
+            self._owned.discard(rid)
             return
+        if rid not in self._owned:  # e.g. this process restarted: send what may not have gone out
+            self._owned.add(rid)
+            self._resend_events(rid, out)
         for kind in ("", "rb:"):
             expired = self.store.expire(rid, now, kind)
             if expired:
@@ -225,7 +235,18 @@ class Control:
             self.scan(r, now, force=True)
             self.issue(r, now, out)
 
+    def mark_sent(self) -> None:
+        """What the previous batch or tick published is out by now: record it."""
+        self.store.mark_sent(self.sent)
+        self.sent = {}
+
+    def _resend_events(self, rid: str, out: Outcome) -> None:
+        for raw in self.store.unsent_events(rid):
+            if json.loads(raw).get("seq", 0) > self.sent.get(rid, 0):  # not just sent by this replica
+                out.publishes.append(Publish(self.topic(rid, "events"), raw.encode(), 1, False))
+
     def _republish(self, r: Rollout, now: float, out: Outcome) -> None:
+        self._resend_events(r.rid, out)
         recent = [d for d, rec in self.store.records(r.rid).items()
                   if rec["s"] == ro.ISSUED and rec.get("t", 0) >= now - REPUBLISH_WINDOW_S]
         for device_id, stored in self.store.jobs(r.rid, recent).items():

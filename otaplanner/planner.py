@@ -49,6 +49,7 @@ class Planner:
     def tick(self, now: float) -> Outcome:
         out = Outcome()
         now = self.clock()
+        self.control.mark_sent()
         active = self.store.active()
         for rid in active:
             self.control.tick(rid, now, out)

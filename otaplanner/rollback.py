@@ -55,11 +55,14 @@ def rollback(control: Control, r: Rollout, now: float, out: Outcome) -> dict[str
         jobs[device_id] = job
         made[device_id] = (ids[device_id], json.dumps({"job": job, "enc": "json"}))
     issued = [d for d, ok in store.issue(r.rid, now, made, kind=RB).items() if ok]
-    event = control.event(r, "rollback", r.state, f"rollback jobs for {len(issued)} devices", now,
-                          versions=sorted(releases))
-    store.redis.rpush(store.key(r.rid, "events"), json.dumps(event))
     for device_id in issued:
         out.publish(control.job_topic(device_id), jobs[device_id], retain=True)
-    out.publish(control.topic(r.rid, "events"), event)
+    for _ in range(10):  # the event goes through the rollout's compare-and-set like any transition
+        event = control.event(r, "rollback", r.state, f"rollback jobs for {len(issued)} devices", now,
+                              versions=sorted(releases))
+        if store.transition(r.rid, r.rev, {"updated_at": str(int(now))}, event):
+            control.publish_event(r.rid, event, out)
+            break
+        r = control.load(r.rid) or r
     out.count("rollout", "rollback")
     return {"state": r.state, "rollback_jobs": len(issued), "refused": refused}

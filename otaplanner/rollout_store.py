@@ -173,6 +173,15 @@ if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[2]) end
 return rev
 """
 
+# The highest event seq known to be published: a replica taking a rollout over sends the rest again.
+MARK_SENT = """
+local seq = tonumber(ARGV[1])
+if (tonumber(redis.call('HGET', KEYS[1], 'evpub')) or 0) < seq then
+  redis.call('HSET', KEYS[1], 'evpub', seq)
+end
+return 1
+"""
+
 LEASE = """
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -211,6 +220,7 @@ class RolloutStore:
         self._create = redis.register_script(CREATE)
         self._transition = redis.register_script(TRANSITION)
         self._lease = redis.register_script(LEASE)
+        self._mark_sent = redis.register_script(MARK_SENT)
         self._claim = redis.register_script(CLAIM)
         self._release = redis.register_script(RELEASE)
 
@@ -276,6 +286,19 @@ class RolloutStore:
 
     def events(self, rid: str) -> list[dict[str, Any]]:
         return [json.loads(e) for e in self.redis.lrange(self.key(rid, "events"), 0, -1)]
+
+    def mark_sent(self, sent: dict[str, int]) -> None:
+        if not sent:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for rid, seq in sent.items():
+            self._mark_sent(keys=[self.key(rid, "meta")], args=[seq], client=pipe)
+        pipe.execute()
+
+    def unsent_events(self, rid: str) -> list[str]:
+        """Events (as stored, JSON) after the last one marked as published."""
+        sent = int(self.redis.hget(self.key(rid, "meta"), "evpub") or 0)
+        return list(self.redis.lrange(self.key(rid, "events"), sent, -1))
 
     def lease(self, rid: str, owner: str, ttl_ms: int) -> bool:
         return bool(self._lease(keys=[self.key(rid, "lease")], args=[owner, ttl_ms]))

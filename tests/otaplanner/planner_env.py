@@ -107,7 +107,11 @@ class Env:
         topic = f"{self.ops}/ota/rollouts/{rid}/events"
         for m in self.operator.drain(0.2):
             (self.history if m.topic.endswith("/events") else self.operator.seen).append(m)
-        return [m.body for m in self.history if m.topic == topic]
+        seen: dict[int, dict[str, Any]] = {}  # at least once: a duplicate has the same seq
+        for m in self.history:
+            if m.topic == topic:
+                seen.setdefault(m.body["seq"], m.body)
+        return [seen[s] for s in sorted(seen)]
 
 
 @pytest.fixture

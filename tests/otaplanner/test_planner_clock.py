@@ -162,3 +162,18 @@ def test_waiting_jobs_are_re_signed_before_they_expire(world: tuple[Planner, Clo
     report(planner, again["d05"], "d05", "downloading")
     clock.t += 1900
     assert "d05" not in jobs(planner.tick(clock.t))  # started: no longer refreshed
+
+
+def test_a_restarted_planner_sends_events_that_may_not_have_gone_out(world: tuple[Planner, Clock], redis: Any,
+                                                                     tmp_path: Path) -> None:
+    planner, clock = world
+    create(planner, stages=[50, 100], soak_s=600)
+    planner.tick(clock.t)  # the created event is out by now
+    lost = published(send(planner, "o/ota/rollouts/r/command", {"action": "advance"}), "/events")
+    assert [e["seq"] for e in lost] == [2]
+    # The process dies before that batch is published; it comes back with the same identity.
+    again = make(redis, tmp_path, clock, owner="a")
+    clock.t += 0.5
+    resent = published(again.tick(clock.t), "/events")
+    assert resent == lost
+    assert published(again.tick(clock.t + 0.5), "/events") == []
