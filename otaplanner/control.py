@@ -12,7 +12,7 @@ from typing import Any
 
 from daemons.logs import get_logger
 from daemons.messages import Outcome, Publish
-from daemons.registry import Registry, device_key
+from daemons.registry import Registry
 from otaplanner import rollout as ro
 from otaplanner.jobs import JobFactory
 from otaplanner.rollout_store import RolloutStore
@@ -305,21 +305,18 @@ class Control:
 
     def _issue_chunk(self, r: Rollout, pending: list[str], now: float, out: Outcome) -> int:
         ids = {d: job_id_for(r.rid, d) for d in pending}
-        claimed = [d for d, ok in self.store.claim(r.rid, ids).items() if ok]
+        encodings = self.store.claim(r.rid, ids)
+        claimed = list(encodings)
         if len(claimed) < len(pending):
-            out.count("job", "device_busy")
+            out.count("job", "device_busy")  # in another rollout's job still
         if not claimed:
             return 0
-        pipe = self.store.redis.pipeline(transaction=False)
-        for device_id in claimed:
-            pipe.hget(device_key(self.registry.ns, device_id), "enc")
-        encodings = dict(zip(claimed, pipe.execute(), strict=True))
         hw = dict(zip(claimed, self.store.redis.hmget(self.store.key(r.rid, "dev"), claimed), strict=True))
         made: dict[str, tuple[str, str]] = {}
         payloads: dict[str, tuple[dict[str, Any], str]] = {}
         for device_id in claimed:
             rec = json.loads(hw[device_id] or "{}")
-            enc = "msgpack" if encodings[device_id] == "msgpack" else "json"
+            enc = encodings[device_id]
             job = self.jobs.make(device_id, rec.get("h") or None, ids[device_id], r.rid, r.release,
                                  r.cfg.job_expiry_s, now)
             payloads[device_id] = (job, enc)

@@ -45,7 +45,7 @@ def rollback(control: Control, r: Rollout, now: float, out: Outcome) -> dict[str
     store.assign(r.rid, {d: {"s": ro.PENDING, "b": rec.get("b", 0), "h": rec.get("h", ""),
                              "f": rec["f"]} for d, rec in targets.items()}, kind=RB)
     ids = {d: rollback_job_id(r.rid, d) for d in store.pending(r.rid, len(targets), kind=RB)}
-    claimed = [d for d, ok in store.claim(r.rid, ids).items() if ok]
+    claimed = list(store.claim(r.rid, ids))
     made: dict[str, tuple[str, str]] = {}
     jobs: dict[str, dict[str, Any]] = {}
     for device_id in claimed:
