@@ -22,6 +22,8 @@ MAX_ISSUE_PER_TICK = 20_000
 # A job stored but perhaps never published (crash between the two) is sent again by the
 # replica that takes the rollout over; devices ignore a job id they already have.
 REPUBLISH_WINDOW_S = 60
+# A device left out for its hardware is looked at again after this long (its hw may become known).
+EXCLUDED_RECHECK_S = 30
 
 
 def job_id_for(rollout_id: str, device_id: str) -> str:
@@ -77,6 +79,13 @@ class Control:
         self._last_refresh: dict[str, float] = {}
         self.sent: dict[str, int] = {}  # rollout -> highest event seq this replica published
         self._buckets: dict[str, dict[str, int]] = {}
+        self._excluded: dict[str, dict[str, float]] = {}
+
+    def device_news(self, device_id: str) -> None:
+        """A device appeared or its hardware became known: look at the fleet again soon."""
+        self.fleet_changed = True
+        for excluded in self._excluded.values():
+            excluded.pop(device_id, None)
 
     def load(self, rid: str) -> Rollout | None:
         meta = self.store.meta(rid)
@@ -265,10 +274,11 @@ class Control:
         matched = self.registry.select(r.cfg.selector)
         known = self.store.device_ids(r.rid)
         buckets = self._buckets.setdefault(r.rid, {})
+        excluded = self._excluded.setdefault(r.rid, {})
         limit = ro.threshold(r.cfg.stages, r.stage)
         candidates = []
         for device_id in matched:
-            if device_id in known:
+            if device_id in known or now - excluded.get(device_id, -EXCLUDED_RECHECK_S) < EXCLUDED_RECHECK_S:
                 continue
             b = buckets.get(device_id)
             if b is None:
@@ -281,7 +291,8 @@ class Control:
         records: dict[str, dict[str, Any]] = {}
         for device_id, info in self.registry.read_many(candidates).items():
             if hw_ok and info.hw not in hw_ok:
-                continue  # the release is not built for this hardware: not part of the rollout
+                excluded[device_id] = now  # the release is not built for this hardware (or unknown yet)
+                continue
             rec: dict[str, Any] = {"s": ro.PENDING, "b": buckets[device_id], "h": info.hw or "",
                                    "f": info.fw or ""}
             if info.fw == r.cfg.version:

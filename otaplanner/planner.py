@@ -139,8 +139,8 @@ class Planner:
         pipe = self.store.redis.pipeline(transaction=False)
         for device_id, info in seen.items():
             before = old[device_id]
-            if before.hw is None and before.fw is None:
-                self.control.fleet_changed = True
+            if before.hw is None and (before.fw is None or info.get("hw")):
+                self.control.device_news(device_id)
             self.registry.observe(pipe, before, info.get("hw"), info.get("fw"))
             pipe.hset(device_key(self.registry.ns, device_id), "enc", info["enc"])
         pipe.execute()

@@ -177,3 +177,15 @@ def test_a_restarted_planner_sends_events_that_may_not_have_gone_out(world: tupl
     resent = published(again.tick(clock.t), "/events")
     assert resent == lost
     assert published(again.tick(clock.t + 0.5), "/events") == []
+
+
+def test_a_device_joins_once_its_hardware_is_known(world: tuple[Planner, Clock]) -> None:
+    planner, clock = world
+    send(planner, "p/x1/status", {"online": True, "fw": "1.0.0", "ts": 1})  # no hw yet
+    assert "x1" not in jobs(create(planner))
+    send(planner, "p/x1/heartbeat", {"hw": "c3", "fw": "1.0.0", "ts": 2, "seq": 1})
+    clock.t += 0.5
+    assert set(jobs(planner.tick(clock.t))) == {"x1"}
+    send(planner, "p/x2/heartbeat", {"hw": "c6", "fw": "1.0.0", "ts": 2, "seq": 1})  # not built for c6
+    clock.t += 0.5
+    assert jobs(planner.tick(clock.t)) == {}
