@@ -189,3 +189,15 @@ def test_a_device_joins_once_its_hardware_is_known(world: tuple[Planner, Clock])
     send(planner, "p/x2/heartbeat", {"hw": "c6", "fw": "1.0.0", "ts": 2, "seq": 1})  # not built for c6
     clock.t += 0.5
     assert jobs(planner.tick(clock.t)) == {}
+
+
+def test_a_job_goes_in_the_encoding_the_device_last_used(world: tuple[Planner, Clock]) -> None:
+    import msgpack
+
+    planner, _ = world
+    beat = msgpack.packb({"hw": "c3", "fw": "1.0.0", "ts": 3, "seq": 2})
+    planner.handle([Inbound("p/d07/heartbeat", beat)])
+    out = create(planner)
+    payloads = {p.topic: p.payload for p in out.publishes if p.topic.endswith("/ota/job")}
+    assert msgpack.unpackb(payloads["p/d07/ota/job"])["job_id"] == "r@d07"
+    assert json.loads(payloads["p/d08/ota/job"])["job_id"] == "r@d08"

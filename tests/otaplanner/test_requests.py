@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.otaplanner.fleet import SUCCESS
 from tests.otaplanner.planner_env import Env, ids, ota
@@ -113,3 +117,12 @@ def test_rollback_refused_below_the_bad_secure_version(ota: Env) -> None:
     assert ota.command("rv", {"action": "abort"}).body["state"] == "aborted"
     r = ota.command("rv", {"action": "rollback"})
     assert r.topic.endswith("/rejected") and r.body["code"] == 409 and "secure_version" in r.body["message"]
+
+
+def test_no_signing_key_stops_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env.update(FLEET_METRICS_PORT="0", FLEET_ARTIFACT_STORE=f"local:{tmp_path}", FLEET_ARTIFACT_HTTP_PORT="0",
+               FLEET_REDIS_URL="redis://127.0.0.1:1/0", FLEET_MQTT_URL="mqtt://127.0.0.1:1")
+    done = subprocess.run([sys.executable, "-m", "otaplanner"], env=env, capture_output=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode != 0 and b"FLEET_OTA_MASTER_KEY" in done.stderr, done.stderr[-500:]
