@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.firmware.device import Device, ImageServer, build_host, make_image, missing_build_tools
+from tests.firmware.device import (
+    MASTER_KEY,
+    Device,
+    ImageServer,
+    build_host,
+    make_image,
+    missing_build_tools,
+)
 from tests.support import Server
 
 
@@ -37,9 +44,11 @@ def device(fw_binary: Path, factory_image: bytes, broker: Server, prefixes: tupl
     """make(*extra_args, device_id=...) provisions a device with firmware 1.0.0 in ota_0 and boots it."""
     made: list[Device] = []
 
-    def make(*extra: str, device_id: str | None = None, start: bool = True) -> Device:
+    def make(*extra: str, device_id: str | None = None, start: bool = True,
+             master_key: bytes = MASTER_KEY) -> Device:
         did = device_id or f"dev-{prefixes[0]}-{len(made)}"
-        d = Device(did, tmp_path / f"{did}.flash", broker.port, prefixes[0], extra=list(extra))
+        d = Device(did, tmp_path / f"{did}.flash", broker.port, prefixes[0], extra=list(extra),
+                   master_key=master_key)
         d.provision(factory_image)
         made.append(d)
         return d.start() if start else d

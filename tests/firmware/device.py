@@ -149,6 +149,7 @@ class Device:
     prefix: str
     hw: str = "c3"
     extra: list[str] = field(default_factory=list)
+    master_key: bytes = MASTER_KEY
     process: subprocess.Popen[bytes] | None = None
     lines: list[str] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -163,7 +164,7 @@ class Device:
     def start(self) -> Device:
         args = [str(BINARY), "run", "--flash", str(self.flash), "--id", self.device_id, "--hw", self.hw,
                 "--broker", f"mqtt://127.0.0.1:{self.broker_port}", "--prefix", self.prefix,
-                "--master-key", MASTER_KEY.hex(), *self.extra]
+                "--master-key", self.master_key.hex(), *self.extra]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         env={**os.environ, "FLEET_RESET_REASON": "poweron"})
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()

@@ -7,7 +7,7 @@
 
 #define JOB_TOKS 24
 #define MAN_TOKS 32
-#define MAN_MAX 1536
+#define MAN_MAX 2048
 #define SIG_MAX 160
 
 const char *fa_refusal_str(fa_refusal_t r)

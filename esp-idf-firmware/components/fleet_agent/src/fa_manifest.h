@@ -23,7 +23,7 @@ typedef enum {
 
 #define FA_ID_MAX 65
 #define FA_VER_MAX 33
-#define FA_URL_MAX 512
+#define FA_URL_MAX 1024 /* pre-signed S3 URLs are long */
 
 typedef struct {
     char job_id[FA_ID_MAX];      /* from the job envelope (known even when the rest is refused) */

@@ -244,7 +244,7 @@ static void p_http_close(void *ctx)
 static fa_err_t p_http_open(void *ctx, const char *url, uint32_t offset, uint32_t *content_len)
 {
     hf_port_t *hp = ctx;
-    char host[128], port[8] = "80", req[768];
+    char host[128], port[8] = "80", req[1400];
     const char *path;
     if (strncmp(url, "http://", 7) != 0) {
         return FA_ERR_NOT_SUPPORTED; /* the host port speaks plain HTTP (development stores) */

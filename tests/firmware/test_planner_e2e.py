@@ -1,0 +1,93 @@
+"""Host devices under ota-planner: jobs the planner signs, its artifact store, its gates."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.firmware.device import ABORTED, VALID, Device, make_image
+from tests.otaplanner.planner_env import MASTER_KEY, Env, ota
+from tests.support import Probe
+
+__all__ = ["ota"]
+
+pytestmark = pytest.mark.timeout(120)
+KEY = bytes.fromhex(MASTER_KEY)
+
+
+def register(ota: Env, image: bytes, version: str, secure_version: int = 1) -> None:
+    (ota.artifacts / f"fw-{version}.bin").write_bytes(image)
+    r = ota.operator.request(f"{ota.ops}/ota/releases/register", {
+        "version": version, "hw": ["c3"], "object": f"fw-{version}.bin",
+        "sha256": hashlib.sha256(image).hexdigest(), "size": len(image), "secure_version": secure_version})
+    assert r.topic.endswith("/accepted"), r.body
+
+
+def create(ota: Env, rid: str, version: str) -> None:
+    ota.create(rid, version=version, stages=[100], soak_s=0, success_pct=100, max_failure_pct=0,
+               min_devices_for_gate=1, timeout_s=90)
+
+
+def slot_state(dev: Device, slot: int) -> int:
+    for e in dev.info()["otadata"]:
+        if e["seq"] != 0xFFFFFFFF and (e["seq"] - 1) % 2 == slot:
+            return int(e["state"])
+    raise AssertionError(dev.info())
+
+
+def test_good_release_succeeds_and_the_rollout_completes(
+        ota: Env, device: Callable[..., Device], probe: Callable[..., Probe], tmp_path: Path) -> None:
+    ota.planner()
+    register(ota, make_image(tmp_path, "1.1.0", secure_version=1), "1.1.0")
+    dev = device("--hb", "2", master_key=KEY)
+    watch = probe(f"{ota.prefix}/{dev.device_id}/ota/status", f"{ota.prefix}/{dev.device_id}/heartbeat")
+    ota.wait_known(1)
+    create(ota, "good", "1.1.0")
+    st = watch.wait(f"{ota.prefix}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "succeeded",
+                    timeout=40)
+    assert st.body["fw"] == "1.1.0"
+    watch.wait(f"{ota.prefix}/{dev.device_id}/heartbeat", lambda m: m.body["fw"] == "1.1.0")
+    assert slot_state(dev, 1) == VALID
+    done = ota.wait_state("good", "completed", timeout=40)
+    assert done["counts"]["succeeded"] == 1
+
+
+def test_failing_self_test_rolls_back_and_the_planner_halts(
+        ota: Env, device: Callable[..., Device], probe: Callable[..., Probe], tmp_path: Path) -> None:
+    ota.planner()
+    register(ota, make_image(tmp_path, "1.2.0", secure_version=1, selftest="crash"), "1.2.0")
+    dev = device("--hb", "2", master_key=KEY)
+    watch = probe(f"{ota.prefix}/{dev.device_id}/ota/status")
+    ota.wait_known(1)
+    create(ota, "bad", "1.2.0")
+    st = watch.wait(f"{ota.prefix}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "rolled_back",
+                    timeout=40)
+    assert st.body["fw"] == "1.0.0"
+    assert slot_state(dev, 1) == ABORTED
+    halted = ota.wait_state("bad", "halted", timeout=40)
+    assert halted["counts"]["rolled_back"] == 1
+
+
+def test_manifest_tampered_in_transit_is_rejected(
+        ota: Env, device: Callable[..., Device], probe: Callable[..., Probe], tmp_path: Path) -> None:
+    ota.planner()
+    register(ota, make_image(tmp_path, "1.1.0", secure_version=1), "1.1.0")
+    dev = device("--hb", "2", master_key=KEY)
+    job_topic = f"{ota.prefix}/{dev.device_id}/ota/job"
+    ota.wait_known(1)
+    dev.kill()  # offline: the job waits, retained, for the device to come back
+    attacker = probe(job_topic)
+    create(ota, "evil", "1.1.0")
+    job = attacker.wait(job_topic, lambda m: bool(m.payload)).body
+    manifest = base64.b64decode(job["manifest"]).replace(b'"1.1.0"', b'"1.1.1"')
+    attacker.publish(job_topic, {**job, "manifest": base64.b64encode(manifest).decode()}, retain=True)
+    watch = probe(f"{ota.prefix}/{dev.device_id}/ota/status")
+    dev.start()
+    st = watch.wait(f"{ota.prefix}/{dev.device_id}/ota/status")
+    assert (st.body["state"], st.body["job_id"]) == ("rejected", job["job_id"])
+    assert st.body["error"] == "bad signature"
+    ota.wait_status("evil", lambda b: b["counts"].get("rejected", 0) == 1, timeout=40)
