@@ -20,6 +20,8 @@ def free_port(preferred: int = 0) -> int:
     """`preferred` if it is free, else any free port."""
     if preferred:
         with socket.socket() as s:
+            # As the servers do: a port whose old connections linger in TIME_WAIT is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", preferred))
                 return preferred
