@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.firmware.device import ABORTED, VALID, Device, ImageServer, make_image, signed_job
+from tests.firmware.device import ABORTED, INVALID, VALID, Device, ImageServer, make_image, signed_job
 from tests.support import Probe, Received
 
 pytestmark = pytest.mark.timeout(120)
@@ -158,6 +158,28 @@ def test_failing_self_test_rolls_back(device: Callable[..., Device], probe: Call
     with pytest.raises(TimeoutError):
         watcher.wait(f"{p}/{dev.device_id}/ota/status", timeout=1.0)
     assert sum("boot: slot=1" in line for line in dev.lines) == 1
+
+
+def test_image_that_never_confirms_is_marked_invalid_at_the_timeout(
+        device: Callable[..., Device], probe: Callable[..., Probe], image_server: ImageServer,
+        prefixes: tuple[str, str], tmp_path: Path) -> None:
+    p = prefixes[0]
+    image = make_image(tmp_path, "1.3.0", secure_version=1, selftest="offline")
+    image_server.files["/offline.bin"] = image
+    dev = device("--confirm", "3")
+    watcher = probe(f"{p}/{dev.device_id}/ota/status")
+    dev.wait_log("mqtt: connected")
+    watcher.publish(f"{p}/{dev.device_id}/ota/job",
+                    signed_job(dev.device_id, "job-off", "1.3.0", image, image_server.url("/offline.bin"),
+                               secure_version=1), retain=True)
+    watcher.wait(f"{p}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "rebooting")
+    trial = dev.wait_log("boot: slot=1 fw=1.3.0")
+    t0 = time.monotonic()
+    dev.wait_log("rolling back", after=trial)
+    assert time.monotonic() - t0 >= 2.0  # it waited for the confirm timeout (3 s from boot)
+    st = watcher.wait(f"{p}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "rolled_back")
+    assert (st.body["job_id"], st.body["fw"]) == ("job-off", "1.0.0")
+    assert slot_state(dev, 1) == INVALID  # marked by the app itself, not aborted by the bootloader
 
 
 def test_tampered_manifest_is_rejected(device: Callable[..., Device], probe: Callable[..., Probe],
