@@ -139,13 +139,13 @@ class RunLoop:
         self.metrics.batch_size.labels(self.metrics.daemon).observe(len(batch))
 
     def deliver(self, outcome: Outcome, batch: list[Inbound]) -> None:
-        # Publish first, then acknowledge: the effect is already durable in Redis.
+        # Count, publish, then acknowledge: the effect is already durable in Redis.
+        for kind, result in outcome.counts:
+            self.metrics.count(kind, result)
         for out in outcome.publishes:
             self.transport.publish(out)
         for message in batch:
             self.transport.ack(message)
-        for kind, result in outcome.counts:
-            self.metrics.count(kind, result)
 
     def _handle_with_retry(self, batch: list[Inbound]) -> Outcome:
         delay = 0.1
