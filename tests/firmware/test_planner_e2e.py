@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.firmware.device import ABORTED, VALID, Device, make_image
 from tests.otaplanner.planner_env import MASTER_KEY, Env, ota
@@ -91,3 +93,25 @@ def test_manifest_tampered_in_transit_is_rejected(
     assert (st.body["state"], st.body["job_id"]) == ("rejected", job["job_id"])
     assert st.body["error"] == "bad signature"
     ota.wait_status("evil", lambda b: b["counts"].get("rejected", 0) == 1, timeout=40)
+
+
+def test_ecdsa_signed_release_succeeds(ota: Env, device: Callable[..., Device], probe: Callable[..., Probe],
+                                       tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    priv, pub = tmp_path / "signing.pem", tmp_path / "signing.pub.pem"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    ota.planner(FLEET_OTA_ECDSA_KEY=str(priv))
+    register(ota, make_image(tmp_path, "1.1.0", secure_version=1), "1.1.0")
+    # a device without the HMAC key: only the fleet signing key can convince it
+    dev = device("--hb", "2", "--ecdsa-pub", str(pub), master_key=b"\x00" * 32)
+    watch = probe(f"{ota.prefix}/{dev.device_id}/ota/status", f"{ota.prefix}/{dev.device_id}/ota/job")
+    ota.wait_known(1)
+    create(ota, "ec", "1.1.0")
+    job = watch.wait(f"{ota.prefix}/{dev.device_id}/ota/job", lambda m: bool(m.payload)).body
+    assert job["alg"] == "ecdsa-p256"
+    st = watch.wait(f"{ota.prefix}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "succeeded",
+                    timeout=40)
+    assert st.body["fw"] == "1.1.0"
