@@ -76,7 +76,7 @@ def test_rolled_back_and_timed_out_count_as_failures(ota: Env) -> None:
     ota.release()
     devices = ids(40)
     rolled = set(devices[:4])   # 10 %: alone below the gate
-    silent = set(devices[4:10])  # 15 % more once they time out
+    silent = set(devices[4:10])  # 15 % more once they time out: only all six pass 24 %
 
     def rule(device_id: str, manifest: dict[str, object]) -> list[str]:
         if device_id in rolled:
@@ -87,7 +87,7 @@ def test_rolled_back_and_timed_out_count_as_failures(ota: Env) -> None:
 
     ota.fleet(devices, rule)
     ota.wait_known(40)
-    ota.create("rt", stages=[100], soak_s=30, success_pct=100, min_devices_for_gate=5, max_failure_pct=20,
+    ota.create("rt", stages=[100], soak_s=30, success_pct=100, min_devices_for_gate=5, max_failure_pct=24,
                timeout_s=2)
     halted = ota.wait_state("rt", "halted")
     assert halted["counts"]["rolled_back"] == 4 and halted["counts"]["timed_out"] == 6, halted
@@ -223,7 +223,7 @@ def test_real_device_models_download_verify_and_roll_back(ota: Env) -> None:
     runners = [DeviceRunner(m, ota.broker.url, ota.prefix).start() for m in models]
     try:
         ota.wait_known(12)
-        ota.create("rm", stages=[100], success_pct=80, min_devices_for_gate=5, max_failure_pct=20)
+        ota.create("rm", stages=[100], success_pct=80, min_devices_for_gate=12, max_failure_pct=20)
         # Late reports still reach a completed rollout's status.
         done = ota.wait_status("rm", lambda b: b["state"] == "completed" and b["counts"]["rolled_back"] == 2)
         assert done["counts"]["succeeded"] == 10, done
