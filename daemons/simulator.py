@@ -1,8 +1,10 @@
-"""A simulated fleet for `make run`: heartbeats, presence, and shadows that converge.
+"""A simulated fleet for `make run`: heartbeats, presence, shadows that converge, OTA jobs.
 
 One MQTT connection speaks for every simulated device (a demo, not a load test): each device
 announces itself, sends heartbeats with noisy telemetry (a few drift, so healthwatch has
-something to find), and answers every shadow delta by reporting the desired values.
+something to find), answers every shadow delta by reporting the desired values, and installs
+OTA jobs with the device model of otaplanner (verify, download, trial boot). An image whose
+version contains "bad" fails its self-test and rolls back, so a halting rollout can be shown.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from daemons.codec import decode, encode
+from daemons.config import load_settings
+from otaplanner.device_model import DeviceModel
+from otaplanner.signing import Signer
+
+
+def _bad_image(device_id: str, manifest: dict[str, Any]) -> bool:
+    return "bad" in str(manifest.get("version", ""))
 
 
 @dataclass
@@ -35,6 +44,7 @@ class SimDevice:
     seq: int = 0
     hb_seq: int = 0
     booted_at: float = field(default_factory=time.time)
+    model: DeviceModel | None = None
 
     def heartbeat(self, now: float) -> dict[str, Any]:
         self.hb_seq += 1
@@ -74,15 +84,33 @@ class Fleet:
         self.client.on_message = self._on_message
         self.client.connect(host, port, keepalive=30)
         self.stop = threading.Event()
+        self._attach_models()
+
+    def _attach_models(self) -> None:
+        try:
+            signer = Signer.from_settings(load_settings("simulator"))
+        except Exception as exc:  # no OTA keys configured: the fleet runs without OTA
+            print(f"simulator: OTA disabled ({exc})", file=sys.stderr)
+            return
+        for d in self.devices.values():
+            d.model = DeviceModel(d.device_id, d.hw, d.fw, signer.verifier(d.device_id),
+                                  selftest_fails=_bad_image)
 
     def _on_connect(self, client: paho.Client, *args: Any) -> None:
         client.subscribe(f"{self.prefix}/+/shadow/update/delta", qos=1)
+        client.subscribe(f"{self.prefix}/+/ota/job", qos=1)
         now = int(time.time())
         for d in self.devices.values():
             client.publish(f"{self.prefix}/{d.device_id}/status",
                            encode({"online": True, "fw": d.fw, "ts": now}), qos=1, retain=True)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic.endswith("/ota/job"):
+            device = self.devices.get(msg.topic.split("/")[-3])
+            if device is not None and device.model is not None and msg.payload:
+                # Downloads take time: never in the network thread.
+                threading.Thread(target=self._install, args=(device, bytes(msg.payload)), daemon=True).start()
+            return
         device_id = msg.topic.split("/")[-5] if "/name/" in msg.topic else msg.topic.split("/")[-4]
         device = self.devices.get(device_id)
         if device is None or "/name/" in msg.topic:
@@ -97,6 +125,22 @@ class Fleet:
             device.seq += 1
             client.publish(f"{self.prefix}/{device_id}/shadow/update",
                            encode({"state": {"reported": delta}, "seq": device.seq}, encoding), qos=1)
+
+    def _install(self, device: SimDevice, payload: bytes) -> None:
+        assert device.model is not None
+        try:
+            job, _ = decode(payload)
+        except ValueError:
+            return
+        topic = f"{self.prefix}/{device.device_id}/ota/status"
+
+        def emit(status: dict[str, Any]) -> None:
+            self.client.publish(topic, encode(status), qos=1)
+
+        device.model.handle_job(job, emit=emit)  # a "bad" image rolls back inside
+        for status in device.model.heartbeat_acked():  # the new image heartbeats: confirmed
+            emit(status)
+        device.fw = device.model.version
 
     def run(self) -> None:
         self.client.loop_start()

@@ -58,14 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         start_broker = start_amqtt if args.broker == "amqtt" else start_mosquitto
         broker = start_broker(workdir / "broker", 11883)
         servers.append(broker)
-        env = {
-            **os.environ,
-            "FLEET_MQTT_URL": broker.url,
-            "FLEET_REDIS_URL": redis.url,
-            "FLEET_HEARTBEAT_INTERVAL_S": str(max(1, int(args.interval))),
-            "FLEET_OTA_MASTER_KEY": os.environ.get("FLEET_OTA_MASTER_KEY", _master_key(workdir)),
-            "FLEET_ARTIFACT_STORE": os.environ.get("FLEET_ARTIFACT_STORE", f"local:{workdir / 'artifacts'}"),
-        }
+        config = workdir / "fleet.toml"
+        master_key = os.environ.get("FLEET_OTA_MASTER_KEY", _master_key(workdir))
+        store = os.environ.get("FLEET_ARTIFACT_STORE", f"local:{workdir / 'artifacts'}")
+        config.write_text(
+            f'mqtt_url = "{broker.url}"\nredis_url = "{redis.url}"\n'
+            f"heartbeat_interval_s = {max(1, int(args.interval))}\n"
+            f'ota_master_key = "{master_key}"\nartifact_store = "{store}"\n')
+        # One file for the daemons, the simulator and fleetctl alike.
+        env = {**os.environ, "FLEET_CONFIG": str(config)}
         logs = workdir / "logs"
         logs.mkdir(exist_ok=True)
         started = []
@@ -94,6 +95,14 @@ Fleet-wide desired:      mosquitto_pub -p {port} -t fleetops/shadow/bulk \\
                            -m '{{"selector": {{"hw": "esp32c3"}}, "state": {{"desired": {{"rate": 30}}}}}}'
 Health of a device:      mosquitto_sub -p {port} -t 'fleet/+/health' -v
 Metrics:                 curl -s 127.0.0.1:9101/metrics | grep fleet_
+OTA, a staged rollout:   export FLEET_CONFIG={config}
+                         head -c 200000 /dev/urandom > fw.bin
+                         .venv/bin/fleetctl release publish fw.bin --version 1.1.0 --hw esp32c3 --hw esp32s3
+                         mosquitto_sub -p {port} -t 'fleetops/ota/#' -v &
+                         mosquitto_pub -p {port} -t fleetops/ota/rollouts/r1/command -m \\
+                           '{{"action": "create", "version": "1.1.0", "stages": [10, 50, 100], "soak_s": 10,
+                             "success_pct": 90, "max_failure_pct": 10, "min_devices_for_gate": 3}}'
+                         (a version with "bad" in its name fails on the simulated devices: the rollout halts)
 Ctrl-C stops everything.
 """, flush=True)
         reported: set[int] = set()
