@@ -93,7 +93,7 @@ class Planner:
                 info = seen.setdefault(device_id, {})
                 info["enc"] = encoding
                 for name in ("hw", "fw"):
-                    if isinstance(body.get(name), str) and body[name]:
+                    if isinstance(body.get(name), str) and 0 < len(body[name]) <= 64:
                         info[name] = body[name]
             if kind == "ota/status":
                 rid = self._report(device_id, body, now, out)
