@@ -1,3 +1,4 @@
+/* The agent: presence, heartbeats, shadow reports, trial boot confirmation, events from the port. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -5,11 +6,7 @@
 #include "fa_agent_priv.h"
 #include "fa_crypto.h"
 
-#define KV_PEND "ota_pend"  /* "job_id|slot|version" of an image set to boot on trial */
-#define KV_DONE "ota_done"  /* the last job that reached a final state */
-#define KV_SEQ "sh_seq"     /* shadow report seq, monotonic across reboots */
-
-static void logf_(fa_agent_t *a, fa_log_level_t lvl, const char *fmt, const char *arg)
+void fa__log(fa_agent_t *a, fa_log_level_t lvl, const char *fmt, const char *arg)
 {
     char line[160];
     snprintf(line, sizeof(line), fmt, arg ? arg : "");
@@ -18,17 +15,17 @@ static void logf_(fa_agent_t *a, fa_log_level_t lvl, const char *fmt, const char
     }
 }
 
-static int64_t now_ms(const fa_agent_t *a)
+int64_t fa__now_ms(const fa_agent_t *a)
 {
     return a->port->uptime_ms(a->port->ctx);
 }
 
-static int64_t now_s(const fa_agent_t *a)
+int64_t fa__now_s(const fa_agent_t *a)
 {
     return a->port->now_s(a->port->ctx);
 }
 
-static int pub(fa_agent_t *a, const char *suffix, const char *payload, int qos, int retain)
+int fa__pub(fa_agent_t *a, const char *suffix, const char *payload, int qos, int retain)
 {
     snprintf(a->topic, sizeof(a->topic), "%s/%s", a->base, suffix);
     if (!a->connected) {
@@ -37,72 +34,12 @@ static int pub(fa_agent_t *a, const char *suffix, const char *payload, int qos, 
     return a->port->mqtt_publish(a->port->ctx, a->topic, payload, strlen(payload), qos, retain);
 }
 
-static const char *esc(char *buf, size_t cap, const char *s)
+const char *fa__esc(char *buf, size_t cap, const char *s)
 {
     return fj_escape(buf, cap, s) < 0 ? "" : buf;
 }
 
-static int ota_status(fa_agent_t *a, const char *job, const char *state, int progress, const char *err)
-{
-    char ej[2 * FA_ID_MAX], ee[200], ef[2 * FA_VER_MAX], extra[260] = "";
-    size_t o = 0;
-    if (progress >= 0) {
-        o += (size_t)snprintf(extra + o, sizeof(extra) - o, ",\"progress\":%d", progress);
-    }
-    if (err) {
-        snprintf(extra + o, sizeof(extra) - o, ",\"error\":\"%s\"", esc(ee, sizeof(ee), err));
-    }
-    snprintf(a->payload, sizeof(a->payload), "{\"job_id\":\"%s\",\"state\":\"%s\",\"fw\":\"%s\"%s,\"ts\":%lld}",
-             esc(ej, sizeof(ej), job), state, esc(ef, sizeof(ef), a->cfg.fw_version), extra,
-             (long long)now_s(a));
-    return pub(a, "ota/status", a->payload, 1, 0);
-}
-
-static void set_final(fa_agent_t *a, const char *job, const char *state, const char *err)
-{
-    a->final_pending = true;
-    a->final_msgid = -1;
-    if (job != a->final_job) {
-        snprintf(a->final_job, sizeof(a->final_job), "%s", job);
-    }
-    snprintf(a->final_state, sizeof(a->final_state), "%s", state);
-    snprintf(a->final_error, sizeof(a->final_error), "%s", err ? err : "");
-    if (a->connected) {
-        a->final_msgid = ota_status(a, job, state, -1, err);
-    }
-}
-
 /* Reads KV_PEND into its parts; false when there is none. */
-static bool read_pending(fa_agent_t *a, char *job, int *slot, char *version)
-{
-    char v[FA_ID_MAX + FA_VER_MAX + 8];
-    if (a->port->kv_get(a->port->ctx, KV_PEND, v, sizeof(v)) != FA_OK) {
-        return false;
-    }
-    char *p1 = strchr(v, '|');
-    char *p2 = p1 ? strchr(p1 + 1, '|') : NULL;
-    if (p2 == NULL || (size_t)(p1 - v) >= FA_ID_MAX) {
-        return false;
-    }
-    *p1 = *p2 = '\0';
-    snprintf(job, FA_ID_MAX, "%s", v);
-    *slot = atoi(p1 + 1);
-    snprintf(version, FA_VER_MAX, "%s", p2 + 1);
-    return true;
-}
-
-static bool job_seen(fa_agent_t *a, const char *job)
-{
-    char done[FA_ID_MAX];
-    if (a->port->kv_get(a->port->ctx, KV_DONE, done, sizeof(done)) == FA_OK && strcmp(done, job) == 0) {
-        return true;
-    }
-    if ((a->final_pending || a->trial) && strcmp(a->final_job, job) == 0) {
-        return true;
-    }
-    return a->phase != FA_OTA_IDLE && strcmp(a->ota.m.job_id, job) == 0;
-}
-
 static fa_err_t debug_handler(void *user, const char *key, const char *json, size_t len)
 {
     fa_agent_t *a = user;
@@ -111,7 +48,7 @@ static fa_err_t debug_handler(void *user, const char *key, const char *json, siz
     (void)key;
     int n = fj_parse(json, len, t, 12);
     if (n < 1 || t[0].type != FJ_OBJ) {
-        fa_ls_set(&a->logs, false, 0, now_ms(a));
+        fa_ls_set(&a->logs, false, 0, fa__now_ms(a));
         return FA_OK; /* null or not an object: no session */
     }
     int en = fj_get(json, t, n, 0, "enabled");
@@ -120,8 +57,8 @@ static fa_err_t debug_handler(void *user, const char *key, const char *json, siz
     if (u < 0 || !fj_i64(json, &t[u], &until)) {
         enabled = false;
     }
-    fa_ls_set(&a->logs, enabled, until, now_ms(a));
-    logf_(a, FA_LOG_INFO, "debug stream %s", enabled ? "open" : "closed");
+    fa_ls_set(&a->logs, enabled, until, fa__now_ms(a));
+    fa__log(a, FA_LOG_INFO, "debug stream %s", enabled ? "open" : "closed");
     return FA_OK;
 }
 
@@ -172,19 +109,19 @@ fa_err_t fa_agent_create(const fa_config_t *cfg, fa_agent_t **out)
 
     char job[FA_ID_MAX], version[FA_VER_MAX];
     int slot = -1;
-    bool pend = read_pending(a, job, &slot, version);
+    bool pend = fa__read_pending(a, job, &slot, version);
     if (a->port->running_state(a->port->ctx) == FA_IMG_PENDING_VERIFY) {
         /* First boot of a new image: confirmed only by a heartbeat acknowledged in time. */
         a->trial = true;
-        a->confirm_deadline_ms = now_ms(a) + (int64_t)a->cfg.confirm_timeout_s * 1000;
+        a->confirm_deadline_ms = fa__now_ms(a) + (int64_t)a->cfg.confirm_timeout_s * 1000;
         snprintf(a->final_job, sizeof(a->final_job), "%s", pend ? job : "");
-        logf_(a, FA_LOG_INFO, "trial boot of %s: waiting for a heartbeat ack", cfg->fw_version);
+        fa__log(a, FA_LOG_INFO, "trial boot of %s: waiting for a heartbeat ack", cfg->fw_version);
     } else if (pend) {
         if (slot == a->port->running_slot(a->port->ctx) && strcmp(version, cfg->fw_version) == 0) {
-            set_final(a, job, "succeeded", NULL); /* confirmed, but the report was cut off */
+            fa__set_final(a, job, "succeeded", NULL); /* confirmed, but the report was cut off */
         } else {
-            set_final(a, job, "rolled_back", "the new image did not confirm; the previous slot booted");
-            logf_(a, FA_LOG_WARN, "rolled back from job %s", job);
+            fa__set_final(a, job, "rolled_back", "the new image did not confirm; the previous slot booted");
+            fa__log(a, FA_LOG_WARN, "rolled back from job %s", job);
         }
     }
     *out = a;
@@ -222,14 +159,14 @@ static void heartbeat(fa_agent_t *a)
     }
     snprintf(a->payload, sizeof(a->payload),
              "{\"ts\":%lld,\"seq\":%lu,\"uptime_s\":%lld,\"fw\":\"%s\",\"slot\":%d,\"hw\":\"%s\"%s}",
-             (long long)now_s(a), (unsigned long)++a->hb_seq, (long long)(now_ms(a) / 1000),
-             esc(ef, sizeof(ef), a->cfg.fw_version), a->port->running_slot(a->port->ctx),
-             esc(eh, sizeof(eh), a->cfg.hw), extra);
-    int id = pub(a, "heartbeat", a->payload, 1, 0);
+             (long long)fa__now_s(a), (unsigned long)++a->hb_seq, (long long)(fa__now_ms(a) / 1000),
+             fa__esc(ef, sizeof(ef), a->cfg.fw_version), a->port->running_slot(a->port->ctx),
+             fa__esc(eh, sizeof(eh), a->cfg.hw), extra);
+    int id = fa__pub(a, "heartbeat", a->payload, 1, 0);
     if (id >= 0) {
         a->hb_msgid = id;
     }
-    a->next_hb_ms = now_ms(a) + (int64_t)a->cfg.heartbeat_interval_s * 1000;
+    a->next_hb_ms = fa__now_ms(a) + (int64_t)a->cfg.heartbeat_interval_s * 1000;
 }
 
 static void report(fa_agent_t *a, const char *rep)
@@ -246,11 +183,11 @@ static void report(fa_agent_t *a, const char *rep)
     snprintf(v, sizeof(v), "%llu", (unsigned long long)seq);
     /* Stored before sending: a reboot never reuses a seq the daemon may have accepted. */
     if (a->port->kv_set(a->port->ctx, KV_SEQ, v) != FA_OK) {
-        logf_(a, FA_LOG_ERROR, "cannot store shadow seq%s", NULL);
+        fa__log(a, FA_LOG_ERROR, "cannot store shadow seq%s", NULL);
         return;
     }
     if (fa_shadow_report(a->payload, sizeof(a->payload), rep, seq) > 0) {
-        pub(a, "shadow/update", a->payload, 1, 0);
+        fa__pub(a, "shadow/update", a->payload, 1, 0);
     }
 }
 
@@ -264,12 +201,12 @@ void fa_agent_mqtt_connected(fa_agent_t *a)
         a->port->mqtt_subscribe(a->port->ctx, a->topic, 1);
     }
     snprintf(a->payload, sizeof(a->payload), "{\"online\":true,\"fw\":\"%s\",\"ts\":%lld}",
-             esc(ef, sizeof(ef), a->cfg.fw_version), (long long)now_s(a));
-    pub(a, "status", a->payload, 1, 1);
-    pub(a, "shadow/get", "{\"clientToken\":\"boot\"}", 1, 0);
+             fa__esc(ef, sizeof(ef), a->cfg.fw_version), (long long)fa__now_s(a));
+    fa__pub(a, "status", a->payload, 1, 1);
+    fa__pub(a, "shadow/get", "{\"clientToken\":\"boot\"}", 1, 0);
     heartbeat(a);
     if (a->final_pending) {
-        a->final_msgid = ota_status(a, a->final_job, a->final_state, -1, a->final_error[0] ? a->final_error : NULL);
+        a->final_msgid = fa__ota_status(a, a->final_job, a->final_state, -1, a->final_error[0] ? a->final_error : NULL);
     }
 }
 
@@ -277,41 +214,6 @@ void fa_agent_mqtt_disconnected(fa_agent_t *a)
 {
     a->connected = false;
     a->hb_msgid = -1;
-}
-
-static void on_job(fa_agent_t *a, const char *data, size_t len)
-{
-    fa_manifest_t m;
-    if (len == 0) {
-        return; /* withdrawn */
-    }
-    fa_verify_ctx_t v = { a->cfg.device_id, a->cfg.hw, a->cfg.secure_version, now_s(a), a->cfg.hmac_key,
-                          a->cfg.hmac_key_len, a->cfg.ecdsa_pub, a->cfg.ecdsa_pub_len };
-    fa_refusal_t why = fa_job_check(data, len, &v, &m);
-    if (m.job_id[0] != '\0' && job_seen(a, m.job_id)) {
-        return; /* a retained job this device already finished or is finishing */
-    }
-    if (a->trial || a->phase != FA_OTA_IDLE) {
-        return; /* busy: the job is retained and comes back after the reboot */
-    }
-    if (why != FA_REFUSE_NONE) {
-        logf_(a, FA_LOG_WARN, "job refused: %s", fa_refusal_str(why));
-        set_final(a, m.job_id, "rejected", fa_refusal_str(why));
-        return;
-    }
-    if (strcmp(m.version, a->cfg.fw_version) == 0) {
-        set_final(a, m.job_id, "succeeded", NULL);
-        return;
-    }
-    fa_err_t err = fa_ota_begin(&a->ota, a->port, &m);
-    if (err != FA_OK) {
-        set_final(a, m.job_id, "failed", "cannot open the update slot");
-        return;
-    }
-    logf_(a, FA_LOG_INFO, "downloading %s", m.version);
-    a->phase = FA_OTA_DOWNLOADING;
-    a->last_pct = 0;
-    ota_status(a, m.job_id, "downloading", 0, NULL);
 }
 
 void fa_agent_mqtt_message(fa_agent_t *a, const char *topic, const void *data, size_t len)
@@ -323,7 +225,7 @@ void fa_agent_mqtt_message(fa_agent_t *a, const char *topic, const void *data, s
     const char *t = topic + bl + 1;
     fa_err_t err = FA_OK;
     if (strcmp(t, "ota/job") == 0) {
-        on_job(a, data, len);
+        fa__on_job(a, data, len);
         return;
     }
     if (strcmp(t, "shadow/update/delta") == 0) {
@@ -346,9 +248,9 @@ void fa_agent_mqtt_published(fa_agent_t *a, int msg_id)
     if (a->trial && msg_id == a->hb_msgid) {
         if (a->port->mark_valid(a->port->ctx) == FA_OK) {
             a->trial = false;
-            logf_(a, FA_LOG_INFO, "image %s confirmed", a->cfg.fw_version);
+            fa__log(a, FA_LOG_INFO, "image %s confirmed", a->cfg.fw_version);
             if (a->final_job[0]) {
-                set_final(a, a->final_job, "succeeded", NULL);
+                fa__set_final(a, a->final_job, "succeeded", NULL);
             }
         }
     }
@@ -362,50 +264,11 @@ void fa_agent_mqtt_published(fa_agent_t *a, int msg_id)
     }
 }
 
-static void download(fa_agent_t *a)
-{
-    fa_refusal_t why = FA_REFUSE_NONE;
-    fa_err_t err = FA_OTA_IN_PROGRESS;
-    for (int i = 0; i < 8 && err == FA_OTA_IN_PROGRESS; i++) {
-        err = fa_ota_perform(&a->ota, &why);
-    }
-    int pct = fa_ota_progress(&a->ota);
-    if (err == FA_OTA_IN_PROGRESS) {
-        if (pct / 10 > a->last_pct / 10) {
-            a->last_pct = pct;
-            ota_status(a, a->ota.m.job_id, "downloading", pct, NULL);
-        }
-        return;
-    }
-    const char *job = a->ota.m.job_id;
-    if (err == FA_OK) {
-        ota_status(a, job, "verifying", 100, NULL);
-        err = fa_ota_finish(&a->ota, a->cfg.secure_version, &why);
-    }
-    if (err != FA_OK) {
-        fa_ota_abort(&a->ota);
-        a->phase = FA_OTA_IDLE;
-        if (why != FA_REFUSE_NONE) {
-            set_final(a, job, "rejected", fa_refusal_str(why));
-        } else {
-            set_final(a, job, "failed", err == FA_ERR_TIMEOUT ? "download failed" : "flash write failed");
-        }
-        return;
-    }
-    char v[FA_ID_MAX + FA_VER_MAX + 8];
-    int next = 1 - a->port->running_slot(a->port->ctx);
-    snprintf(v, sizeof(v), "%s|%d|%s", job, next, a->ota.m.version);
-    a->port->kv_set(a->port->ctx, KV_PEND, v);
-    a->phase = FA_OTA_REBOOT_WAIT;
-    a->reboot_msgid = ota_status(a, job, "rebooting", 100, NULL);
-    a->reboot_deadline_ms = now_ms(a) + 3000;
-}
-
 void fa_agent_tick(fa_agent_t *a)
 {
-    int64_t ms = now_ms(a);
+    int64_t ms = fa__now_ms(a);
     if (a->trial && ms >= a->confirm_deadline_ms) {
-        logf_(a, FA_LOG_ERROR, "no heartbeat ack within the confirm timeout: rolling back%s", NULL);
+        fa__log(a, FA_LOG_ERROR, "no heartbeat ack within the confirm timeout: rolling back%s", NULL);
         a->port->mark_invalid_and_reboot(a->port->ctx);
         return;
     }
@@ -413,21 +276,21 @@ void fa_agent_tick(fa_agent_t *a)
         heartbeat(a);
     }
     if (a->phase == FA_OTA_DOWNLOADING) {
-        download(a);
+        fa__download(a);
     } else if (a->phase == FA_OTA_REBOOT_WAIT && ms >= a->reboot_deadline_ms) {
-        logf_(a, FA_LOG_INFO, "rebooting into the new image%s", NULL);
+        fa__log(a, FA_LOG_INFO, "rebooting into the new image%s", NULL);
         a->port->reboot(a->port->ctx);
         return;
     }
     if (a->connected) {
-        int n = fa_ls_batch(&a->logs, now_s(a), ms, a->payload, sizeof(a->payload));
+        int n = fa_ls_batch(&a->logs, fa__now_s(a), ms, a->payload, sizeof(a->payload));
         if (n > 0) {
-            pub(a, "logs", a->payload, 0, 0);
+            fa__pub(a, "logs", a->payload, 0, 0);
         }
     }
 }
 
 void fa_agent_log_line(fa_agent_t *a, const char *line)
 {
-    fa_ls_push(&a->logs, line, now_s(a));
+    fa_ls_push(&a->logs, line, fa__now_s(a));
 }

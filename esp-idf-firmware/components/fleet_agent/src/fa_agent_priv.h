@@ -45,4 +45,20 @@ struct fa_agent {
     char rep[FA_REP_MAX];
 };
 
+#define KV_PEND "ota_pend"  /* "job_id|slot|version" of an image set to boot on trial */
+#define KV_DONE "ota_done"  /* the last job that reached a final state */
+#define KV_SEQ "sh_seq"     /* shadow report seq, monotonic across reboots */
+
+/* shared by fa_agent.c and fa_agent_ota.c */
+void fa__log(fa_agent_t *a, fa_log_level_t lvl, const char *fmt, const char *arg);
+int64_t fa__now_ms(const fa_agent_t *a);
+int64_t fa__now_s(const fa_agent_t *a);
+int fa__pub(fa_agent_t *a, const char *suffix, const char *payload, int qos, int retain);
+const char *fa__esc(char *buf, size_t cap, const char *s);
+int fa__ota_status(fa_agent_t *a, const char *job, const char *state, int progress, const char *err);
+void fa__set_final(fa_agent_t *a, const char *job, const char *state, const char *err);
+bool fa__read_pending(fa_agent_t *a, char *job, int *slot, char *version);
+void fa__on_job(fa_agent_t *a, const char *data, size_t len);
+void fa__download(fa_agent_t *a);
+
 #endif

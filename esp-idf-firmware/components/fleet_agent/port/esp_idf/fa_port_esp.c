@@ -14,6 +14,7 @@
 #include "esp_system.h"
 #include "esp_timer.h"
 #include "fa_port_esp.h"
+#include "fa_port_esp_priv.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
@@ -23,23 +24,6 @@
 
 static const char *TAG = "fleet";
 
-struct fa_esp {
-    fa_port_t port;
-    fa_config_t cfg;
-    fa_agent_t *agent;
-    esp_mqtt_client_handle_t mqtt;
-    nvs_handle_t nvs;
-    SemaphoreHandle_t lock; /* recursive: the agent logs while it holds it */
-    const esp_partition_t *update_part;
-    esp_ota_handle_t ota;
-    esp_http_client_handle_t http;
-    uint32_t http_skip;
-    char *rx;               /* reassembly of MQTT data delivered in fragments */
-    size_t rx_len;
-    char rx_topic[160];
-    char version[32];
-    vprintf_like_t prev_vprintf;
-};
 
 /* esp_log_set_vprintf() takes no user pointer: the log hook needs this one static. */
 static fa_esp_t *s_log_target;
@@ -192,72 +176,6 @@ static void p_reboot(void *ctx)
     esp_restart();
 }
 
-/* ---- HTTP(S) download with Range ---- */
-
-static void p_http_close(void *ctx)
-{
-    fa_esp_t *h = ctx;
-    if (h->http) {
-        esp_http_client_close(h->http);
-        esp_http_client_cleanup(h->http);
-        h->http = NULL;
-    }
-}
-
-static fa_err_t p_http_open(void *ctx, const char *url, uint32_t offset, uint32_t *content_len)
-{
-    fa_esp_t *h = ctx;
-    char range[32];
-    esp_http_client_config_t hc = {
-        .url = url,
-        .timeout_ms = 10000,
-        .crt_bundle_attach = esp_crt_bundle_attach,
-        .buffer_size = 2048,
-    };
-    h->http = esp_http_client_init(&hc);
-    if (h->http == NULL) {
-        return FA_ERR_NO_MEM;
-    }
-    if (offset) {
-        snprintf(range, sizeof(range), "bytes=%lu-", (unsigned long)offset);
-        esp_http_client_set_header(h->http, "Range", range);
-    }
-    esp_err_t err = esp_http_client_open(h->http, 0);
-    if (err != ESP_OK) {
-        p_http_close(ctx);
-        return err;
-    }
-    int64_t len = esp_http_client_fetch_headers(h->http);
-    int status = esp_http_client_get_status_code(h->http);
-    if (len < 0 || (status != 200 && status != 206)) {
-        p_http_close(ctx);
-        return FA_ERR_INVALID_RESPONSE;
-    }
-    /* A server that ignored Range sends everything: skip what we already have. */
-    h->http_skip = status == 200 ? offset : 0;
-    *content_len = (uint32_t)(status == 200 && len >= offset ? len - offset : len);
-    return FA_OK;
-}
-
-static int p_http_read(void *ctx, void *buf, size_t len)
-{
-    fa_esp_t *h = ctx;
-    for (;;) {
-        int n = esp_http_client_read(h->http, buf, (int)len);
-        if (n <= 0 || h->http_skip == 0) {
-            return n;
-        }
-        if ((uint32_t)n <= h->http_skip) {
-            h->http_skip -= (uint32_t)n;
-            continue;
-        }
-        memmove(buf, (char *)buf + h->http_skip, (size_t)n - h->http_skip);
-        n -= (int)h->http_skip;
-        h->http_skip = 0;
-        return n;
-    }
-}
-
 /* ---- logs ---- */
 
 static void p_log(void *ctx, fa_log_level_t level, const char *msg)
@@ -388,7 +306,7 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
         .running_slot = p_running_slot, .running_state = p_running_state, .ota_begin = p_ota_begin,
         .ota_write = p_ota_write, .ota_end = p_ota_end, .ota_abort = p_ota_abort, .ota_set_boot = p_ota_set_boot,
         .mark_valid = p_mark_valid, .mark_invalid_and_reboot = p_mark_invalid_and_reboot, .reboot = p_reboot,
-        .http_open = p_http_open, .http_read = p_http_read, .http_close = p_http_close, .log = p_log,
+        .http_open = fa_esp_http_open, .http_read = fa_esp_http_read, .http_close = fa_esp_http_close, .log = p_log,
         .heap_free = p_heap_free, .reset_reason = p_reset_reason,
     };
     h->cfg = (fa_config_t){
@@ -419,6 +337,8 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
         .session.protocol_ver = MQTT_PROTOCOL_V_5,
         .session.keepalive = 60,
         .buffer.size = 2048,
+        /* Jobs are verified in the MQTT event handler: it needs the agent's stack size. */
+        .task.stack_size = CONFIG_FLEET_TASK_STACK,
     };
     if (c->broker_ca_pem == NULL) {
         mc.broker.verification.crt_bundle_attach = esp_crt_bundle_attach;

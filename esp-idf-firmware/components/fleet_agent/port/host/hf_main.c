@@ -15,8 +15,8 @@
 #include "fa_crypto.h"
 #include "fleet_agent.h"
 #include "hf_port.h"
+#include "hf_tools.h"
 
-#define EFUSE_MAGIC 0x46555345u /* virtual eFuse (secure_version) kept in the phy_init sector */
 
 static char **g_argv; /* for re-executing the process on reboot and panic */
 static volatile sig_atomic_t g_stop;
@@ -42,21 +42,6 @@ static void on_term(int sig)
 {
     (void)sig;
     g_stop = 1;
-}
-
-static uint32_t efuse_read(const hf_flash_t *f)
-{
-    uint32_t v[2];
-    if (f->read(f->ctx, HF_PHY_OFF, v, sizeof(v)) != 0 || v[0] != EFUSE_MAGIC) {
-        return 0;
-    }
-    return v[1];
-}
-
-static void efuse_write(const hf_flash_t *f, uint32_t secver)
-{
-    uint32_t v[2] = { EFUSE_MAGIC, secver };
-    f->write(f->ctx, HF_PHY_OFF, v, sizeof(v));
 }
 
 typedef struct {
@@ -137,97 +122,6 @@ static int hexdec(const char *hex, uint8_t *out, size_t cap)
     return (int)(n / 2);
 }
 
-static int usage(void)
-{
-    fprintf(stderr,
-            "usage: fleet-device run --flash F --id ID --hw HW [--broker mqtt://h:p] [--prefix P]\n"
-            "         [--key HEX | --master-key HEX] [--ecdsa-pub PEM] [--hb S] [--confirm S]\n"
-            "         [--shadow-key K]... [--chatter-ms N] [--log-rate N] [--log-burst N]\n"
-            "       fleet-device mkimage --out F --version V [--secure-version N] [--selftest ok|crash|offline] [--size N]\n"
-            "       fleet-device flash --flash F --slot N IMAGE\n"
-            "       fleet-device info --flash F\n");
-    return 2;
-}
-
-static int cmd_mkimage(int argc, char **argv)
-{
-    const char *out = NULL, *version = NULL, *project = "fleet-host";
-    uint32_t secver = 0;
-    size_t size = 65536;
-    hf_selftest_t st = HF_SELFTEST_OK;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-        else if (!strcmp(argv[i], "--version")) version = argv[i + 1];
-        else if (!strcmp(argv[i], "--project")) project = argv[i + 1];
-        else if (!strcmp(argv[i], "--secure-version")) secver = (uint32_t)atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--size")) size = (size_t)atol(argv[i + 1]);
-        else if (!strcmp(argv[i], "--selftest")) st = !strcmp(argv[i + 1], "crash") ? HF_SELFTEST_CRASH
-                                                     : !strcmp(argv[i + 1], "offline") ? HF_SELFTEST_OFFLINE
-                                                                                       : HF_SELFTEST_OK;
-        else return usage();
-    }
-    if (!out || !version || size > HF_SLOT_SIZE) {
-        return usage();
-    }
-    uint8_t *buf = malloc(HF_SLOT_SIZE);
-    int n = buf ? hf_image_make(buf, HF_SLOT_SIZE, version, secver, project, st, size) : -1;
-    FILE *f = n > 0 ? fopen(out, "wb") : NULL;
-    if (!f || fwrite(buf, 1, (size_t)n, f) != (size_t)n) {
-        fprintf(stderr, "mkimage failed\n");
-        return 1;
-    }
-    fclose(f);
-    free(buf);
-    return 0;
-}
-
-static int cmd_flash(int argc, char **argv)
-{
-    hf_flash_t fl;
-    if (argc != 7 || strcmp(argv[2], "--flash") || strcmp(argv[4], "--slot")) {
-        return usage();
-    }
-    int slot = atoi(argv[5]);
-    FILE *img = fopen(argv[6], "rb");
-    uint8_t *buf = malloc(HF_SLOT_SIZE);
-    size_t n = img && buf ? fread(buf, 1, HF_SLOT_SIZE, img) : 0;
-    if (n == 0 || slot < 0 || slot > 1 || hf_file_open(&fl, argv[3]) != 0) {
-        fprintf(stderr, "flash: cannot read image or open flash\n");
-        return 1;
-    }
-    fclose(img);
-    int rc = fl.erase(fl.ctx, hf_slot_off(slot), HF_SLOT_SIZE) || fl.write(fl.ctx, hf_slot_off(slot), buf, n);
-    hf_file_close(&fl);
-    free(buf);
-    return rc ? 1 : 0;
-}
-
-static int cmd_info(int argc, char **argv)
-{
-    hf_flash_t fl;
-    hf_ota_entry_t ot[2];
-    if (argc != 4 || strcmp(argv[2], "--flash") || hf_file_open(&fl, argv[3]) != 0 || hf_read_otadata(&fl, ot)) {
-        return usage();
-    }
-    printf("{\"otadata\":[");
-    for (int i = 0; i < 2; i++) {
-        printf("%s{\"seq\":%u,\"state\":%u,\"crc_ok\":%s}", i ? "," : "", ot[i].ota_seq, ot[i].ota_state,
-               ot[i].crc == hf_ota_select_crc(&ot[i]) ? "true" : "false");
-    }
-    printf("],\"active\":%d,\"slots\":[", hf_get_active_otadata(ot));
-    for (int s = 0; s < 2; s++) {
-        hf_image_info_t info;
-        if (hf_image_check(&fl, hf_slot_off(s), HF_SLOT_SIZE, &info) == 0) {
-            printf("%s{\"version\":\"%s\",\"secure_version\":%u}", s ? "," : "", info.version, info.secure_version);
-        } else {
-            printf("%snull", s ? "," : "");
-        }
-    }
-    printf("],\"efuse_secure_version\":%u}\n", efuse_read(&fl));
-    hf_file_close(&fl);
-    return 0;
-}
-
 static int cmd_run(int argc, char **argv)
 {
     static app_t app;
@@ -262,11 +156,11 @@ static int cmd_run(int argc, char **argv)
         case 'C': chatter_ms = atoi(optarg); break;
         case 'r': cfg.log_rate_per_s = (uint32_t)atoi(optarg); break;
         case 'B': cfg.log_burst = (uint32_t)atoi(optarg); break;
-        default: return usage();
+        default: return hf_usage();
         }
     }
     if (!flash || !id || !hw) {
-        return usage();
+        return hf_usage();
     }
     signal(SIGSEGV, on_panic);
     signal(SIGABRT, on_panic);
@@ -285,10 +179,10 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "E boot: cannot open flash %s: %s\n", flash, strerror(errno));
         return 1;
     }
-    uint32_t efuse = efuse_read(&app.hp.flash), before = efuse;
+    uint32_t efuse = hf_efuse_read(&app.hp.flash), before = efuse;
     int slot = hf_bootloader(&app.hp.flash, &efuse);
     if (efuse != before) {
-        efuse_write(&app.hp.flash, efuse);
+        hf_efuse_write(&app.hp.flash, efuse);
     }
     if (slot < 0 || hf_image_check(&app.hp.flash, hf_slot_off(slot), HF_SLOT_SIZE, &info) != 0) {
         fprintf(stderr, "E boot: no bootable app partition\n");
@@ -364,7 +258,7 @@ static int cmd_run(int argc, char **argv)
     char host[128] = "127.0.0.1";
     int port = 1883;
     if (sscanf(broker, "mqtt://%127[^:]:%d", host, &port) < 1) {
-        return usage();
+        return hf_usage();
     }
     bool offline = info.selftest == HF_SELFTEST_OFFLINE; /* a broken network stack never connects */
     bool connected_once = false;
@@ -404,11 +298,11 @@ int main(int argc, char **argv)
 {
     g_argv = argv;
     if (argc < 2) {
-        return usage();
+        return hf_usage();
     }
     if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
-    if (!strcmp(argv[1], "mkimage")) return cmd_mkimage(argc, argv);
-    if (!strcmp(argv[1], "flash")) return cmd_flash(argc, argv);
-    if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
-    return usage();
+    if (!strcmp(argv[1], "mkimage")) return hf_cmd_mkimage(argc, argv);
+    if (!strcmp(argv[1], "flash")) return hf_cmd_flash(argc, argv);
+    if (!strcmp(argv[1], "info")) return hf_cmd_info(argc, argv);
+    return hf_usage();
 }

@@ -40,4 +40,9 @@ int hf_kv_get(const hf_flash_t *f, const char *key, char *buf, size_t cap);
 int hf_kv_set(const hf_flash_t *f, const char *key, const char *value);
 int hf_kv_erase(const hf_flash_t *f, const char *key);
 
+/* HTTP GET with Range (hf_http.c) */
+fa_err_t hf_http_open(void *ctx, const char *url, uint32_t offset, uint32_t *content_len);
+int hf_http_read(void *ctx, void *buf, size_t len);
+void hf_http_close(void *ctx);
+
 #endif
