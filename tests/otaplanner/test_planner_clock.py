@@ -201,3 +201,16 @@ def test_a_job_goes_in_the_encoding_the_device_last_used(world: tuple[Planner, C
     payloads = {p.topic: p.payload for p in out.publishes if p.topic.endswith("/ota/job")}
     assert msgpack.unpackb(payloads["p/d07/ota/job"])["job_id"] == "r@d07"
     assert json.loads(payloads["p/d08/ota/job"])["job_id"] == "r@d08"
+
+
+def test_jobs_stored_but_perhaps_not_sent_go_out_again_after_a_restart(world: tuple[Planner, Clock],
+                                                                        redis: Any, tmp_path: Path) -> None:
+    planner, clock = world
+    lost = {p.topic: p.payload for p in create(planner).publishes if p.topic.endswith("/ota/job")}
+    assert len(lost) == 20
+    again = make(redis, tmp_path, clock, owner="a")  # the same replica, restarted
+    clock.t += 0.5
+    resent = {p.topic: p.payload for p in again.tick(clock.t).publishes if p.topic.endswith("/ota/job")}
+    assert resent == lost  # byte for byte: a device that has it already ignores it
+    clock.t += 0.5
+    assert jobs(again.tick(clock.t)) == {}
