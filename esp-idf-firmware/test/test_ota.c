@@ -363,6 +363,25 @@ static void test_seq_survives_reboot_and_debug_stream(void **state)
     assert_null(last_on("fl/dev-1/logs"));
 }
 
+static void test_device_id_must_be_topic_safe(void **state)
+{
+    (void)state;
+    const char *bad[] = { "", "a/b", "+", "#", "$sys", "-lead", "x y",
+                          "a123456789012345678901234567890123456789012345678901234567890123456789" };
+    fa_config_t cfg = { 0 };
+    fa_agent_t *a = NULL;
+    cfg.port = &P;
+    cfg.hw = "c3";
+    cfg.fw_version = "1.0.0";
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cfg.device_id = bad[i];
+        assert_int_equal(fa_agent_create(&cfg, &a), FA_ERR_INVALID_ARG);
+    }
+    cfg.device_id = "esp32c3-a1:b2_c3.d4-e5";
+    assert_int_equal(fa_agent_create(&cfg, &a), FA_OK);
+    fa_agent_destroy(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +393,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trial_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rolled_back_reported_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seq_survives_reboot_and_debug_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_id_must_be_topic_safe, setup, teardown),
     };
     return cmocka_run_group_tests_name("ota", tests, NULL, NULL);
 }

@@ -72,13 +72,30 @@ fa_err_t fa_derive_device_key(const uint8_t *master, size_t master_len, const ch
     return fa_hkdf_sha256(master, master_len, info, (size_t)n, out, 32);
 }
 
+/* ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$ (PROTOCOL.md §0): anything else would break topics. */
+static bool valid_device_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '_' && c != '.' && c != ':' && c != '-'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 fa_err_t fa_agent_create(const fa_config_t *cfg, fa_agent_t **out)
 {
     if (cfg == NULL || out == NULL || cfg->port == NULL || cfg->device_id == NULL || cfg->hw == NULL ||
         cfg->fw_version == NULL) {
         return FA_ERR_INVALID_ARG;
     }
-    if (strlen(cfg->device_id) >= FA_ID_MAX || strlen(cfg->fw_version) >= FA_VER_MAX ||
+    if (!valid_device_id(cfg->device_id) || strlen(cfg->fw_version) >= FA_VER_MAX ||
         (cfg->topic_prefix && strlen(cfg->topic_prefix) > 64)) {
         return FA_ERR_INVALID_ARG; /* topics must fit FA_TOPIC_MAX */
     }
@@ -193,7 +210,7 @@ static void report(fa_agent_t *a, const char *rep)
 
 void fa_agent_mqtt_connected(fa_agent_t *a)
 {
-    static const char *subs[] = { "ota/job", "shadow/update/delta", "shadow/get/accepted" };
+    static const char *const subs[] = { "ota/job", "shadow/update/delta", "shadow/get/accepted" };
     char ef[2 * FA_VER_MAX];
     a->connected = true;
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
