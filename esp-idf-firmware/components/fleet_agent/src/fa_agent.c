@@ -194,9 +194,13 @@ static void report(fa_agent_t *a, const char *rep)
         return;
     }
     if (a->port->kv_get(a->port->ctx, KV_SEQ, v, sizeof(v)) == FA_OK) {
-        seq = strtoull(v, NULL, 10);
+        seq = strtoull(v, NULL, 10) + 1;
+    } else {
+        /* No stored seq (new or wiped NVS): start from the clock, above any seq this device sent
+         * before unless it reported more than once a second on average. */
+        int64_t t = fa__now_s(a);
+        seq = t > 0 ? (uint64_t)t : 1;
     }
-    seq++;
     snprintf(v, sizeof(v), "%llu", (unsigned long long)seq);
     /* Stored before sending: a reboot never reuses a seq the daemon may have accepted. */
     if (a->port->kv_set(a->port->ctx, KV_SEQ, v) != FA_OK) {
