@@ -235,8 +235,11 @@ class Control:
             self._run_again(r.rid, now, out)
 
     def open_stage(self, r: Rollout, stage: int, reason: str, now: float, out: Outcome) -> bool:
-        return self.transition(r, "stage_opened", r.state, reason, now, out,
-                               stage=str(stage), opened_at=repr(now))
+        if not self.transition(r, "stage_opened", r.state, reason, now, out, stage=str(stage),
+                               opened_at=repr(now)):
+            return False
+        self._last_scan.pop(r.rid, None)  # the new stage's devices are taken in at once
+        return True
 
     def _run_again(self, rid: str, now: float, out: Outcome) -> None:
         r = self.load(rid)

@@ -214,3 +214,11 @@ def test_jobs_stored_but_perhaps_not_sent_go_out_again_after_a_restart(world: tu
     assert resent == lost  # byte for byte: a device that has it already ignores it
     clock.t += 0.5
     assert jobs(again.tick(clock.t)) == {}
+
+
+def test_advance_opens_the_next_stage_at_once(world: tuple[Planner, Clock]) -> None:
+    planner, _ = world
+    first = jobs(create(planner, stages=[20, 100], soak_s=3600))
+    out = send(planner, "o/ota/rollouts/r/command", {"action": "advance"})
+    assert published(out, "command/accepted")[0]["state"] == "running"
+    assert set(jobs(out)) | set(first) == {f"d{i:02d}" for i in range(20)}
