@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import queue
 import socket
 import ssl
@@ -34,6 +35,14 @@ class AckToken:
     qos: int
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A handled batch whose PUBACKs wait until the broker has taken every answer it caused."""
+
+    inbound: list[Inbound]
+    waiting: set[int]
+
+
 class MqttSession:
     """One broker connection feeding a queue of `Inbound` messages."""
 
@@ -52,6 +61,12 @@ class MqttSession:
         self._client: paho.Client | None = None
         self._lock = threading.Lock()
         self._attempt_v5 = False
+        # Confirmed outgoing mids, filled by paho's network thread and consumed by the run loop:
+        # paho calls on_publish holding its own lock, so no lock of ours is taken there.
+        self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._waiting_mids: dict[int, _Pending] = {}
+        self._reconnected = threading.Event()
 
     # -- connection -------------------------------------------------------------------------
 
@@ -90,6 +105,7 @@ class MqttSession:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._connack = None
         self._connack_event.clear()
         self._attempt_v5 = v5
@@ -121,6 +137,7 @@ class MqttSession:
         if ok:
             with self._lock:
                 self._generation += 1
+            self._reconnected.set()
             self.shared = self._shared_allowed(props)
             for topic in self.topics:
                 client.subscribe(self.subscription(topic), qos=1)
@@ -146,6 +163,9 @@ class MqttSession:
         token = AckToken(self._generation, msg.mid, msg.qos)
         self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), token))
 
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._confirmed.put(mid)
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -155,9 +175,48 @@ class MqttSession:
 
     # -- traffic ----------------------------------------------------------------------------
 
-    def publish(self, message: Publish) -> None:
+    def publish(self, message: Publish) -> int:
         assert self._client is not None
-        self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        return info.mid
+
+    def deliver(self, publishes: list[Publish], inbound: list[Inbound]) -> None:
+        """Publish a batch's answers; its messages are acknowledged once the broker has them all.
+
+        A crash before that means redelivery, so an answer is never lost behind a PUBACK.
+        """
+        record = _Pending(inbound, set())
+        for message in publishes:
+            mid = self.publish(message)
+            if message.qos > 0:
+                record.waiting.add(mid)
+                self._waiting_mids[mid] = record
+        self._pending.append(record)
+        self.settle()
+
+    def settle(self) -> None:
+        """Acknowledge, in arrival order, every batch whose answers the broker has confirmed."""
+        if self._reconnected.is_set():
+            # A new connection: messages of the old one are redelivered whatever we do, and paho
+            # may not report its old publishes again, so stop waiting for them.
+            self._reconnected.clear()
+            for record in self._pending:
+                record.waiting.clear()
+            self._waiting_mids.clear()
+        while True:
+            try:
+                mid = self._confirmed.get_nowait()
+            except queue.Empty:
+                break
+            if mid in self._waiting_mids:
+                self._waiting_mids.pop(mid).waiting.discard(mid)
+        while self._pending and not self._pending[0].waiting:
+            for message in self._pending.popleft().inbound:
+                self.ack(message)
+
+    @property
+    def unsettled(self) -> int:
+        return len(self._pending)
 
     def ack(self, message: Inbound) -> None:
         """PUBACK a message; one received on an earlier connection is redelivered instead."""

@@ -46,9 +46,12 @@ class Handler(Protocol):
 class Transport(Protocol):
     inbox: queue.Queue[Inbound]
 
-    def publish(self, message: Publish) -> None: ...
+    def deliver(self, publishes: list[Publish], inbound: list[Inbound]) -> None: ...
 
-    def ack(self, message: Inbound) -> None: ...
+    def settle(self) -> None: ...
+
+    @property
+    def unsettled(self) -> int: ...
 
 
 class StopFlag:
@@ -113,6 +116,10 @@ class RunLoop:
         self.drain()
 
     def step(self, timeout: float) -> int:
+        self.transport.settle()
+        # While answers await the broker's PUBACK, come back soon to acknowledge their batch.
+        if self.transport.unsettled:
+            timeout = min(timeout, 0.002)
         wait = max(0.0, min(timeout, self._next_tick - self.clock()))
         batch = take_batch(self.transport.inbox, self.batch_max, wait)
         if batch:
@@ -123,13 +130,17 @@ class RunLoop:
             self.deliver(self._guarded(lambda: self.handler.tick(now)), [])
         return len(batch)
 
-    def drain(self) -> None:
+    def drain(self, settle_s: float = 5.0) -> None:
         """Finish what was already received; what arrives later stays unacked for redelivery."""
         while True:
             batch = take_batch(self.transport.inbox, self.batch_max, 0.2)
             if not batch:
-                return
+                break
             self.process(batch)
+        deadline = time.monotonic() + settle_s
+        while self.transport.unsettled and time.monotonic() < deadline:
+            self.transport.settle()
+            time.sleep(0.005)
 
     def process(self, batch: list[Inbound]) -> None:
         started = time.perf_counter()
@@ -139,13 +150,11 @@ class RunLoop:
         self.metrics.batch_size.labels(self.metrics.daemon).observe(len(batch))
 
     def deliver(self, outcome: Outcome, batch: list[Inbound]) -> None:
-        # Count, publish, then acknowledge: the effect is already durable in Redis.
+        # Count, publish, then acknowledge (once the broker has the answers): the effect is
+        # already durable in Redis.
         for kind, result in outcome.counts:
             self.metrics.count(kind, result)
-        for out in outcome.publishes:
-            self.transport.publish(out)
-        for message in batch:
-            self.transport.ack(message)
+        self.transport.deliver(outcome.publishes, batch)
 
     def _handle_with_retry(self, batch: list[Inbound]) -> Outcome:
         delay = 0.1
