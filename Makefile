@@ -7,9 +7,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients redis-server python3-venv gcc make cmake pkg-config \
 	libmosquitto-dev libmbedtls-dev libcmocka-dev
 
-.PHONY: setup apt venv run test pytest lint bench eval fuzz firmware-test firmware-size clean
+.PHONY: setup apt venv s3rver run test pytest lint bench eval fuzz firmware-test firmware-size clean
 
-setup: apt venv
+setup: apt venv s3rver
 
 # Idempotent: installs only the Debian packages that are missing.
 apt:
@@ -18,6 +18,22 @@ apt:
 		echo "installing: $$missing"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# s3rver: a real S3-protocol server for the S3 tests (it checks SigV4 pre-signed URLs itself).
+# Idempotent: npm runs only when this exact version is missing; node/npm come from apt if absent.
+S3RVER_VERSION := 4.0.4
+S3RVER_DIR := .cache/s3rver
+S3RVER_PKG := $(S3RVER_DIR)/node_modules/@20minutes/s3rver/package.json
+s3rver:
+	@if ! grep -qs '"version": "$(S3RVER_VERSION)"' $(S3RVER_PKG); then \
+		if ! command -v npm >/dev/null; then \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; \
+		fi; \
+		echo "installing @20minutes/s3rver@$(S3RVER_VERSION) into $(S3RVER_DIR)"; \
+		npm install --prefix $(S3RVER_DIR) --no-audit --no-fund --ignore-scripts --loglevel=error \
+			@20minutes/s3rver@$(S3RVER_VERSION); \
 	fi
 
 venv: $(VENV)/.installed

@@ -5,6 +5,10 @@ would serve an expired or tampered one. In front of it sits a small WSGI layer t
 AWS's rules for pre-signed GETs (SigV4 query authentication, written here from the AWS
 documentation, independent of the minio client that signs): a bad signature gets 403
 SignatureDoesNotMatch, an expired URL 403 AccessDenied "Request has expired", as AWS S3 answers.
+
+Since that refusal is our own code, the authoritative check that an S3-protocol server refuses
+expired and tampered URLs is tests/otaplanner/test_s3_real.py, against s3rver, which verifies
+SigV4 itself. These moto tests stay for the rest of the S3 path (fleetctl end to end).
 """
 
 from __future__ import annotations
