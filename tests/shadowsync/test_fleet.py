@@ -107,9 +107,7 @@ def test_kill_9_mid_stream_applies_every_report_exactly_once(daemon, probe, pref
     while len(answered) < total:
         m = observer.wait(f"{s}/update/*", timeout=60)
         answered.setdefault(m.body["clientToken"], []).append(m.topic.rsplit("/", 1)[1])
-    stale = [t for t, results in answered.items() if "accepted" not in results]
     doc = json.loads(redis.hget(device_key("fleet", "crash-1"), "sh:"))
     assert doc["version"] == total, "every report applied exactly once: no loss, no double apply"
     assert doc["state"]["reported"] == {"n": total}
     assert redis.hget(device_key("fleet", "crash-1"), "seq") == str(total)
-    assert len(stale) < total // 2, "only reports in hand at the kill are answered 409"
