@@ -8,26 +8,19 @@ and its heartbeat is acknowledged: `succeeded`, secure_version committed) or `tr
 (the bootloader returns to the previous slot: `rolled_back`). A `selftest_fails` hook makes the
 new image fail on its own, so the rollback happens at once.
 
-`DeviceRunner` drives one model over MQTT with paho (one client per device: fine for tens of
-devices in one process): presence on `{p}/{id}/status`, heartbeats, jobs from `{p}/{id}/ota/job`,
-progress on `{p}/{id}/ota/status`. A heartbeat counts as acknowledged when its PUBACK arrives.
+`daemons.device_runner.DeviceRunner` drives one model over MQTT (the I/O lives in daemons/).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import queue
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
-from daemons.codec import CodecError, decode
 from otaplanner.manifest import ManifestError, parse_manifest
 from otaplanner.signing import SignatureError, Verifier
 
@@ -241,109 +234,3 @@ class DeviceModel:
             except (DownloadError, OSError):
                 pass  # resume on the next attempt
         raise DownloadError(f"gave up after {MAX_ATTEMPTS} attempts at byte {len(data)}")
-
-
-class DeviceRunner:
-    """One DeviceModel on its own MQTT connection. `start()`, then `stop()`."""
-
-    def __init__(self, model: DeviceModel, mqtt_url: str, prefix: str, heartbeat_s: float = 60.0,
-                 username: str | None = None, password: str | None = None) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.model = model
-        self.prefix = prefix
-        self.heartbeat_s = heartbeat_s
-        self.base = f"{prefix}/{model.device_id}"
-        self.statuses: list[Status] = []  # everything published on ota/status, in order
-        self.seq = 0
-        self.started_at = time.monotonic()
-        self._jobs: queue.Queue[bytes | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run, name=f"device-{model.device_id}", daemon=True)
-        u = urlparse(mqtt_url)
-        self._addr = (u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883))
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{model.device_id}",
-                                  protocol=paho.MQTTv311)
-        if username:
-            self.client.username_pw_set(username, password)
-        if u.scheme == "mqtts":
-            self.client.tls_set()
-        self.client.will_set(f"{self.base}/status", json.dumps({"online": False}), qos=1, retain=True)
-        self.client.on_message = lambda _c, _u, m: self._jobs.put(bytes(m.payload))
-        self.client.on_connect = self._on_connect
-        self._connected = threading.Event()
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        client.subscribe(f"{self.base}/ota/job", qos=1)
-        self._connected.set()
-
-    def start(self, timeout: float = 10.0) -> DeviceRunner:
-        self.client.connect(*self._addr, keepalive=30)
-        self.client.loop_start()
-        if not self._connected.wait(timeout):
-            raise TimeoutError(f"{self.model.device_id}: no CONNACK")
-        self._presence()
-        self.heartbeat()
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._jobs.put(None)
-        if self._worker.is_alive():
-            self._worker.join(5)
-        self.client.disconnect()  # a clean disconnect: the will is not sent
-        self.client.loop_stop()
-
-    def _publish(self, suffix: str, body: dict[str, Any], retain: bool = False) -> Any:
-        return self.client.publish(f"{self.base}/{suffix}", json.dumps(body), qos=1, retain=retain)
-
-    def _presence(self) -> None:
-        self._publish("status", {"online": True, "fw": self.model.version, "ts": int(self.model.clock())},
-                     retain=True)
-
-    def publish_status(self, status: Status) -> None:
-        self.statuses.append(status)
-        self._publish("ota/status", status)
-
-    def heartbeat(self, wait_s: float = 10.0) -> bool:
-        """Publish a heartbeat; True once the broker acknowledged it."""
-        self.seq += 1
-        uptime = int(time.monotonic() - self.started_at)
-        info = self._publish("heartbeat", self.model.heartbeat(self.seq, uptime))
-        try:
-            info.wait_for_publish(wait_s)
-        except (RuntimeError, ValueError):
-            return False
-        return bool(info.is_published())
-
-    def _run(self) -> None:
-        next_beat = time.monotonic() + self.heartbeat_s
-        while not self._stop.is_set():
-            try:
-                payload = self._jobs.get(timeout=max(0.0, next_beat - time.monotonic()))
-            except queue.Empty:
-                payload = b""
-            if self._stop.is_set():
-                return
-            if payload:
-                self._job(payload)
-            if time.monotonic() >= next_beat:
-                self.heartbeat()
-                next_beat = time.monotonic() + self.heartbeat_s
-
-    def _job(self, payload: bytes) -> None:
-        try:
-            job: Any = decode(payload)[0]
-        except CodecError:
-            job = {}
-        self.model.handle_job(job, emit=self.publish_status)
-        if self.model.trial is None:
-            return
-        # Booted the new image on trial: reconnect (presence), then a heartbeat that must be acked.
-        self._presence()
-        for status in self.model.heartbeat_acked() if self.heartbeat() else self.model.trial_failed():
-            if status["state"] != "succeeded":
-                self._presence()
-            self.publish_status(status)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from otaplanner.device_model import DeviceModel, DeviceRunner
+from daemons.device_runner import DeviceRunner
+from otaplanner.device_model import DeviceModel
 from otaplanner.manifest import build_manifest
 from otaplanner.signing import Signer
 from tests.otaplanner.artifact_env import Served, served

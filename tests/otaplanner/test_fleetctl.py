@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from daemons.device_runner import DeviceRunner
 from daemons.fleetctl import main
 from otaplanner.artifacts import S3Store
-from otaplanner.device_model import DeviceModel, DeviceRunner
+from otaplanner.device_model import DeviceModel
 from otaplanner.signing import Signer
 from tests.otaplanner.planner_env import MASTER_KEY, Env, ota
 from tests.otaplanner.s3_server import S3, s3_server
