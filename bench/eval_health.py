@@ -26,7 +26,7 @@ from pathlib import Path
 from healthwatch.detect import Tuning
 from healthwatch.device import DeviceState
 from healthwatch.engine import HealthEngine
-from healthwatch.simulate import DAY, EXPECTED, FAULTS, ambient, make_fleet
+from healthwatch.simulate import DAY, EXPECTED, FAULTS, SimDevice, ambient, make_fleet
 
 NAB = Path(__file__).resolve().parent / "nab"
 TARGET_RECALL, TARGET_FP_PCT, TARGET_TTD = 95.0, 0.5, 10.0
@@ -39,6 +39,10 @@ class FaultResult:
     ttd_hb: float | None = None
     right_reason: bool = False
     early: bool = False  # flagged before the fault started
+    # Temperature faults: when the fault first exceeds 1 sigma of the device's own sensor noise (a drift
+    # of 1 °C/h on a 0.2 °C sensor needs 12 heartbeats to get there); None for the other faults.
+    visible_at: float | None = None
+    ttd_visible_hb: float | None = None
 
 
 @dataclass
@@ -59,7 +63,7 @@ def run_fleet(n: int = 1000, days: float = 2.0, share: float = 0.05, seed: int =
     fleet = make_fleet(n, share, duration, seed)
     engine = HealthEngine(Tuning(interval_s=interval))
     states = {d.device_id: DeviceState() for d in fleet}
-    faults = {d.device_id: FaultResult(d.fault) for d in fleet if d.fault}
+    faults = {d.device_id: FaultResult(d.fault, visible_at=_visible_at(d)) for d in fleet if d.fault}
     fp_days: dict[int, set[str]] = defaultdict(set)
     fp_reasons: dict[str, int] = defaultdict(int)
     heartbeats = 0
@@ -95,6 +99,8 @@ def run_fleet(n: int = 1000, days: float = 2.0, share: float = 0.05, seed: int =
             if fr.detected_at is None:
                 fr.detected_at = t
                 fr.ttd_hb = (t - d.fault_at) / interval
+                if fr.visible_at is not None:
+                    fr.ttd_visible_hb = (t - fr.visible_at) / interval  # < 0: caught before 1 sigma
             if EXPECTED[d.fault] in codes or EXPECTED[d.fault] == status:
                 fr.right_reason = True
     healthy = n - len(faults)
@@ -104,22 +110,34 @@ def run_fleet(n: int = 1000, days: float = 2.0, share: float = 0.05, seed: int =
                        dict(fp_reasons))
 
 
+def _visible_at(d: SimDevice) -> float | None:
+    if d.fault == "temp_step":
+        return d.fault_at  # 3-8 °C at once: far above the noise from the first heartbeat
+    if d.fault == "temp_drift":
+        return d.fault_at + d.t_noise / (d.fault_rate / 3600)
+    return None
+
+
 def fleet_table(r: FleetResult) -> tuple[str, dict[str, float]]:
-    lines = ["| fault | devices | detected | right reason | median TTD (heartbeats) | max TTD |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| fault | devices | detected | right reason | median TTD (heartbeats) | max TTD "
+             "| median TTD after the fault exceeds 1 σ of sensor noise |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for fault in FAULTS:
         rows = [f for f in r.faults if f.fault == fault]
         det = [f for f in rows if f.detected_at is not None]
         ttd = [f.ttd_hb for f in det if f.ttd_hb is not None]
         med = f"{statistics.median(ttd):.0f}" if ttd else "-"
         mx = f"{max(ttd):.0f}" if ttd else "-"
+        vis = [f.ttd_visible_hb for f in det if f.ttd_visible_hb is not None]
+        mvis = f"{statistics.median(vis):.0f}" if vis else "-"
         right = sum(f.right_reason for f in rows)
-        lines.append(f"| {fault} | {len(rows)} | {len(det)} | {right} | {med} | {mx} |")
+        lines.append(f"| {fault} | {len(rows)} | {len(det)} | {right} | {med} | {mx} | {mvis} |")
     total = len(r.faults)
     detected = sum(f.detected_at is not None for f in r.faults)
     right = sum(f.right_reason for f in r.faults)
     step_drift = [f.ttd_hb for f in r.faults
                   if f.fault in ("temp_drift", "temp_step") and f.ttd_hb is not None]
+    drift = [f.ttd_hb for f in r.faults if f.fault == "temp_drift" and f.ttd_hb is not None]
     fp_per_day = statistics.mean(r.fp_by_day) if r.fp_by_day else 0.0
     figures = {
         "recall": 100.0 * detected / max(total, 1),
@@ -127,6 +145,7 @@ def fleet_table(r: FleetResult) -> tuple[str, dict[str, float]]:
         "fp_devices_per_day": fp_per_day,
         "fp_pct_per_day": 100.0 * fp_per_day / max(r.healthy, 1),
         "ttd_step_drift": statistics.median(step_drift) if step_drift else float("nan"),
+        "ttd_drift": statistics.median(drift) if drift else float("nan"),
         "early": sum(f.early for f in r.faults),
     }
     summary = [
@@ -142,6 +161,7 @@ def fleet_table(r: FleetResult) -> tuple[str, dict[str, float]]:
         f"({figures['fp_pct_per_day']:.2f} %) | <= {TARGET_FP_PCT:g} % |",
         f"| median time to detect, step and drift | {figures['ttd_step_drift']:.0f} heartbeats "
         f"| <= {TARGET_TTD:g} |",
+        f"| median time to detect, drift alone | {figures['ttd_drift']:.0f} heartbeats | <= {TARGET_TTD:g} |",
         f"| faulty devices flagged before their fault started | {figures['early']} | |",
         f"| reasons of the false alarms | {json.dumps(r.fp_reasons) if r.fp_reasons else '-'} | |",
     ]

@@ -30,6 +30,12 @@ class Tuning:
     cusum_h: float = 10.0
     step_z: float = 6.0  # smoothed level this many deviations from the own baseline
     cohort_z: float = 5.0  # robust z against the cohort (MAD scaled to a standard deviation)
+    # Temperature trend: the fast level minus a slow EWMA of the same (cohort-relative) series grows
+    # with a ramp; scaled by its own learned spread it is comparable across devices and its tail stays
+    # close to Gaussian, so one threshold fits every device's noise and wander.
+    alpha_trend: float = 1 / 30
+    alpha_trend_var: float = 1 / 500
+    trend_z: float = 4.5
     drain_tau_h: float = 1.0  # time constant of the battery drain rate
     drain_ratio: float = 2.0  # drain at least this multiple of the own baseline (and step_z)
     reboot_tau_s: float = 3600.0
@@ -44,6 +50,7 @@ class Tuning:
 # Floors of the typical deviation per metric: sensors are quantised, a perfectly quiet device must
 # not turn a 0.1 °C wobble into an alarm.
 SD_FLOOR = {"temp": 0.3, "drain": 0.1, "rssi": 3.0, "heap": 512.0}
+TREND_SD_FLOOR = 0.04  # °C: spread of the trend statistic of a quiet, quantised sensor
 # Floors of the cohort MAD (already scaled by 1.4826).
 MAD_FLOOR = {"temp": 0.5, "drain": 0.15, "rssi": 3.0, "heap": 4096.0}
 MAD_SCALE = 1.4826
@@ -124,6 +131,32 @@ class Track:
         tr.lvl, tr.base, tr.dev, tr.cu, tr.cu0, n = v
         tr.n = int(n)
         return tr
+
+
+def trend_step(n: int, slow: float, var: float, lvl: float, x: float, t: Tuning
+               ) -> tuple[int, float, float, float]:
+    """One heartbeat of the trend statistic: (n, slow, var) in, (n, slow, var, z) out; z 0 while warming.
+
+    `x` is the value, `lvl` its fast EWMA (already updated). Warming takes 2 x `warmup` heartbeats: the
+    slow EWMA first follows the fast level (so the first readings, e.g. against a cohort median still
+    forming, are forgotten), then runs on its own until its lag is settled, then the spread is learned
+    as a plain mean; afterwards slowly.
+    """
+    if n < t.warmup // 2:
+        return n + 1, lvl, 0.0, 0.0
+    slow += t.alpha_trend * (x - slow)
+    if n < t.warmup:
+        return n + 1, slow, 0.0, 0.0
+    d = lvl - slow
+    sd = math.sqrt(var)
+    if sd < TREND_SD_FLOOR:
+        sd = TREND_SD_FLOOR
+    # Clipped at 3 spreads, so outliers (and a fault in progress) teach it little.
+    c = 3.0 * sd
+    dc = c if d > c else -c if d < -c else d
+    if n < 2 * t.warmup:
+        return n + 1, slow, var + (dc * dc - var) / (n - t.warmup + 1), 0.0
+    return n + 1, slow, var + t.alpha_trend_var * (dc * dc - var), d / sd
 
 
 def decay(value: float, dt: float, tau: float) -> float:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from healthwatch.cohort import CohortStats, Levels
-from healthwatch.detect import BAD_RESETS, MAD_FLOOR, SD_FLOOR, Track, Tuning, cohort_z, decay
+from healthwatch.detect import BAD_RESETS, MAD_FLOOR, SD_FLOOR, Track, Tuning, cohort_z, decay, trend_step
 
 STATUSES = ("ok", "watch", "critical", "offline")
 OK, WATCH, CRITICAL, OFFLINE = 0, 1, 2, 3
@@ -52,6 +52,11 @@ class DeviceState:
     wall: float = 0.0  # wall clock of the last heartbeat (offline timer)
     pub_ts: float = 0.0
     pub_sig: str = ""
+    # Temperature trend (detect.trend_step): heartbeats seen, slow EWMA, learned variance, last z.
+    tt_n: int = 0
+    tt_slow: float = 0.0
+    tt_var: float = 0.0
+    tt_z: float = 0.0
     t: Track = field(default_factory=Track)
     b: Track = field(default_factory=Track)
     r: Track = field(default_factory=Track)
@@ -61,7 +66,8 @@ class DeviceState:
 
     _SCALARS: ClassVar[tuple[str, ...]] = (
         "n", "ts", "seq", "uptime", "hw", "fw", "t_raw", "t_rel", "b_pct", "b_ts", "drain", "b_t0",
-        "b_p0", "rb", "reset", "ms", "status", "bad_run", "good_run", "score", "wall", "pub_ts", "pub_sig")
+        "b_p0", "rb", "reset", "ms", "status", "bad_run", "good_run", "score", "wall", "pub_ts", "pub_sig",
+        "tt_n", "tt_slow", "tt_var", "tt_z")
 
     def to_json(self) -> list[Any]:
         return [[getattr(self, k) for k in self._SCALARS], self.t.to_list(), self.b.to_list(),
@@ -70,7 +76,10 @@ class DeviceState:
     @classmethod
     def from_json(cls, v: list[Any]) -> DeviceState:
         st = cls()
-        for k, x in zip(cls._SCALARS, v[0], strict=True):
+        if not len(cls._SCALARS) - 4 <= len(v[0]) <= len(cls._SCALARS):
+            raise ValueError("unknown state layout")
+        # A state written before the trend fields existed lacks them: the trend starts learning afresh.
+        for k, x in zip(cls._SCALARS, v[0], strict=False):
             setattr(st, k, x)
         st.t, st.b, st.r, st.h = (Track.from_list(x) for x in v[1:5])
         st.since, st.reasons = v[5], v[6]
@@ -140,11 +149,14 @@ def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now
         med = cm[0] if cm else None
         if (med is None) != (st.t_rel is None):
             st.t.reset()  # the reference changed: relearn rather than see a jump
+            st.tt_n = 0
         st.t_rel = med
         tr = st.t
-        step = tr.update(temp - (med or 0.0), ts, 0.0, _F_T, t.alpha_temp, t)
+        rel = temp - (med or 0.0)
+        step = tr.update(rel, ts, 0.0, _F_T, t.alpha_temp, t)
+        st.tt_n, st.tt_slow, st.tt_var, st.tt_z = trend_step(st.tt_n, st.tt_slow, st.tt_var, tr.lvl, rel, t)
         z = cohort_z(st.t_raw, cm[0], cm[1], _M_T) if cm else 0.0
-        if tr.bad(step, t) or abs(z) > t.cohort_z:
+        if tr.bad(step, t) or abs(z) > t.cohort_z or st.tt_z > t.trend_z:
             sev = CRITICAL if abs(z) > 2 * t.cohort_z or step > 2 * t.step_z else WATCH
             reasons.append(("temp_drift", sev, _temp_detail(st, temp, z, cm, ts, t)))
 
@@ -210,7 +222,11 @@ def _temp_detail(st: DeviceState, temp: float, z: float, cm: tuple[float, float]
         rise = tr.lvl - tr.base
         hours = (ts - tr.cu0) / 3600
         parts.append(f"{rise:+.1f} °C vs its own baseline")
-        if hours > 0.05 and tr.cu != 0:
+        if st.tt_z > t.trend_z:
+            # The slow EWMA lags a ramp by (1 - a) / a heartbeats more than the fast level does.
+            lag = (1 - t.alpha_trend) / t.alpha_trend - (1 - t.alpha_level) / t.alpha_level
+            parts.append(f"rising {(tr.lvl - st.tt_slow) / lag * 3600 / t.interval_s:.1f} °C/h")
+        elif hours > 0.05 and tr.cu != 0:
             parts.append(f"{'rising' if rise >= 0 else 'falling'} {abs(rise) / hours:.1f} °C/h")
     return ", ".join(parts)
 

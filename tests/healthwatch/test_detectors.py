@@ -157,3 +157,37 @@ def test_redelivered_heartbeat_is_not_counted_twice():
     engine.score(st, "r1", hb, 100)
     v, _ = engine.score(st, "r1", dict(hb), 101)
     assert v is None and st.n == 1
+
+
+def test_slow_temperature_drift_is_caught_by_its_trend_well_before_the_level_detectors():
+    # 3 °C/h is 0.05 °C per heartbeat, under a quarter of the sensor noise: only the trend shows early.
+    ttd = []
+    for seed in (0, 2, 3, 6):
+        peers = cohort(30)
+        sick = make_device(4 * 40, random.Random(seed), "temp_drift", fault_at=3 * 3600)
+        sick.fault_rate = 3.0
+        _, states, history = run([*peers, sick], hours=4)
+        flagged = [t for t, status, _ in history[sick.device_id] if status != "ok"]
+        assert flagged and flagged[0] >= sick.fault_at
+        ttd.append((flagged[0] - sick.fault_at) / 60)
+        detail = states[sick.device_id].reasons[0]["detail"]
+        assert "rising" in detail and "°C/h" in detail
+        assert all(s == "ok" for d in peers for _, s, _ in history[d.device_id])
+    # Without the trend statistic (own-baseline CUSUM and step only) these take 21-31 heartbeats.
+    assert sorted(ttd)[1] <= 20 and max(ttd) <= 25, ttd
+
+
+def test_state_written_before_the_trend_fields_loads_and_relearns_the_trend():
+    d = make_device(0, random.Random(4))
+    engine, st = HealthEngine(), DeviceState()
+    for step in range(200):
+        hb = d.heartbeat(step * 60.0, ambient(step * 60.0))
+        if hb:
+            engine.score(st, d.device_id, hb, step * 60.0)
+    assert st.tt_n > 0
+    old = st.to_json()
+    old[0] = old[0][:-4]  # the layout before tt_n, tt_slow, tt_var, tt_z
+    back = DeviceState.from_json(json.loads(json.dumps(old)))
+    assert back.tt_n == 0 and back.t.n == st.t.n and back.status == st.status
+    with pytest.raises(ValueError):
+        DeviceState.from_json([old[0][:-1], *old[1:]])
