@@ -225,7 +225,8 @@ def _temp_detail(st: DeviceState, temp: float, z: float, cm: tuple[float, float]
         if st.tt_z > t.trend_z:
             # The slow EWMA lags a ramp by (1 - a) / a heartbeats more than the fast level does.
             lag = (1 - t.alpha_trend) / t.alpha_trend - (1 - t.alpha_level) / t.alpha_level
-            parts.append(f"rising {(tr.lvl - st.tt_slow) / lag * 3600 / t.interval_s:.1f} °C/h")
+            # Until the lag settles (a young ramp) this underestimates the rate: hence "at least".
+            parts.append(f"rising at least {(tr.lvl - st.tt_slow) / lag * 3600 / t.interval_s:.1f} °C/h")
         elif hours > 0.05 and tr.cu != 0:
             parts.append(f"{'rising' if rise >= 0 else 'falling'} {abs(rise) / hours:.1f} °C/h")
     return ", ".join(parts)
