@@ -61,6 +61,7 @@ class Settings:
     ota_ecdsa_key: str | None = None
     ota_kid: str = "k1"
     debug_http_port: int = 8090
+    debug_http_host: str = "127.0.0.1"
     debug_link_key: str | None = None
     debug_public_url: str | None = None
 

@@ -19,11 +19,17 @@ from pathlib import Path
 
 from daemons.localstack import Server, start_amqtt, start_mosquitto, start_redis
 
-DAEMONS = ("shadowsync", "otaplanner", "healthwatch")
+DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug_gateway")
 
 
 def _available(module: str) -> bool:
+    # `python -m` runs a package through its __main__, a plain module as itself.
     try:
+        spec = importlib.util.find_spec(module)
+        if spec is None:
+            return False
+        if spec.submodule_search_locations is None:
+            return True
         return importlib.util.find_spec(f"{module}.__main__") is not None
     except ModuleNotFoundError:
         return False
@@ -95,6 +101,10 @@ Fleet-wide desired:      mosquitto_pub -p {port} -t fleetops/shadow/bulk \\
                            -m '{{"selector": {{"hw": "esp32c3"}}, "state": {{"desired": {{"rate": 30}}}}}}'
 Health of a device:      mosquitto_sub -p {port} -t 'fleet/+/health' -v
 Metrics:                 curl -s 127.0.0.1:9101/metrics | grep fleet_
+Live logs of a device:   mosquitto_sub -p {port} -t fleetops/debug/open/+ -C 1 & \\
+                         mosquitto_pub -p {port} -t fleetops/debug/open \\
+                           -m '{{"device_id": "sim-0001", "ttl_s": 600, "operator": "me"}}'
+                         (open the "link" of the answer in a browser; devices publish on fleet/<id>/logs)
 OTA, a staged rollout:   export FLEET_CONFIG={config}
                          head -c 200000 /dev/urandom > fw.bin
                          .venv/bin/fleetctl release publish fw.bin --version 1.1.0 --hw esp32c3 --hw esp32s3

@@ -1,0 +1,92 @@
+"""Signed, expiring links to a device's live log page (PROTOCOL §4). Pure: no I/O.
+
+A link is `<base>/debug/<session_id>?device=<id>&expires=<epoch>&sig=<hex>`, with `sig` the
+HMAC-SHA256 of (session_id, device_id, expires_at). The gateway keeps no session state: any
+process holding the key can check a link, and a changed field, another device's id or a past
+expiry fails the check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from daemons.errors import ConfigError
+from daemons.messages import valid_device_id
+
+HKDF_INFO = b"fleet-debug-link-v1"
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+MIN_KEY_BYTES = 16
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    key: bytes
+    source: str  # "debug_link_key", "ota_master_key" or "ephemeral"
+
+    @property
+    def ephemeral(self) -> bool:
+        return self.source == "ephemeral"
+
+
+def _hex_key(value: str, variable: str) -> bytes:
+    try:
+        key = bytes.fromhex(value.strip())
+    except ValueError:
+        raise ConfigError(f"{variable}: not hex") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{variable}: must be at least {MIN_KEY_BYTES} bytes of hex")
+    return key
+
+
+def link_key(debug_link_key: str | None, ota_master_key: str | None) -> LinkKey:
+    """The signing key: the dedicated one, else derived from the OTA master key, else random."""
+    if debug_link_key:
+        return LinkKey(_hex_key(debug_link_key, "FLEET_DEBUG_LINK_KEY (debug_link_key)"), "debug_link_key")
+    if ota_master_key:
+        master = _hex_key(ota_master_key, "FLEET_OTA_MASTER_KEY (ota_master_key)")
+        # A separate key per purpose: a debug link never reveals anything about OTA keys.
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(master)
+        return LinkKey(derived, "ota_master_key")
+    return LinkKey(secrets.token_bytes(32), "ephemeral")
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(18)  # 24 URL-safe characters, 144 random bits
+
+
+def _mac(key: bytes, session_id: str, device_id: str, expires_at: int) -> str:
+    # Fields joined by NUL, which none of them can contain: no two tuples share a message.
+    message = b"\x00".join((session_id.encode(), device_id.encode(), str(expires_at).encode()))
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def sign(key: bytes, session_id: str, device_id: str, expires_at: int) -> str:
+    return _mac(key, session_id, device_id, expires_at)
+
+
+def link_path(key: bytes, session_id: str, device_id: str, expires_at: int) -> str:
+    """Path and query of the page (the stream is the same with `/stream` after the session id)."""
+    sig = sign(key, session_id, device_id, expires_at)
+    return f"/debug/{session_id}?device={quote(device_id, safe='')}&expires={expires_at}&sig={sig}"
+
+
+def verify(key: bytes, session_id: str, device_id: str, expires: str, sig: str, now: float) -> str | None:
+    """None when the link is good; otherwise a short reason (a bounded metric label)."""
+    if not SESSION_ID_RE.fullmatch(session_id) or not valid_device_id(device_id):
+        return "malformed"
+    if not re.fullmatch(r"[0-9]{1,12}", expires) or not re.fullmatch(r"[0-9a-f]{64}", sig):
+        return "malformed"
+    expected = _mac(key, session_id, device_id, int(expires))
+    if not hmac.compare_digest(expected, sig):
+        return "bad_signature"
+    if int(expires) <= now:
+        return "expired"
+    return None
