@@ -45,6 +45,7 @@ pre{{margin:0;padding:6px 10px;white-space:pre-wrap}}.meta{{color:#e90}}</style>
     if (cls) line.className = cls;
     line.textContent = text;
     log.appendChild(line);
+    while (log.childNodes.length > 5000) log.removeChild(log.firstChild);
     window.scrollTo(0, document.body.scrollHeight);
   }}
   var es = new EventSource(location.pathname.replace(/\\/$/, "") + "/stream" + location.search);
@@ -181,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream")
+            self.send_header("X-Accel-Buffering", "no")  # nginx would hold the events back
             self._common_headers()
             self.end_headers()
             # Sent once subscribed: from here on no batch of this device is missed.

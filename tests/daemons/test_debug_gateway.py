@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from daemons import debug_links
+from daemons.debug_gateway import parse_logs
+from daemons.debug_http import FanOut
 from daemons.errors import ConfigError
 from tests.support import free_port
 
@@ -150,7 +152,8 @@ def test_open_sets_desired_debug_and_streams_the_device_logs(daemon, probe, pref
 
 def test_bad_links_and_bad_requests_get_nothing(daemon, probe, prefixes):
     _, o = prefixes
-    start_gateway(daemon)
+    metrics_port = free_port()
+    start_gateway(daemon, FLEET_METRICS_PORT=str(metrics_port))
     ops = probe(f"{o}/debug/open/+")
 
     for bad in ({"device_id": "a/b", "ttl_s": 60, "operator": "x"},
@@ -191,6 +194,33 @@ def test_bad_links_and_bad_requests_get_nothing(daemon, probe, prefixes):
         sse.close()
     assert get(c["link"])[0] == 403
     assert get(stream_url(c["link"], c["session_id"]))[0] == 403
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    assert 'fleet_debug_links_refused_total{reason="bad_signature"} 8.0' in text
+    assert 'fleet_debug_links_refused_total{reason="expired"} 2.0' in text
+    assert 'fleet_messages_total{daemon="debug-gateway",kind="debug_open",result="rejected_400"} 8.0' in text
+
+
+def test_fanout_drops_and_counts_for_a_slow_browser():
+    fanout = FanOut(queue_max=2)
+    slow, other = fanout.subscribe("d1"), fanout.subscribe("d2")
+    assert slow is not None and other is not None
+    for n in range(5):
+        fanout.publish("d1", {"lines": [f"l{n}", "x"]})
+    assert slow.queue.qsize() == 2 and other.queue.empty()
+    assert fanout.take_dropped(slow) == 6 and fanout.take_dropped(slow) == 0
+    fanout.unsubscribe(slow)
+    assert fanout.publish("d1", {"lines": ["late"]}) == (0, 0)
+    limited = FanOut(max_streams=1)
+    assert limited.subscribe("d1") is not None and limited.subscribe("d1") is None
+
+
+def test_log_payloads_firmware_batches_and_plain_text():
+    assert parse_logs(b'{"lines": ["a", 2], "dropped": 1, "dropped_total": 9, "ts": 5, "x": 1}') == {
+        "lines": ["a", "2"], "dropped": 1, "dropped_total": 9, "ts": 5}
+    assert parse_logs(b"boot\r\nready\n") == {"lines": ["boot", "ready"]}
+    assert parse_logs(b"{not json") == {"lines": ["{not json"]}
+    assert parse_logs(b'{"lines": "a"}') is None
+    assert parse_logs(b"") is None
 
 
 def test_link_signature_covers_session_device_and_expiry():
