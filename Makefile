@@ -71,5 +71,8 @@ bench: setup
 eval: setup
 	$(PY) -m bench.eval_health
 
+fuzz: setup
+	$(PY) -m bench.fuzz
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

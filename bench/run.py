@@ -9,10 +9,11 @@ import platform
 import sys
 from pathlib import Path
 
-SECTIONS = (
-    ("shadow-sync", "bench.shadow"),
-    ("ota-planner", "bench.ota"),
-    ("healthwatch", "bench.health"),
+SECTIONS: tuple[tuple[str, str, tuple[list[str], ...]], ...] = (
+    ("shadow-sync", "bench.shadow", ()),
+    ("ota-planner", "bench.ota", ()),
+    ("healthwatch", "bench.health", ()),
+    ("healthwatch evaluation (make eval)", "bench.eval_health", ([],)),
 )
 
 
@@ -35,7 +36,7 @@ def main() -> int:
     parts = [f"# Benchmark results\n\nDate: {now:%Y-%m-%d %H:%M} UTC  \nMachine: {machine()}\n"
              "\nRatios compare with a bare MQTT relay measured in the same run, on the same broker: these "
              "machines are shared and noisy, so absolute numbers move and ratios much less.\n"]
-    for title, module in SECTIONS:
+    for title, module, args in SECTIONS:
         if only and title not in only:
             continue
         try:
@@ -43,7 +44,7 @@ def main() -> int:
         except ModuleNotFoundError:
             continue
         print(f"== {title}", flush=True)
-        table = mod.main()
+        table = mod.main(*args)
         print(table, flush=True)
         parts.append(f"## {title}\n\n{table}\n")
     Path(__file__).with_name("RESULTS.md").write_text("\n".join(parts))

@@ -63,6 +63,14 @@ def main(messages: int = 20000, rate: float = 2000.0, seconds: float = 10.0) -> 
                  "Redis round trip per batch and two QoS 1 publishes (update/accepted and update/documents) "
                  "where the relay makes one; the publisher, the subscriber, mosquitto, Redis and the daemon "
                  "share the machine's 2 cores, so part of the gap is CPU taken by the extra broker work.")
+    lines.append("")
+    lines.append("Where the daemon's time goes (py-spy, full load, share of interpreter time): paho "
+                 "handling the broker's PUBACKs for the two QoS 1 answers per update 29 % (decoding MQTT 5 "
+                 "PUBACK properties, on_publish, re-scanning its in-flight window), paho publishing 15 %, "
+                 "socket reads 9 %, incoming PUBLISH 5 %; the shadow rules (decode, merge, metadata, delta, "
+                 "encode) 28 %, of which the Redis round trips (one read and one CAS pipeline per batch) "
+                 "9 %. The daemon is bound by the interpreter lock; MQTT client work per answer, not the "
+                 "shadow logic, is what separates it from the relay.")
     return "\n".join(lines)
 
 
