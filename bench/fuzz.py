@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import redis as redis_lib
 
+from daemons import logs
 from daemons.config import Settings
 from daemons.localstack import start_redis
 from daemons.messages import Inbound
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--messages", type=int, default=20000, help="per daemon")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    logs.configure("error")  # every rejection is logged once; here that is only noise
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))
     server = start_redis(work / "redis")
     rows = []
