@@ -148,7 +148,7 @@ class Planner:
     def _report(self, device_id: str, body: dict[str, Any], now: float, out: Outcome) -> str | None:
         job_id, state = body.get("job_id"), body.get("state")
         rid = rollout_of(job_id) if isinstance(job_id, str) and len(job_id) <= 200 else None
-        if rid is None or state not in ro.REPORTED:
+        if rid is None or not isinstance(state, str) or state not in ro.REPORTED:
             out.count("ota_status", "malformed")
             return None
         timeout = self._timeouts.get(rid)

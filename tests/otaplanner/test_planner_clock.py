@@ -136,6 +136,7 @@ def test_bad_input_is_counted_never_fatal(world: tuple[Planner, Clock]) -> None:
         ("p/d01/ota/status", b"\xff\x00"), ("p/d01/ota/status", b'{"job_id": 5, "state": "succeeded"}'),
         ("p/d01/ota/status", b'{"job_id": "nope@d01", "state": "succeeded"}'),
         ("p/d01/ota/status", b'{"job_id": "r@d01", "state": "exploded"}'),
+        ("p/d01/ota/status", b'{"job_id": "r@d01", "state": {"not": "a string"}}'),
         ("p/bad+id/heartbeat", b"{}"), ("p/d01/health", b'{"score": "high"}'), ("p/d01/heartbeat", b"[1]"),
         ("o/ota/rollouts/r/command", b"\x93\x01\x02\x03"), ("o/ota/releases/register", b""),
         ("p/d01/ota/status", b'{"job_id": "r@d02", "state": "succeeded"}'),
