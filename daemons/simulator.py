@@ -43,6 +43,7 @@ class SimDevice:
     reported: dict[str, Any] = field(default_factory=dict)
     seq: int = 0
     hb_seq: int = 0
+    debug_until: float = 0.0  # desired debug.until: stream logs until then (§4)
     booted_at: float = field(default_factory=time.time)
     model: DeviceModel | None = None
 
@@ -121,6 +122,9 @@ class Fleet:
             return
         delta = body.get("state")
         if isinstance(delta, dict):
+            debug = delta.get("debug")
+            if isinstance(debug, dict) and isinstance(debug.get("until"), int | float):
+                device.debug_until = float(debug["until"]) if debug.get("enabled", True) else 0.0
             device.reported.update(delta)
             device.seq += 1
             client.publish(f"{self.prefix}/{device_id}/shadow/update",
@@ -148,8 +152,14 @@ class Fleet:
             while not self.stop.is_set():
                 now = time.time()
                 for d in self.devices.values():
-                    self.client.publish(f"{self.prefix}/{d.device_id}/heartbeat",
-                                        encode(d.heartbeat(now)), qos=1)
+                    beat = d.heartbeat(now)
+                    self.client.publish(f"{self.prefix}/{d.device_id}/heartbeat", encode(beat), qos=1)
+                    if now < d.debug_until:  # a debug session is open: stream a few log lines (QoS 0)
+                        lines = [f"I (uptime {beat['uptime_s']} s) temp {beat['temp_c']} C, "
+                                 f"heap {beat['heap_free']} B, rssi {beat['rssi_dbm']} dBm"]
+                        self.client.publish(f"{self.prefix}/{d.device_id}/logs",
+                                            encode({"lines": lines, "dropped": 0, "dropped_total": 0,
+                                                    "ts": int(now)}), qos=0)
                 self.stop.wait(self.interval_s)
         finally:
             for d in self.devices.values():
