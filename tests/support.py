@@ -33,6 +33,19 @@ from daemons.localstack import (  # noqa: F401
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def http_get(url: str, range_: str | None = None) -> tuple[int, bytes, Any]:
+    """GET a URL (optionally a byte range); the status, body and headers, errors included."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Range": range_} if range_ else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers
+
+
 @dataclass
 class Received:
     topic: str

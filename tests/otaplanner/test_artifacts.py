@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-import urllib.error
-import urllib.request
-from email.message import Message
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,19 +15,14 @@ from daemons.errors import ConfigError
 from otaplanner.artifacts import ArtifactError, LocalStore, S3Store, local_key, store_from_settings
 from tests.otaplanner.artifact_env import Served, served
 from tests.otaplanner.s3_server import S3, s3_server
+from tests.support import http_get
 
 __all__ = ["s3_server", "served"]
 
 DATA = secrets.token_bytes(100_000)
 
 
-def fetch(url: str, range_: str | None = None) -> tuple[int, bytes, Message]:
-    req = urllib.request.Request(url, headers={"Range": range_} if range_ else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read(), r.headers
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers
+fetch = http_get
 
 
 # -- local store ----------------------------------------------------------------------------------

@@ -11,9 +11,6 @@ import math
 import re
 import secrets
 import time
-import urllib.error
-import urllib.request
-from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from minio.error import S3Error
 from daemons.config import Settings
 from otaplanner.artifacts import S3Store, store_from_settings
 from tests.otaplanner.s3rver import S3rver, s3rver
+from tests.support import http_get
 
 __all__ = ["s3rver"]
 
@@ -29,13 +27,7 @@ DATA = secrets.token_bytes(100_000)
 NAME = "fw/2.1.0+b7/app.bin"  # '+' and '/' must survive signing and the server's canonical form
 
 
-def fetch(url: str, range_: str | None = None) -> tuple[int, bytes, Message]:
-    req = urllib.request.Request(url, headers={"Range": range_} if range_ else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read(), r.headers
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers
+fetch = http_get
 
 
 def error_code(body: bytes) -> str:
