@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from daemons.localstack import Server, start_amqtt, start_mosquitto, start_redis
@@ -43,12 +44,24 @@ def _master_key(workdir: Path) -> str:
     return path.read_text().strip()
 
 
+def _wait_started(log: Path, stop: threading.Event, timeout: float = 60.0) -> None:
+    """Wait for a daemon's `started` log line (it is connected and subscribed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        if log.exists() and '"event": "started"' in log.read_text(errors="replace"):
+            return
+        stop.wait(0.1)
+    print(f"{log.stem} has not started yet; see {log}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleet up", description=__doc__)
     parser.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
     parser.add_argument("--devices", type=int, default=int(os.environ.get("FLEET_SIM_DEVICES", "50")))
     parser.add_argument("--interval", type=float, default=5.0, help="simulated heartbeat interval (s)")
     parser.add_argument("--workdir", default="var/run")
+    parser.add_argument("--mqtt-port", type=int, default=11883, help="0: any free port")
+    parser.add_argument("--redis-port", type=int, default=16379, help="0: any free port")
     args = parser.parse_args(argv)
 
     workdir = Path(args.workdir).resolve()
@@ -59,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     try:
-        redis = start_redis(workdir / "redis", 16379)
+        redis = start_redis(workdir / "redis", args.redis_port)
         servers.append(redis)
         start_broker = start_amqtt if args.broker == "amqtt" else start_mosquitto
-        broker = start_broker(workdir / "broker", 11883)
+        broker = start_broker(workdir / "broker", args.mqtt_port)
         servers.append(broker)
         config = workdir / "fleet.toml"
         master_key = os.environ.get("FLEET_OTA_MASTER_KEY", _master_key(workdir))
@@ -79,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in DAEMONS:
             if not _available(name):
                 continue
-            log = (logs / f"{name}.log").open("ab")
+            log = (logs / f"{name}.log").open("wb")  # fresh each run: _wait_started reads it
             children.append(subprocess.Popen([sys.executable, "-m", name], env=env, stderr=log, stdout=log))
             started.append(name)
-        sim_log = (logs / "simulator.log").open("ab")
+        # Devices and users come after the daemons have subscribed, so nothing is missed.
+        for name in started:
+            _wait_started(logs / f"{name}.log", stop)
+        sim_log = (logs / "simulator.log").open("wb")
         children.append(subprocess.Popen(
             [sys.executable, "-m", "daemons.simulator", "--mqtt-url", broker.url,
              "--devices", str(args.devices), "--interval", str(args.interval)],
