@@ -27,7 +27,7 @@ from daemons.config import Settings
 from daemons.debug_http import DebugHttp, FanOut
 from daemons.errors import FleetError
 from daemons.logs import OncePerKey, get_logger
-from daemons.messages import Inbound, Outcome, client_token_of, error_body, valid_device_id
+from daemons.messages import Inbound, Outcome, client_token_of, device_topic, error_body, valid_device_id
 from daemons.metrics import DaemonMetrics
 
 DAEMON = "debug-gateway"
@@ -154,9 +154,9 @@ class DebugGateway:
         return None
 
     def _logs(self, message: Inbound, out: Outcome) -> None:
-        parts = message.topic.split("/")
-        device_id = parts[-2] if len(parts) >= 2 else ""
-        if not valid_device_id(device_id) or message.topic != f"{self.p}/{device_id}/logs":
+        split = device_topic(message.topic, self.p)
+        device_id = split[0] if split is not None else ""
+        if split is None or split[1] != "logs" or not valid_device_id(device_id):
             out.count("logs", "bad_id")
             if self._once.first(message.topic):
                 self.log.warning("bad_device_id", topic=message.topic)

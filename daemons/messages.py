@@ -17,6 +17,18 @@ def valid_device_id(value: object) -> bool:
     return isinstance(value, str) and DEVICE_ID_RE.fullmatch(value) is not None
 
 
+def device_topic(topic: str, prefix: str) -> tuple[str, str] | None:
+    """Split `{prefix}/{device id}/{rest}` into (device id, rest); None for any other topic.
+
+    The id comes back unchecked: callers test it with `valid_device_id`, since a bad id is
+    counted and dropped (PROTOCOL §0) where an unrelated topic is simply not theirs.
+    """
+    if not topic.startswith(prefix + "/"):
+        return None
+    device_id, sep, rest = topic[len(prefix) + 1:].partition("/")
+    return (device_id, rest) if sep else None
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """One received MQTT message. `token` lets the I/O layer acknowledge it later."""

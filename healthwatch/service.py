@@ -8,7 +8,7 @@ from typing import Any
 
 from daemons.codec import CodecError, decode
 from daemons.logs import OncePerKey, get_logger
-from daemons.messages import Inbound, Outcome, valid_device_id
+from daemons.messages import Inbound, Outcome, device_topic, valid_device_id
 from healthwatch.cohort import cohort_key
 from healthwatch.detect import Tuning
 from healthwatch.device import STATUSES, DeviceState, Verdict
@@ -46,12 +46,10 @@ class HealthService:
         return [f"{self.prefix}/+/heartbeat"]
 
     def _device_of(self, topic: str) -> str | None:
-        if not topic.startswith(self.prefix + "/"):
+        split = device_topic(topic, self.prefix)
+        if split is None or split[1] != "heartbeat" or not valid_device_id(split[0]):
             return None
-        parts = topic[len(self.prefix) + 1:].split("/")
-        if len(parts) != 2 or parts[1] != "heartbeat" or not valid_device_id(parts[0]):
-            return None
-        return parts[0]
+        return split[0]
 
     # -- heartbeats ----------------------------------------------------------------------------
 

@@ -8,16 +8,15 @@ again with the same effect (create, register) or rejected as a state conflict (4
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from daemons.codec import CodecError, decode
 from daemons.messages import Outcome, client_token_of, error_body
 from otaplanner import rollout as ro
 from otaplanner.control import Control
+from otaplanner.manifest import SHA256_RE
 from otaplanner.rollback import rollback
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_PAYLOAD = 256 * 1024
 MAX_CAS_ROUNDS = 10
 

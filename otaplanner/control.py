@@ -97,6 +97,18 @@ class Control:
     def job_topic(self, device_id: str) -> str:
         return f"{self.prefix}/{device_id}/ota/job"
 
+    def publish_jobs(self, stored: dict[str, bool], jobs: dict[str, tuple[dict[str, Any], str]],
+                     out: Outcome, counted_as: str) -> int:
+        """Publish (retained) the jobs whose store script said yes; how many went out."""
+        n = 0
+        for device_id, ok in stored.items():
+            if ok:
+                job, enc = jobs[device_id]
+                out.publish(self.job_topic(device_id), job, enc, retain=True)  # type: ignore[arg-type]
+                out.count("job", counted_as)
+                n += 1
+        return n
+
     # -- status and transitions ---------------------------------------------------------------
 
     def status(self, r: Rollout, now: float) -> tuple[dict[str, Any], int]:
@@ -335,15 +347,7 @@ class Control:
                                  r.cfg.job_expiry_s, now)
             payloads[device_id] = (job, enc)
             made[device_id] = (ids[device_id], json.dumps({"job": job, "enc": enc}, separators=(",", ":")))
-        flags = self.store.issue(r.rid, now, made)
-        n = 0
-        for device_id, ok in flags.items():
-            if ok:
-                job, enc = payloads[device_id]
-                out.publish(self.job_topic(device_id), job, enc, retain=True)  # type: ignore[arg-type]
-                out.count("job", "issued")
-                n += 1
-        return n
+        return self.publish_jobs(self.store.issue(r.rid, now, made), payloads, out, "issued")
 
     # -- the health gate ----------------------------------------------------------------------
 

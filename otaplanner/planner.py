@@ -14,7 +14,7 @@ from typing import Any
 
 from daemons.codec import CodecError, decode
 from daemons.logs import OncePerKey, get_logger
-from daemons.messages import Inbound, Outcome, valid_device_id
+from daemons.messages import Inbound, Outcome, device_topic, valid_device_id
 from daemons.registry import Registry, device_key
 from otaplanner import rollout as ro
 from otaplanner.commands import Commands
@@ -122,9 +122,10 @@ class Planner:
         return None
 
     def _device_route(self, topic: str) -> tuple[str | None, str]:
-        if not topic.startswith(self.prefix + "/"):
+        split = device_topic(topic, self.prefix)
+        if split is None:
             return None, "unknown"
-        device_id, _, kind = topic[len(self.prefix) + 1:].partition("/")
+        device_id, kind = split
         if kind not in DEVICE_TOPICS:
             return None, "unknown"
         if not valid_device_id(device_id):

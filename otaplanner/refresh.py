@@ -30,10 +30,5 @@ def refresh_expiring(control: Control, r: Rollout, now: float, out: Outcome) -> 
                                     r.cfg.job_expiry_s, now)
             fresh[device_id] = (job, enc)
             made[device_id] = (rec["j"], json.dumps({"job": job, "enc": enc}, separators=(",", ":")))
-        for device_id, ok in control.store.refresh(r.rid, now, made).items():
-            if ok:
-                job, enc = fresh[device_id]
-                out.publish(control.job_topic(device_id), job, enc, retain=True)  # type: ignore[arg-type]
-                out.count("job", "refreshed")
-                done += 1
+        done += control.publish_jobs(control.store.refresh(r.rid, now, made), fresh, out, "refreshed")
     return done

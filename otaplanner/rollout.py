@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import re
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemons.messages import DEVICE_ID_RE
 from daemons.selector import Selector, parse_selector
 
 # A rollout id and a release version become MQTT topic levels and Redis key parts.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# Rollout ids and versions follow the device-id rule: they become MQTT topic levels too.
+NAME_RE = DEVICE_ID_RE
 
 RUNNING, PAUSED, HALTED, ABORTED, COMPLETED = "running", "paused", "halted", "aborted", "completed"
 ROLLOUT_STATES = (RUNNING, PAUSED, HALTED, ABORTED, COMPLETED)

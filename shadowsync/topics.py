@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from daemons.messages import valid_device_id
+from daemons.messages import device_topic, valid_device_id
 
 SHADOW_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 OPERATIONS = ("update", "get", "delete")
@@ -44,12 +44,12 @@ def route(topic: str, prefix: str, ops_prefix: str) -> Route:
         if len(parts) == 2 and parts[1] == "tags":
             return Route("tags", parts[0]) if valid_device_id(parts[0]) else Route("bad_id")
         return Route("unknown")
-    if not topic.startswith(prefix + "/"):
+    split = device_topic(topic, prefix)
+    if split is None:
         return Route("unknown")
-    parts = topic[len(prefix) + 1:].split("/")
-    if not valid_device_id(parts[0]):
+    device_id, rest = split[0], split[1].split("/")
+    if not valid_device_id(device_id):
         return Route("bad_id")
-    device_id, rest = parts[0], parts[1:]
     if rest in (["status"], ["heartbeat"]):
         return Route(rest[0], device_id)
     if len(rest) == 2 and rest[0] == "shadow" and rest[1] in OPERATIONS:

@@ -94,18 +94,29 @@ static fa_err_t apply(fa_shadow_t *s, const char *js, int n, int obj, int report
     return FA_OK;
 }
 
+/* Parse a delta or a document: its token count, the index of its "state" object, its version. */
+static fa_err_t parse_head(fa_shadow_t *s, const char *msg, size_t len, int *n, int *st, int64_t *version)
+{
+    *n = fj_parse(msg, len, s->toks, FA_SH_TOKS);
+    if (*n < 1 || s->toks[0].type != FJ_OBJ) {
+        return FA_ERR_INVALID_ARG;
+    }
+    *st = fj_get(msg, s->toks, *n, 0, "state");
+    int ver = fj_get(msg, s->toks, *n, 0, "version");
+    if (*st < 0 || s->toks[*st].type != FJ_OBJ || ver < 0 || !fj_i64(msg, &s->toks[ver], version)) {
+        return FA_ERR_INVALID_ARG;
+    }
+    return FA_OK;
+}
+
 fa_err_t fa_shadow_on_delta(fa_shadow_t *s, const char *msg, size_t len, char *rep, size_t cap)
 {
     int64_t version = 0;
+    int n = 0, st = -1;
     rep[0] = '\0';
-    int n = fj_parse(msg, len, s->toks, FA_SH_TOKS);
-    if (n < 1 || s->toks[0].type != FJ_OBJ) {
-        return FA_ERR_INVALID_ARG;
-    }
-    int st = fj_get(msg, s->toks, n, 0, "state");
-    int ver = fj_get(msg, s->toks, n, 0, "version");
-    if (st < 0 || s->toks[st].type != FJ_OBJ || ver < 0 || !fj_i64(msg, &s->toks[ver], &version)) {
-        return FA_ERR_INVALID_ARG;
+    fa_err_t err = parse_head(s, msg, len, &n, &st, &version);
+    if (err != FA_OK) {
+        return err;
     }
     /* QoS 1 may deliver an old delta after a newer document: never go backwards. */
     if (version <= s->version) {
@@ -119,15 +130,11 @@ fa_err_t fa_shadow_on_delta(fa_shadow_t *s, const char *msg, size_t len, char *r
 fa_err_t fa_shadow_on_document(fa_shadow_t *s, const char *msg, size_t len, char *rep, size_t cap)
 {
     int64_t version = 0;
+    int n = 0, st = -1;
     rep[0] = '\0';
-    int n = fj_parse(msg, len, s->toks, FA_SH_TOKS);
-    if (n < 1 || s->toks[0].type != FJ_OBJ) {
-        return FA_ERR_INVALID_ARG;
-    }
-    int st = fj_get(msg, s->toks, n, 0, "state");
-    int ver = fj_get(msg, s->toks, n, 0, "version");
-    if (st < 0 || ver < 0 || !fj_i64(msg, &s->toks[ver], &version)) {
-        return FA_ERR_INVALID_ARG;
+    fa_err_t err = parse_head(s, msg, len, &n, &st, &version);
+    if (err != FA_OK) {
+        return err;
     }
     if (version < s->version) {
         s->stale++;
