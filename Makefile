@@ -45,7 +45,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(PY) -m daemons.up
+	$(PY) -m daemons.cli.up
 
 test: setup lint pytest firmware-test
 
@@ -55,6 +55,7 @@ pytest:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 firmware-test: apt
 	@if [ -f esp-idf-firmware/Makefile ]; then $(MAKE) -C esp-idf-firmware test; fi

@@ -1,6 +1,6 @@
 """`make eval`: how well healthwatch finds faulty devices, and how fast it scores.
 
-1. A simulated fleet (healthwatch.simulate): recall, false-positive devices per simulated day, time to
+1. A simulated fleet (daemons.sim.heartbeats): recall, false-positive devices per simulated day, time to
    detect in heartbeats, per fault type.
 2. NAB replay (bench/nab): each series as one device's temp_c among a healthy simulated cohort; per
    labelled window whether and when an alarm started in it, and alarms outside windows.
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from daemons.sim.heartbeats import DAY, EXPECTED, FAULTS, SimDevice, ambient, make_fleet
 from healthwatch.detect import Tuning
 from healthwatch.device import DeviceState
 from healthwatch.engine import HealthEngine
-from healthwatch.simulate import DAY, EXPECTED, FAULTS, SimDevice, ambient, make_fleet
 
 NAB = Path(__file__).resolve().parent / "nab"
 TARGET_RECALL, TARGET_FP_PCT, TARGET_TTD = 95.0, 0.5, 10.0

@@ -21,11 +21,11 @@ from typing import Any
 import msgpack
 import redis as redis_lib
 
-from daemons import logs
-from daemons.config import Settings
-from daemons.localstack import start_redis
-from daemons.messages import Inbound
-from daemons.metrics import DaemonMetrics
+from daemons.cli.localstack import start_redis
+from daemons.protocol.messages import Inbound
+from daemons.runtime import logs
+from daemons.runtime.config import Settings
+from daemons.runtime.metrics import DaemonMetrics
 
 IDS = ["dev-1", "dev-2", "a", "x" * 64, "x" * 65, "bad$id", "", "sp ace", "ü", "-lead"]
 SCALARS: list[Any] = [None, True, False, 0, -1, 2**63, 1.5, float("inf"), "", "s", "x" * 5000, [], {}]
@@ -111,7 +111,7 @@ def build_all(settings: Settings, redis: Any) -> dict[str, Any]:
         "otaplanner": build_ota(settings, redis, DaemonMetrics("otaplanner")),
     }
     try:
-        from daemons.debug_gateway import build as build_debug
+        from daemons.debug.gateway import build as build_debug
 
         handlers["debug-gateway"] = build_debug(settings, redis, DaemonMetrics("debug-gateway"))
     except ImportError:

@@ -1,5 +1,8 @@
-"""What every fleet daemon shares: configuration, MQTT session, codecs, metrics, logging, run loop."""
+"""Everything that is not a domain rule, in layers that point down only (docs/ARCHITECTURE.md).
 
-from daemons.errors import FleetError
-
-__all__ = ["FleetError"]
+- `daemons.protocol`: codecs, messages, topics, selectors, errors, key derivations (imports nothing of ours)
+- `daemons.runtime`: settings, MQTT session, run loop, metrics, logs, process lifecycle
+- `daemons.registry`: devices and their hw/fw/tag indexes
+- applications: `daemons.sim` (simulated devices), `daemons.cli` (fleetctl, `fleet up`, the local stack),
+  `daemons.debug` (remote-debug gateway)
+"""

@@ -7,10 +7,10 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from daemons.app import run_daemon
-from daemons.config import Settings
-from daemons.messages import Outcome
-from daemons.metrics import DaemonMetrics
+from daemons.protocol.messages import Outcome
+from daemons.runtime.app import run_daemon
+from daemons.runtime.config import Settings
+from daemons.runtime.metrics import DaemonMetrics
 from healthwatch.detect import Tuning
 from healthwatch.device import STATUSES
 from healthwatch.service import HealthService

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemons.codec import CodecError, decode
-from daemons.logs import OncePerKey, get_logger
-from daemons.messages import Inbound, Outcome, device_topic, valid_device_id
+from daemons.protocol.codec import CodecError, decode
+from daemons.protocol.messages import Inbound, Outcome, device_topic, valid_device_id
+from daemons.runtime.logs import OncePerKey, get_logger
 from healthwatch.cohort import cohort_key
 from healthwatch.detect import Tuning
 from healthwatch.device import STATUSES, DeviceState, Verdict

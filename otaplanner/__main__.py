@@ -6,13 +6,13 @@ import socket
 import sys
 from typing import Any
 
-from daemons.app import run_daemon
-from daemons.artifact_http import serve_local_store
-from daemons.config import Settings
-from daemons.errors import ConfigError
-from daemons.logs import get_logger
-from daemons.metrics import DaemonMetrics
+from daemons.protocol.errors import ConfigError
 from daemons.registry import Registry
+from daemons.runtime.app import run_daemon
+from daemons.runtime.config import Settings
+from daemons.runtime.logs import get_logger
+from daemons.runtime.metrics import DaemonMetrics
+from otaplanner.artifact_http import serve_local_store
 from otaplanner.artifacts import LocalStore, store_from_settings
 from otaplanner.jobs import JobFactory
 from otaplanner.planner import Planner

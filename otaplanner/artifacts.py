@@ -1,6 +1,6 @@
 """Artifact stores for firmware binaries (PROTOCOL §3, §7): one small interface, two stores.
 
-- LocalStore: files under a directory, served by daemons.artifact_http with HMAC-signed,
+- LocalStore: files under a directory, served by otaplanner.artifact_http with HMAC-signed,
   expiring URLs `{base_url}/{name}?expires=E&sig=S`, for development.
 - S3Store: any S3-protocol service (AWS S3, Cloudflare R2, MinIO) through the `minio` client,
   with its own pre-signed GET URLs.
@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode, urlparse
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from daemons.errors import ConfigError
+from daemons.protocol.errors import ConfigError
 
 # Object names: path segments of safe characters; no hidden files (the URL key lives in one).
 NAME_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}/){0,7}[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemons.codec import CodecError, decode
-from daemons.messages import Outcome, client_token_of, error_body
+from daemons.protocol.codec import CodecError, decode
+from daemons.protocol.messages import Outcome, client_token_of, error_body
 from otaplanner import rollout as ro
 from otaplanner.control import Control
 from otaplanner.manifest import SHA256_RE

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from daemons.logs import get_logger
-from daemons.messages import Outcome, Publish
+from daemons.protocol.messages import Outcome, Publish
 from daemons.registry import Registry
+from daemons.runtime.logs import get_logger
 from otaplanner import rollout as ro
 from otaplanner.jobs import JobFactory
 from otaplanner.rollout_store import RolloutStore

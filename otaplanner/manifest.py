@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from daemons.messages import valid_device_id
+from daemons.protocol.messages import valid_device_id
 
 FIELDS = ("device_id", "job_id", "version", "hw", "url", "sha256", "size", "secure_version",
           "issued_at", "expires_at")

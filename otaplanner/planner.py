@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemons.codec import CodecError, decode
-from daemons.logs import OncePerKey, get_logger
-from daemons.messages import Inbound, Outcome, device_topic, valid_device_id
+from daemons.protocol.codec import CodecError, decode
+from daemons.protocol.messages import Inbound, Outcome, device_topic, valid_device_id
 from daemons.registry import Registry, device_key
+from daemons.runtime.logs import OncePerKey, get_logger
 from otaplanner import rollout as ro
 from otaplanner.commands import Commands
 from otaplanner.control import Control, rollout_of

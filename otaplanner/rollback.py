@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemons.messages import Outcome
+from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
 from otaplanner.control import Control, Rollout, job_id_for
 

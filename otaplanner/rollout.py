@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemons.messages import DEVICE_ID_RE
-from daemons.selector import Selector, parse_selector
+from daemons.protocol.messages import DEVICE_ID_RE
+from daemons.protocol.selector import Selector, parse_selector
 
 # A rollout id and a release version become MQTT topic levels and Redis key parts.
 # Rollout ids and versions follow the device-id rule: they become MQTT topic levels too.

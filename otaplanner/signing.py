@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from daemons.errors import ConfigError
+from daemons.protocol.errors import ConfigError
 
 HMAC_ALG = "hmac-sha256"
 ECDSA_ALG = "ecdsa-p256"

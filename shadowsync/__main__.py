@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from daemons.app import run_daemon
-from daemons.config import Settings
-from daemons.metrics import DaemonMetrics
 from daemons.registry import Registry
+from daemons.runtime.app import run_daemon
+from daemons.runtime.config import Settings
+from daemons.runtime.metrics import DaemonMetrics
 from shadowsync.service import ShadowService
 from shadowsync.store import ShadowStore
 

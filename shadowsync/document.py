@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemons.codec import json_size
+from daemons.protocol.codec import json_size
 
 SECTIONS = ("desired", "reported")
 MAX_STATE_BYTES = 8 * 1024

@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from daemons.codec import CodecError, Encoding, decode
-from daemons.logs import OncePerKey, get_logger
-from daemons.messages import Inbound, Outcome, client_token_of, error_body
+from daemons.protocol.codec import CodecError, Encoding, decode
+from daemons.protocol.messages import Inbound, Outcome, client_token_of, error_body
+from daemons.protocol.selector import parse_selector, tag_value
 from daemons.registry import DeviceInfo, Registry
-from daemons.selector import parse_selector, tag_value
+from daemons.runtime.logs import OncePerKey, get_logger
 from shadowsync import document as doc
 from shadowsync.store import DeviceWrite, ShadowStore
 from shadowsync.topics import Route, route, subscriptions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from daemons.messages import device_topic, valid_device_id
+from daemons.protocol.messages import device_topic, valid_device_id
 
 SHADOW_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 OPERATIONS = ("update", "get", "delete")

@@ -17,10 +17,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from daemons.codec import decode, encode
-
 # Re-exported: tests and benchmarks start infrastructure from here.
-from daemons.localstack import (  # noqa: F401
+from daemons.cli.localstack import (  # noqa: F401
     Server,
     free_port,
     need,
@@ -29,6 +27,7 @@ from daemons.localstack import (  # noqa: F401
     start_redis,
     wait_port,
 )
+from daemons.protocol.codec import decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from daemons.codec import CodecError, decode, detect, encode
+from daemons.protocol.codec import CodecError, decode, detect, encode
 
 
 def test_detect_from_first_byte():

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from daemons.config import load_settings
-from daemons.errors import ConfigError
+from daemons.protocol.errors import ConfigError
+from daemons.runtime.config import load_settings
 
 
 def test_defaults_file_then_environment(tmp_path):

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from daemons import debug_links
-from daemons.debug_gateway import parse_logs
-from daemons.debug_http import FanOut
-from daemons.errors import ConfigError
+from daemons.debug import links as debug_links
+from daemons.debug.gateway import parse_logs
+from daemons.debug.http import FanOut
+from daemons.protocol.errors import ConfigError
 from tests.support import free_port
 
 LINK_KEY = "a5" * 32
@@ -84,7 +84,7 @@ def stream_url(link: str, session_id: str) -> str:
 
 def start_gateway(daemon: Any, **env: str) -> int:
     port = free_port()
-    daemon("daemons.debug_gateway", FLEET_DEBUG_HTTP_PORT=str(port), FLEET_DEBUG_LINK_KEY=LINK_KEY, **env)
+    daemon("daemons.debug.gateway", FLEET_DEBUG_HTTP_PORT=str(port), FLEET_DEBUG_LINK_KEY=LINK_KEY, **env)
     return port
 
 

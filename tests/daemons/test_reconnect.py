@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemons.localstack import start_mosquitto
+from daemons.cli.localstack import start_mosquitto
 from tests.support import Daemon, Probe, env_for
 
 

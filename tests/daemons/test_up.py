@@ -16,8 +16,8 @@ def test_fleet_up_runs_the_system_with_a_simulated_fleet(tmp_path):
     env = {**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
            "FLEET_DEBUG_HTTP_PORT": str(free_port())}
     up = subprocess.Popen(
-        [sys.executable, "-m", "daemons.up", "--devices", "3", "--interval", "1", "--workdir", str(tmp_path),
-         "--mqtt-port", "0", "--redis-port", "0"],
+        [sys.executable, "-m", "daemons.cli.up", "--devices", "3", "--interval", "1",
+         "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     ready = threading.Event()

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
+from daemons.sim.heartbeats import EXPECTED, FAULTS, ambient, make_device
 from healthwatch.detect import Tuning
 from healthwatch.device import DeviceState
 from healthwatch.engine import HealthEngine
-from healthwatch.simulate import EXPECTED, FAULTS, ambient, make_device
 from healthwatch.validate import validate
 
 

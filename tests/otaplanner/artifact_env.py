@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons.artifact_http import serve_local_store
+from otaplanner.artifact_http import serve_local_store
 from otaplanner.artifacts import LocalStore
 
 URL_KEY = bytes(range(32))

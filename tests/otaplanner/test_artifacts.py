@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from daemons.config import Settings
-from daemons.errors import ConfigError
+from daemons.protocol.errors import ConfigError
+from daemons.runtime.config import Settings
 from otaplanner.artifacts import ArtifactError, LocalStore, S3Store, local_key, store_from_settings
 from tests.otaplanner.artifact_env import Served, served
 from tests.otaplanner.s3_server import S3, s3_server

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from daemons.device_runner import DeviceRunner
-from daemons.fleetctl import main
+from daemons.cli.fleetctl import main
+from daemons.sim.device_model import DeviceModel
+from daemons.sim.device_runner import DeviceRunner
 from otaplanner.artifacts import S3Store
-from otaplanner.device_model import DeviceModel
 from otaplanner.signing import Signer
 from tests.otaplanner.planner_env import MASTER_KEY, Env, ota
 from tests.otaplanner.s3_server import S3, s3_server
@@ -133,7 +133,7 @@ def test_console_command_runs_as_a_process(ota: Env, tmp_path: Path) -> None:
     env = {"FLEET_MQTT_URL": ota.broker.url, "FLEET_TOPIC_PREFIX": ota.prefix, "FLEET_OPS_PREFIX": ota.ops,
            "FLEET_ARTIFACT_STORE": f"local:{ota.artifacts}", "PATH": "/usr/bin:/bin"}
     argv = ["release", "publish", str(image(tmp_path)), "--version", "4.0.0", "--hw", "c3", "--json"]
-    proc = subprocess.run([sys.executable, "-m", "daemons.fleetctl", *argv], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "daemons.cli.fleetctl", *argv], cwd=ROOT, env=env,
                           capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["release"]["version"] == "4.0.0"

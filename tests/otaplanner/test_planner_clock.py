@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daemons.messages import Inbound, Outcome
+from daemons.protocol.messages import Inbound, Outcome
 from daemons.registry import Registry
 from otaplanner.artifacts import LocalStore
 from otaplanner.jobs import JobFactory

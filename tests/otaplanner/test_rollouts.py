@@ -210,8 +210,8 @@ def test_health_gate_halts_a_release_whose_devices_do_worse(ota: Env) -> None:
 
 
 def test_real_device_models_download_verify_and_roll_back(ota: Env) -> None:
-    from daemons.device_runner import DeviceRunner
-    from otaplanner.device_model import DeviceModel
+    from daemons.sim.device_model import DeviceModel
+    from daemons.sim.device_runner import DeviceRunner
     from otaplanner.signing import Signer
 
     ota.planner()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from minio.error import S3Error
 
-from daemons.config import Settings
+from daemons.runtime.config import Settings
 from otaplanner.artifacts import S3Store, store_from_settings
 from tests.otaplanner.s3rver import S3rver, s3rver
 from tests.support import http_get

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from daemons.config import Settings
-from daemons.errors import ConfigError
+from daemons.protocol.errors import ConfigError
+from daemons.runtime.config import Settings
 from otaplanner.signing import SignatureError, Signer, Verifier, device_key, load_public_key
 
 MASTER = bytes.fromhex("8d1f6a0e4b2c79d35f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemons.localstack import start_redis_cluster
+from daemons.cli.localstack import start_redis_cluster
 from tests.support import Daemon, env_for
 
 

@@ -18,8 +18,8 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from daemons.errors import ConfigError
-from daemons.messages import valid_device_id
+from daemons.protocol.errors import ConfigError
+from daemons.protocol.messages import valid_device_id
 
 HKDF_INFO = b"fleet-debug-link-v1"
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")

@@ -18,9 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from daemons.localstack import Server, start_amqtt, start_mosquitto, start_redis
+from daemons.cli.localstack import Server, start_amqtt, start_mosquitto, start_redis
 
-DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug_gateway")
+DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
 
 
 def _available(module: str) -> bool:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             _wait_started(logs / f"{name}.log", stop)
         sim_log = (logs / "simulator.log").open("wb")
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "daemons.simulator", "--mqtt-url", broker.url,
+            [sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", broker.url,
              "--devices", str(args.devices), "--interval", str(args.interval)],
             env=env, stderr=sim_log, stdout=sim_log))
         port = broker.port

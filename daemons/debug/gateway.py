@@ -1,4 +1,4 @@
-"""`python -m daemons.debug_gateway` / `fleet-debug-gateway`: remote debugging (PROTOCOL §4).
+"""`python -m daemons.debug.gateway` / `fleet-debug-gateway`: remote debugging (PROTOCOL §4).
 
 `{o}/debug/open` → a signed, expiring link to a page streaming that device's logs, and the
 device's desired `debug` set through a normal shadow update (shadow-sync applies it). Log
@@ -20,15 +20,22 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from daemons import debug_links
-from daemons.app import run_daemon
-from daemons.codec import CodecError, decode
-from daemons.config import Settings
-from daemons.debug_http import DebugHttp, FanOut
-from daemons.errors import FleetError
-from daemons.logs import OncePerKey, get_logger
-from daemons.messages import Inbound, Outcome, client_token_of, device_topic, error_body, valid_device_id
-from daemons.metrics import DaemonMetrics
+from daemons.debug import links as debug_links
+from daemons.debug.http import DebugHttp, FanOut
+from daemons.protocol.codec import CodecError, decode
+from daemons.protocol.errors import FleetError
+from daemons.protocol.messages import (
+    Inbound,
+    Outcome,
+    client_token_of,
+    device_topic,
+    error_body,
+    valid_device_id,
+)
+from daemons.runtime.app import run_daemon
+from daemons.runtime.config import Settings
+from daemons.runtime.logs import OncePerKey, get_logger
+from daemons.runtime.metrics import DaemonMetrics
 
 DAEMON = "debug-gateway"
 TTL_MAX_S = 3600
@@ -74,7 +81,7 @@ def parse_logs(payload: bytes) -> dict[str, Any] | None:
 
 
 class DebugGateway:
-    """The MQTT side: open requests and log batches. The HTTP side lives in daemons.debug_http."""
+    """The MQTT side: open requests and log batches. The HTTP side lives in daemons.debug.http."""
 
     tick_interval_s = 60.0
 

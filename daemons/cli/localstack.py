@@ -1,6 +1,6 @@
 """Local infrastructure processes: redis-server, mosquitto and amqtt on free ports.
 
-Used by `make run` (daemons.up), the tests and the benchmarks, so all three run the same parts.
+Used by `make run` (daemons.cli.up), the tests and the benchmarks, so all three run the same parts.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemons.messages import valid_device_id
+from daemons.protocol.messages import valid_device_id
 
 MAX_IDS = 100_000
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import redis
 
-from daemons import logs
-from daemons.config import Settings, load_settings
-from daemons.errors import FleetError
-from daemons.metrics import DaemonMetrics
-from daemons.mqtt import MqttSession
-from daemons.runloop import Handler, RunLoop, StopFlag
+from daemons.protocol.errors import FleetError
+from daemons.runtime import logs
+from daemons.runtime.config import Settings, load_settings
+from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.mqtt import MqttSession
+from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
 
 def connect_redis(settings: Settings) -> Any:

@@ -14,8 +14,8 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from daemons.codec import CodecError, decode
-from otaplanner.device_model import DeviceModel, Status
+from daemons.protocol.codec import CodecError, decode
+from daemons.sim.device_model import DeviceModel, Status
 
 
 class DeviceRunner:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from daemons.device_runner import DeviceRunner
-from otaplanner.device_model import DeviceModel
+from daemons.sim.device_model import DeviceModel
+from daemons.sim.device_runner import DeviceRunner
 from otaplanner.manifest import build_manifest
 from otaplanner.signing import Signer
 from tests.otaplanner.artifact_env import Served, served

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from daemons.errors import ConfigError
+from daemons.protocol.errors import ConfigError
 
 # Topic prefixes become MQTT topic levels: no wildcards, no empty levels.
 _PREFIX_FORBIDDEN = set("+#\x00")

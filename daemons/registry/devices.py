@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemons.selector import Selector
+from daemons.protocol.selector import Selector
 
 DEVICE_FIELDS = ("hw", "fw", "tags")
 

@@ -8,7 +8,7 @@ and its heartbeat is acknowledged: `succeeded`, secure_version committed) or `tr
 (the bootloader returns to the previous slot: `rolled_back`). A `selftest_fails` hook makes the
 new image fail on its own, so the rollback happens at once.
 
-`daemons.device_runner.DeviceRunner` drives one model over MQTT (the I/O lives in daemons/).
+`daemons.sim.device_runner.DeviceRunner` drives one model over MQTT (the I/O lives in daemons/).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from daemons.codec import CodecError, decode
-from daemons.config import Settings, load_settings
-from daemons.errors import ConfigError
+from daemons.protocol.codec import CodecError, decode
+from daemons.protocol.errors import ConfigError
+from daemons.runtime.config import Settings, load_settings
 
 OK, USAGE, REJECTED, UNREACHABLE = 0, 2, 3, 4
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemons.codec import Encoding, encode
+from daemons.protocol.codec import Encoding, encode
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CLIENT_TOKEN_MAX = 64

@@ -23,9 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from daemons.config import Settings
-from daemons.errors import FleetError
-from daemons.messages import Inbound, Publish
+from daemons.protocol.errors import FleetError
+from daemons.protocol.messages import Inbound, Publish
+from daemons.runtime.config import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,9 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from daemons.codec import decode, encode
-from daemons.config import load_settings
-from otaplanner.device_model import DeviceModel
+from daemons.protocol.codec import decode, encode
+from daemons.runtime.config import load_settings
+from daemons.sim.device_model import DeviceModel
 from otaplanner.signing import Signer
 
 

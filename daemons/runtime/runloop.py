@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import redis
 
-from daemons.logs import get_logger
-from daemons.messages import Inbound, Outcome, Publish
-from daemons.metrics import DaemonMetrics
+from daemons.protocol.messages import Inbound, Outcome, Publish
+from daemons.runtime.logs import get_logger
+from daemons.runtime.metrics import DaemonMetrics
 
 # Errors of the infrastructure (Redis away): the batch is kept and retried, nothing is acked.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

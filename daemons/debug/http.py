@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from daemons.debug_links import verify
-from daemons.logs import get_logger
+from daemons.debug.links import verify
+from daemons.runtime.logs import get_logger
 
 QUEUE_MAX = 256  # log batches waiting per browser
 MAX_STREAMS = 64  # open streams per process: each holds a thread

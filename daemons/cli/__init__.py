@@ -1,0 +1,1 @@
+"""Operator and developer entry points: fleetctl, `fleet up` and the local stack it starts."""

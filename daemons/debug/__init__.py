@@ -1,0 +1,1 @@
+"""Remote debugging (PROTOCOL §4): signed links and the live log page."""

@@ -1,0 +1,1 @@
+"""Simulated devices: the OTA device model, heartbeat vitals and the fleet simulator."""
