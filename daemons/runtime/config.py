@@ -121,6 +121,13 @@ def _validate(s: Settings) -> None:
         value = getattr(s, name)
         if not value or value.startswith("/") or value.endswith("/") or _PREFIX_FORBIDDEN & set(value):
             raise bad(name, f"not a usable topic prefix: {value!r}")
+    if s.shared_subscriptions == "on":
+        for name in ("topic_prefix", "ops_prefix"):
+            if getattr(s, name).startswith("$"):
+                # mosquitto 2.0 grants $share/g/$x/... and never delivers on it (runtime/prefixes.py).
+                raise bad("shared_subscriptions", f"'on' cannot serve {env_name(name)}="
+                          f"{getattr(s, name)!r}: shared subscriptions do not carry '$' topics; "
+                          "use auto (plain subscriptions for '$' topics) or off")
     if s.topic_prefix == s.ops_prefix:
         raise bad("ops_prefix", "must differ from the device topic prefix")
     for name in ("heartbeat_interval_s", "batch_max", "session_expiry_s"):

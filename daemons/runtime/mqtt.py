@@ -4,7 +4,8 @@
 - Persistent session (clean_start false, session expiry) and manual acknowledgement: a QoS 1
   message is PUBACKed only when the run loop says its effect is durable, so a crash means
   redelivery, never loss.
-- `$share/<daemon>/` subscriptions when the broker offers them, so replicas split the load.
+- `$share/<daemon>/` subscriptions when the broker offers them, so replicas split the load
+  (never for `$` topics: see prefixes.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from paho.mqtt.properties import Properties
 from daemons.protocol.errors import FleetError
 from daemons.protocol.messages import Inbound, Publish
 from daemons.runtime.config import Settings
+from daemons.runtime.prefixes import check_prefixes, subscription_filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,12 @@ class MqttSession:
     # -- connection -------------------------------------------------------------------------
 
     def connect(self, timeout: float = 15.0) -> None:
-        """Connect (MQTT 5 first when allowed), subscribe, and start the network thread."""
+        """Connect (MQTT 5 first when allowed), subscribe, and start the network thread.
+
+        A `$` topic prefix is first probed (ConfigError naming the variable if the broker drops it).
+        """
+        s = self.settings
+        check_prefixes(s.mqtt_url, s.topic_prefix, s.ops_prefix, s.mqtt_username, s.mqtt_password)
         wanted = self.settings.mqtt_protocol
         attempts = [paho.MQTTv5, paho.MQTTv311] if wanted == "auto" else (
             [paho.MQTTv5] if wanted == "5" else [paho.MQTTv311])
@@ -154,7 +161,7 @@ class MqttSession:
         return False  # MQTT 3.1.1 cannot tell; amqtt, for one, has none.
 
     def subscription(self, topic: str) -> str:
-        return f"$share/{self.daemon}/{topic}" if self.shared else topic
+        return subscription_filter(topic, self.daemon, self.shared)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()
