@@ -16,6 +16,7 @@ from daemons.protocol.codec import CodecError, decode
 from daemons.protocol.messages import Inbound, Outcome, device_topic, valid_device_id
 from daemons.registry import Registry, device_key
 from daemons.runtime.logs import OncePerKey, get_logger
+from otaplanner import aws_jobs
 from otaplanner import rollout as ro
 from otaplanner.commands import Commands
 from otaplanner.control import Control, rollout_of
@@ -41,10 +42,12 @@ class Planner:
         self.log = get_logger("otaplanner")
         self._once = OncePerKey()
         self._timeouts: dict[str, int] = {}
+        # The AWS IoT Jobs device API, where the prefix is AWS's own (otaplanner.aws_jobs).
+        self.aws = aws_jobs.AwsJobs(store, prefix, self._apply_report) if aws_jobs.serves(prefix) else None
 
     def topics(self) -> list[str]:
         return [f"{self.ops}/ota/releases/register", f"{self.ops}/ota/rollouts/+/command",
-                *(f"{self.prefix}/+/{t}" for t in DEVICE_TOPICS)]
+                *(f"{self.prefix}/+/{t}" for t in DEVICE_TOPICS), *(self.aws.topics() if self.aws else [])]
 
     def tick(self, now: float) -> Outcome:
         out = Outcome()
@@ -56,6 +59,8 @@ class Planner:
         for rid in self.store.trailing():
             if rid not in active:
                 self.control.trail(rid, now, out)
+        if self.aws:
+            self.aws.notify(out, now)
         return out
 
     # -- batches ---------------------------------------------------------------------------------
@@ -80,6 +85,11 @@ class Planner:
                 out.count("message", "unknown" if kind == "unknown" else "bad_id")
                 if self._once.first(topic[:200]):
                     self.log.warning("dropped", reason=kind, topic=topic[:200])
+                continue
+            if self.aws and aws_jobs.request_of(kind):
+                rid = self.aws.handle(device_id, kind, message.payload, now, out, seen)
+                if rid:
+                    touched.add(rid)
                 continue
             if not message.payload:
                 out.count(kind, "empty")  # a retained message being cleared
@@ -112,6 +122,8 @@ class Planner:
         self.store.put_health(health)
         # The next tick publishes their status, from the replica that holds each rollout's lease.
         self.store.trail(touched)
+        if self.aws:
+            self.aws.notify(out, now)
         return out
 
     def _command_rollout(self, topic: str) -> str | None:
@@ -126,7 +138,7 @@ class Planner:
         if split is None:
             return None, "unknown"
         device_id, kind = split
-        if kind not in DEVICE_TOPICS:
+        if kind not in DEVICE_TOPICS and not (self.aws and aws_jobs.request_of(kind)):
             return None, "unknown"
         if not valid_device_id(device_id):
             return None, "bad_id"
@@ -147,17 +159,22 @@ class Planner:
         pipe.execute()
 
     def _report(self, device_id: str, body: dict[str, Any], now: float, out: Outcome) -> str | None:
+        return self._apply_report(device_id, body, now, out)[0]
+
+    def _apply_report(self, device_id: str, body: dict[str, Any], now: float,
+                      out: Outcome) -> tuple[str | None, str]:
+        """A §3 progress report: (rollout touched or None, previous state or why nothing changed)."""
         job_id, state = body.get("job_id"), body.get("state")
         rid = rollout_of(job_id) if isinstance(job_id, str) and len(job_id) <= 200 else None
         if rid is None or not isinstance(state, str) or state not in ro.REPORTED:
             out.count("ota_status", "malformed")
-            return None
+            return None, "malformed"
         timeout = self._timeouts.get(rid)
         if timeout is None:
             r = self.control.load(rid)
             if r is None:
                 out.count("ota_status", "unknown_job")
-                return None
+                return None, "unknown_job"
             timeout = self._timeouts[rid] = r.cfg.timeout_s
         assert isinstance(job_id, str)
         new = ro.REPORTED[state]
@@ -165,7 +182,7 @@ class Planner:
         old = self.store.report(rid, device_id, job_id, new, now, timeout, kind)
         if old in ("nojob", "terminal", "same"):
             out.count("ota_status", old)
-            return None
+            return None, old
         out.count("ota_status", state)
         if new in ro.TERMINAL:
             # The job is over: clear the retained job so the device does not see it again.
@@ -173,4 +190,4 @@ class Planner:
             if new != ro.SUCCEEDED:
                 self.log.info("job_failed", rollout_id=rid, device_id=device_id, state=state,
                               error=str(body.get("error", ""))[:200])
-        return rid
+        return rid, old

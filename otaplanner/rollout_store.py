@@ -174,6 +174,11 @@ class RolloutStore:
         got = zip(jobs, pipe.execute(), strict=True)
         return {d: ("msgpack" if enc == "msgpack" else "json") for d, enc in got if enc}
 
+    def current(self, device_id: str) -> str | None:
+        """The job id in the device's one job slot, if it holds one."""
+        job = self.redis.hget(f"ota:cur:{{{device_id}}}", "job")
+        return str(job) if job else None
+
     def free(self, slots: dict[str, str]) -> None:
         """Give back the device's job slot (device -> job id) once its job is over."""
         if not slots:
