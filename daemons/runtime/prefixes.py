@@ -5,8 +5,9 @@ Measured with real brokers (tests/daemons/test_dollar_prefix.py keeps it true):
 - mosquitto 2.0.11 carries `$` topics to plain subscriptions (`$aws/things/+/shadow/update`,
   MQTT 5 and 3.1.1), but never delivers them through a shared subscription
   (`$share/g/$aws/things/+/shadow/update` is granted, and silent), though MQTT 5 §4.8.2 allows it.
-- amqtt 0.12 closes the connection of any client that publishes on a `$` topic (its reading of
-  MQTT-4.7.2-1), so no device and no daemon can use such a prefix there.
+- amqtt 0.12 acknowledges a publish on a `$` topic and drops it (its reading of MQTT-4.7.2-1), and
+  from then on delivers nothing that client publishes: its message loop for the client ends while
+  the connection stays open. No device and no daemon can use such a prefix there.
 
 Hence one rule for subscriptions (`subscription_filter`: never `$share/` in front of a `$` filter)
 and one check at start (`check_prefixes`: a short probe that publishes on each `$` prefix and
@@ -50,6 +51,7 @@ def probe_prefix(url: str, prefix: str, variable: str, username: str | None = No
 
     The topic has a single level under the prefix, so no daemon filter (`<prefix>/+/...`) sees it.
     Raises ConfigError naming `variable` when the broker drops the message or the connection.
+    Runs on its own short connection (clean session): on amqtt, the client that published is mute after.
     """
     parsed = urlparse(url)
     topic = f"{prefix}/fleet-probe-{uuid.uuid4().hex[:12]}"
@@ -98,14 +100,14 @@ def probe_prefix(url: str, prefix: str, variable: str, username: str | None = No
     client.loop_start()
     try:
         done.wait(timeout)
+        why = "closed the connection" if lost.is_set() else f"did not deliver it within {timeout:g} s"
     finally:
         client.disconnect()
         client.loop_stop()
     if not got.is_set():
-        why = "closed the connection" if lost.is_set() else f"did not deliver it within {timeout:g} s"
         raise ConfigError(
             f"{variable} ({prefix!r}): the broker at {url} does not carry topics that begin with '$' "
-            f"(a test message on {topic!r}: the broker {why}; amqtt 0.12 refuses them, MQTT-4.7.2-1); "
+            f"(a test message on {topic!r}: the broker {why}; amqtt 0.12 drops them, MQTT-4.7.2-1); "
             f"use a prefix without '$' or a broker that carries them (mosquitto 2)")
 
 

@@ -1,7 +1,7 @@
 """`$` topic prefixes (AWS IoT's `$aws/things`) under every broker setting (issue 14, part 1).
 
-mosquitto 2.0.11 carries `$` topics to plain subscriptions only; amqtt 0.12 closes the connection
-of a client publishing one. Every daemon and the simulator either work (default configuration,
+mosquitto 2.0.11 carries `$` topics to plain subscriptions only; amqtt 0.12 drops them (and
+everything the client publishes after). Every daemon and the simulator either work (default configuration,
 mosquitto) or refuse to start naming the variable (amqtt, or shared subscriptions forced on).
 """
 
