@@ -41,6 +41,8 @@ class AwsDevice:
         self.executions: list[Any] = []  # every JobExecutionData started
         self.finished: dict[str, str] = {}  # jobId -> last status sent and accepted
         self.rejections: list[Any] = []
+        self.notified: list[str | None] = []  # notify-next events: the execution's jobId, or None
+        self.nothing_next = threading.Event()  # a notify-next without an execution arrived
         self._work: queue.Queue[str | None] = queue.Queue()
         self.conn = SdkConnection(url, f"aws-{thing}", kind)
         self.jobs = j.IotJobsClient(self.conn.connection)
@@ -60,6 +62,9 @@ class AwsDevice:
         self._work.put("start-next")
 
     def _on_next(self, event: j.NextJobExecutionChangedEvent) -> None:
+        self.notified.append(event.execution.job_id if event.execution is not None else None)
+        if event.execution is None:
+            self.nothing_next.set()
         if event.execution is not None:
             self._work.put("start-next")
 

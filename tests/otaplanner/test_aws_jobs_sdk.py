@@ -61,6 +61,9 @@ def test_staged_rollout_completes_through_the_sdk_jobs_client(ota: Env, things: 
         doc = d.executions[0].job_document  # our signed job, as the job document
         assert doc["job_id"] == f"ra@{d.thing}" and doc["alg"] == "hmac-sha256" and doc["sig"]
         assert json.loads(base64.b64decode(doc["manifest"]))["version"] == "2.0.0"
+    # notify-next: the job when issued, then nothing next once the finished job is cleared
+    assert all(d.nothing_next.wait(10) for d in things)
+    assert all(d.notified[0] == "ra" and d.notified[-1] is None for d in things), [d.notified for d in things]
     # statusDetails.fw reached the registry, as an ota/status `fw` does
     assert ota.redis.hget(f"fleet:dev:{{{ids[0]}}}", "fw") == "2.0.0"
 
@@ -172,7 +175,8 @@ def test_failures_rejections_and_timeouts_over_aws_jobs_halt_the_rollout(ota: En
 
     fleet(ota, things, 30, rule, kind="mqtt5")
     ota.wait_known(30)
-    ota.create("rh", stages=[100], soak_s=30, success_pct=100, min_devices_for_gate=10, max_failure_pct=20,
+    # The gate waits for all 30 (fast failures must not decide alone); the soak keeps it from completing.
+    ota.create("rh", stages=[100], soak_s=30, success_pct=50, min_devices_for_gate=30, max_failure_pct=20,
                timeout_s=2)
     halted = ota.wait_state("rh", "halted", timeout=60)
     assert "8 of 30" in halted["reason"] and "failure gate" in halted["reason"], halted
