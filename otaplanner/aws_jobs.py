@@ -204,7 +204,7 @@ class AwsJobs:
         touched: str | None = None
         try:
             try:
-                body, _ = decode(payload) if payload else ({}, "json")
+                body, _ = decode(payload, empty_as={})
             except CodecError:
                 raise Rejected("InvalidJson", "the payload is not a JSON object") from None
             token = body.get("clientToken")
@@ -281,6 +281,8 @@ class AwsJobs:
         status = body.get("status")
         report = report_body(job_id, str(status), details)
         expected = body.get("expectedVersion")
+        if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+            raise Rejected("InvalidRequest", "expectedVersion: an integer")
         if expected is not None and expected != before["versionNumber"]:
             raise Rejected("VersionMismatch", f"expectedVersion {expected} is not {before['versionNumber']}",
                            self._state(before))

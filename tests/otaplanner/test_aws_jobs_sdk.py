@@ -152,6 +152,15 @@ def test_describe_get_and_refusals_parsed_by_the_sdk(ota: Env, things: list[AwsD
                                               QOS1).result(10)
         assert ev.next("describe+$next").execution is None
         assert ota.wait_state("rd", "completed")["counts"]["succeeded"] == 1
+        # bad input: answered on the rejected topic, nothing stored, the planner carries on
+        raw = ota.probe(f"$aws/things/{thing}/jobs/#")
+        base = f"$aws/things/{thing}/jobs"
+        for topic, payload in ((f"{base}/start-next", b"{broken"), (f"{base}/get", b"[1, 2]"),
+                               (f"{base}/rd/update", b'{"status": "SUCCEEDED", "statusDetails": 5}'),
+                               (f"{base}/rd/update", b'{"status": 7, "clientToken": "x"}')):
+            r = raw.request(topic, raw=payload)
+            assert r.topic == f"{topic}/rejected", r.body
+            assert r.body["code"] in ("InvalidJson", "InvalidRequest"), r.body
     finally:
         conn.close()
 
