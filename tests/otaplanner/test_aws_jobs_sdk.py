@@ -167,8 +167,10 @@ def test_describe_get_and_refusals_parsed_by_the_sdk(ota: Env, things: list[AwsD
 
 def test_failures_rejections_and_timeouts_over_aws_jobs_halt_the_rollout(ota: Env,
                                                                          things: list[AwsDevice]) -> None:
-    """2 rolled back + 2 rejected of 30 stay under the 20 % gate; 4 silent ones timing out pass it."""
+    """2 rolled back + 2 rejected of 30 stay under the 20 % gate; 4 silent ones timing out pass it.
+    Then `rollback`: the 22 updated devices get the rollback job (jobId `rh@rollback`) the same way."""
     ota.planner()
+    ota.release("1.0.0")
     ota.release()
 
     def rule(thing: str, manifest: dict[str, object]) -> Steps:
@@ -202,3 +204,10 @@ def test_failures_rejections_and_timeouts_over_aws_jobs_halt_the_rollout(ota: En
         QOS1).result(10)
     late: j.RejectedError = silent.ev.next("update-")
     assert late.code == "InvalidStateTransition" and late.execution_state.status == "TIMED_OUT"
+
+    r = ota.command("rh", {"action": "rollback"})
+    assert r.topic.endswith("/accepted") and r.body["rollback_jobs"] == 22, r.body
+    ota.wait_status("rh", lambda b: b.get("rollback_counts", {}).get("succeeded") == 22)
+    back = [d for d in things if d.finished.get("rh") == "SUCCEEDED"]
+    assert len(back) == 22
+    assert all(d.finished.get("rh@rollback") == "SUCCEEDED" and d.fw == "1.0.0" for d in back)
