@@ -40,6 +40,7 @@ class AwsDevice:
         self.ev = Events()
         self.executions: list[Any] = []  # every JobExecutionData started
         self.finished: dict[str, str] = {}  # jobId -> last status sent and accepted
+        self.changed = threading.Condition()
         self.rejections: list[Any] = []
         self.notified: list[str | None] = []  # notify-next events: the execution's jobId, or None
         self.nothing_next = threading.Event()  # a notify-next without an execution arrived
@@ -99,8 +100,16 @@ class AwsDevice:
             if status == "SUCCEEDED":
                 self.fw = manifest["version"]
         if status != "IN_PROGRESS":
-            self.finished[execution.job_id] = status
+            with self.changed:
+                self.finished[execution.job_id] = status
+                self.changed.notify_all()
             self._work.put("start-next")
+
+    def wait_finished(self, job_id: str, timeout: float = 10.0) -> str | None:
+        """The last status this device set on `job_id`, once it is terminal (None: not in time)."""
+        with self.changed:
+            self.changed.wait_for(lambda: job_id in self.finished, timeout)
+            return self.finished.get(job_id)
 
     def close(self) -> None:
         self._work.put(None)

@@ -56,7 +56,7 @@ def test_staged_rollout_completes_through_the_sdk_jobs_client(ota: Env, things: 
     assert done["counts"]["succeeded"] == 20 and done["stage"] == 2, done
     assert [e["stage"] for e in ota.events("ra") if e["event"] == "stage_opened"] == [1, 2]
     for d in things:
-        assert [e.job_id for e in d.executions] == ["ra"] and d.finished == {"ra": "SUCCEEDED"}
+        assert d.wait_finished("ra") == "SUCCEEDED" and [e.job_id for e in d.executions] == ["ra"]
         assert not d.rejections, d.rejections
         doc = d.executions[0].job_document  # our signed job, as the job document
         assert doc["job_id"] == f"ra@{d.thing}" and doc["alg"] == "hmac-sha256" and doc["sig"]
@@ -210,4 +210,5 @@ def test_failures_rejections_and_timeouts_over_aws_jobs_halt_the_rollout(ota: En
     ota.wait_status("rh", lambda b: b.get("rollback_counts", {}).get("succeeded") == 22)
     back = [d for d in things if d.finished.get("rh") == "SUCCEEDED"]
     assert len(back) == 22
-    assert all(d.finished.get("rh@rollback") == "SUCCEEDED" and d.fw == "1.0.0" for d in back)
+    assert all(d.wait_finished("rh@rollback") == "SUCCEEDED" and d.fw == "1.0.0" for d in back), [
+        (d.thing, d.finished, d.fw, d.rejections) for d in back]
