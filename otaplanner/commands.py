@@ -56,7 +56,7 @@ class Commands:
         self.control = control
         self.store = control.store
         self.artifacts = artifacts
-        self.ops = control.ops
+        self.ops = control.reporter.ops
 
     def _answer(self, out: Outcome, topic: str, token: str | None, now: float, body: dict[str, Any]) -> None:
         body = {**body, "timestamp": int(now)}
@@ -114,7 +114,7 @@ class Commands:
 
     def command(self, rid: str, payload: bytes, now: float) -> Outcome:
         out = Outcome()
-        topic = self.control.topic(rid, "command")
+        topic = self.control.reporter.topic(rid, "command")
         token: str | None = None
         try:
             body, token = self._request(payload)
@@ -150,8 +150,8 @@ class Commands:
         event = {"rollout_id": rid, "seq": 1, "event": "created", "from": None, "state": ro.RUNNING,
                  "stage": 0, "reason": "created", "timestamp": int(now)}
         if self.store.create(rid, fields, event):
-            self.control.publish_event(rid, event, out)
-            self.control.fleet_changed = True
+            self.control.reporter.publish_event(rid, event, out)
+            self.control.issuer.fleet_changed = True
         elif self.store.meta(rid).get("config") != config:
             raise ro.RolloutError(409, f"rollout {rid} exists with another configuration")
         return {"state": self.store.meta(rid).get("state"), "config": cfg.to_json()}
@@ -174,6 +174,6 @@ class Commands:
             else:
                 done = self.control.transition(r, action + ("d" if action.endswith("e") else "ed"),
                                                target, reason, now, out)
-            if done:
+            if done is not None:
                 return {"state": target}
         raise ro.RolloutError(409, "the rollout kept changing; try again")

@@ -18,8 +18,9 @@ from daemons.registry import Registry, device_key
 from daemons.runtime.logs import OncePerKey, get_logger
 from otaplanner import rollout as ro
 from otaplanner.commands import Commands
-from otaplanner.control import Control, rollout_of
+from otaplanner.control import Control
 from otaplanner.jobs import JobFactory
+from otaplanner.records import rollout_of
 from otaplanner.rollout_store import RolloutStore
 
 DEVICE_TOPICS = ("heartbeat", "status", "ota/status", "health")
@@ -49,7 +50,7 @@ class Planner:
     def tick(self, now: float) -> Outcome:
         out = Outcome()
         now = self.clock()
-        self.control.mark_sent()
+        self.control.reporter.mark_sent()
         active = self.store.active()
         for rid in active:
             self.control.tick(rid, now, out)
@@ -141,7 +142,7 @@ class Planner:
         for device_id, info in seen.items():
             before = old[device_id]
             if before.hw is None and (before.fw is None or info.get("hw")):
-                self.control.device_news(device_id)
+                self.control.issuer.device_news(device_id)
             self.registry.observe(pipe, before, info.get("hw"), info.get("fw"))
             pipe.hset(device_key(self.registry.ns, device_id), "enc", info["enc"])
         pipe.execute()
@@ -169,7 +170,7 @@ class Planner:
         out.count("ota_status", state)
         if new in ro.TERMINAL:
             # The job is over: clear the retained job so the device does not see it again.
-            self.control.clear_jobs({device_id: job_id}, out)
+            self.control.issuer.clear_jobs({device_id: job_id}, out)
             if new != ro.SUCCEEDED:
                 self.log.info("job_failed", rollout_id=rid, device_id=device_id, state=state,
                               error=str(body.get("error", ""))[:200])

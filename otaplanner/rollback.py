@@ -9,7 +9,8 @@ from typing import Any
 
 from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
-from otaplanner.control import Control, Rollout, job_id_for
+from otaplanner.control import Control
+from otaplanner.records import Rollout, job_id_for
 
 RB = "rb:"  # key prefix of the rollback jobs' records
 RB_SUFFIX = "#rb"
@@ -50,18 +51,18 @@ def rollback(control: Control, r: Rollout, now: float, out: Outcome) -> dict[str
     jobs: dict[str, dict[str, Any]] = {}
     for device_id in claimed:
         rec = targets[device_id]
-        job = control.jobs.make(device_id, rec.get("h") or None, ids[device_id], r.rid,
+        job = control.issuer.jobs.make(device_id, rec.get("h") or None, ids[device_id], r.rid,
                                 releases[rec["f"]], r.cfg.job_expiry_s, now)
         jobs[device_id] = job
         made[device_id] = (ids[device_id], json.dumps({"job": job, "enc": "json"}))
     issued = [d for d, ok in store.issue(r.rid, now, made, kind=RB).items() if ok]
     for device_id in issued:
-        out.publish(control.job_topic(device_id), jobs[device_id], retain=True)
+        out.publish(control.issuer.job_topic(device_id), jobs[device_id], retain=True)
     for _ in range(10):  # the event goes through the rollout's compare-and-set like any transition
-        event = control.event(r, "rollback", r.state, f"rollback jobs for {len(issued)} devices", now,
-                              versions=sorted(releases))
+        event = control.reporter.event(r, "rollback", r.state, f"rollback jobs for {len(issued)} devices",
+                                       now, versions=sorted(releases))
         if store.transition(r.rid, r.rev, {"updated_at": str(int(now))}, event):
-            control.publish_event(r.rid, event, out)
+            control.reporter.publish_event(r.rid, event, out)
             break
         r = control.load(r.rid) or r
     out.count("rollout", "rollback")

@@ -152,6 +152,14 @@ class RolloutStore:
     def records(self, rid: str) -> dict[str, dict[str, Any]]:
         return {k: json.loads(v) for k, v in self.redis.hgetall(self.key(rid, "dev")).items()}
 
+    def records_of(self, rid: str, device_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The records of these devices (those the rollout has taken in)."""
+        ids = list(device_ids)
+        if not ids:
+            return {}
+        rows = self.redis.hmget(self.key(rid, "dev"), ids)
+        return {d: json.loads(r) for d, r in zip(ids, rows, strict=True) if r}
+
     def assign(self, rid: str, records: dict[str, dict[str, Any]], kind: str = "") -> int:
         """Take devices in (pending, or succeeded when already on the version); never twice."""
         if not records:
