@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.messages import Outcome, client_token_of, error_body
+from daemons.protocol.codec import decode
+from daemons.protocol.errors import Rejected
+from daemons.protocol.messages import Outcome, client_token_of, error_body, with_client_token
 from otaplanner import rollout as ro
 from otaplanner.control import Control
 from otaplanner.manifest import SHA256_RE
@@ -59,18 +60,12 @@ class Commands:
         self.ops = control.reporter.ops
 
     def _answer(self, out: Outcome, topic: str, token: str | None, now: float, body: dict[str, Any]) -> None:
-        body = {**body, "timestamp": int(now)}
-        if token is not None:
-            body["clientToken"] = token
-        out.publish(f"{topic}/accepted", body)
+        out.publish(f"{topic}/accepted", with_client_token({**body, "timestamp": int(now)}, token))
 
     def _request(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
         if len(payload) > MAX_PAYLOAD:
             raise ro.RolloutError(413, f"payload larger than {MAX_PAYLOAD} bytes")
-        try:
-            body, _ = decode(payload)
-        except CodecError as exc:
-            raise ro.RolloutError(exc.code, exc.message) from None
+        body, _ = decode(payload)  # CodecError: rejected with its own code
         token = client_token_of(body)
         if "clientToken" in body and token is None:
             raise ro.RolloutError(400, "clientToken must be a string of at most 64 characters")
@@ -101,7 +96,7 @@ class Commands:
                         k: v for k, v in release.items() if k != "registered_at"}:
                     raise ro.RolloutError(409, f"release {release['version']} exists with other contents")
                 release = existing
-        except ro.RolloutError as exc:
+        except Rejected as exc:
             out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
             out.count("release", f"rejected_{exc.code}")
             return out
@@ -127,7 +122,7 @@ class Commands:
                 result = self._create(rid, body, now, out)
             else:
                 result = self._act(rid, action, now, out)
-        except ro.RolloutError as exc:
+        except Rejected as exc:
             out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
             out.count("command", f"rejected_{exc.code}")
             return out

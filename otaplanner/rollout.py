@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import DEVICE_ID_RE
-from daemons.protocol.selector import Selector, parse_selector
+from daemons.protocol.selector import Selector, SelectorError, parse_selector
 
 # A rollout id and a release version become MQTT topic levels and Redis key parts.
 # Rollout ids and versions follow the device-id rule: they become MQTT topic levels too.
@@ -49,13 +50,8 @@ REPORTED = {
 BUCKET_SCALE = 10_000  # buckets are kept as integers: bucket / 100 is the percentage in [0, 100)
 
 
-class RolloutError(ValueError):
+class RolloutError(Rejected):
     """A command that cannot be applied; `code` is the §0 error code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def bucket(rollout_id: str, device_id: str) -> int:
@@ -110,8 +106,8 @@ class RolloutConfig:
             raise RolloutError(400, "version must be a release version string")
         try:
             selector = parse_selector(body.get("selector"))
-        except ValueError as exc:
-            raise RolloutError(400, str(exc)) from None
+        except SelectorError as exc:
+            raise RolloutError(exc.code, exc.message) from None
         stages = body.get("stages", [1, 5, 20, 100])
         if not isinstance(stages, list) or not 1 <= len(stages) <= 20:
             raise RolloutError(400, "stages must be a list of 1 to 20 percentages")

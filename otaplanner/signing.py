@@ -25,13 +25,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from daemons.protocol.errors import ConfigError
+from daemons.protocol.keys import OTA_DEVICE_INFO, derive, setting_key
 
 HMAC_ALG = "hmac-sha256"
 ECDSA_ALG = "ecdsa-p256"
-INFO_PREFIX = b"fleet-ota-v1:"
+INFO_PREFIX = OTA_DEVICE_INFO
 KID_MAX = 64
 
 
@@ -41,7 +41,7 @@ class SignatureError(ValueError):
 
 def device_key(master_key: bytes, device_id: str) -> bytes:
     """The per-device HMAC key: HKDF-SHA256(master, salt=b"", info="fleet-ota-v1:"+id, 32)."""
-    return HKDF(hashes.SHA256(), 32, b"", INFO_PREFIX + device_id.encode()).derive(master_key)
+    return derive(master_key, INFO_PREFIX + device_id.encode())
 
 
 def load_private_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
@@ -89,12 +89,7 @@ class Signer:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Signer:
-        master = None
-        if settings.ota_master_key:
-            try:
-                master = bytes.fromhex(settings.ota_master_key)
-            except ValueError:
-                raise ConfigError("FLEET_OTA_MASTER_KEY (ota_master_key): not hex") from None
+        master = setting_key("ota_master_key", settings.ota_master_key or None)
         key = load_private_key(settings.ota_ecdsa_key) if settings.ota_ecdsa_key else None
         return cls(kid=settings.ota_kid, master_key=master, ecdsa_key=key)
 

@@ -31,6 +31,7 @@ from daemons.protocol.messages import (
     device_topic,
     error_body,
     valid_device_id,
+    with_client_token,
 )
 from daemons.runtime.app import run_daemon
 from daemons.runtime.config import Settings
@@ -136,9 +137,7 @@ class DebugGateway:
         answer: dict[str, Any] = {
             "session_id": session_id, "device_id": device_id, "expires_at": expires_at,
             "link": self.base_url + debug_links.link_path(self.key, session_id, device_id, expires_at)}
-        if token is not None:
-            answer["clientToken"] = token
-        out.publish(f"{topic}/accepted", answer)
+        out.publish(f"{topic}/accepted", with_client_token(answer, token))
         out.count("debug_open", "accepted")
         self.gm.sessions.inc()
         self.log.info("session_opened", session_id=session_id, device_id=device_id,

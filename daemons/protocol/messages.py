@@ -67,6 +67,14 @@ class Outcome:
         self.counts.extend(other.counts)
 
 
+def with_client_token(body: dict[str, Any], client_token: Any) -> dict[str, Any]:
+    """`body` (changed in place) with the request's clientToken, when it had a valid one: every answer
+    to a request carries it back (PROTOCOL §0), accepted, rejected, documents and delta alike."""
+    if isinstance(client_token, str):
+        body["clientToken"] = client_token
+    return body
+
+
 def error_body(code: int, message: str, client_token: Any = None, now: int | None = None) -> dict[str, Any]:
     """The §0 error payload."""
     body: dict[str, Any] = {
@@ -74,9 +82,7 @@ def error_body(code: int, message: str, client_token: Any = None, now: int | Non
         "message": message,
         "timestamp": int(time.time()) if now is None else now,
     }
-    if isinstance(client_token, str):
-        body["clientToken"] = client_token
-    return body
+    return with_client_token(body, client_token)
 
 
 def client_token_of(request: dict[str, Any]) -> str | None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from daemons.protocol.errors import ConfigError
+from daemons.protocol.errors import ConfigError, env_name
+from daemons.protocol.keys import setting_key
 
 # Topic prefixes become MQTT topic levels: no wildcards, no empty levels.
 _PREFIX_FORBIDDEN = set("+#\x00")
@@ -71,10 +72,6 @@ class Settings:
         return DEFAULT_METRICS_PORTS.get(daemon, 0)
 
 
-def env_name(field_name: str) -> str:
-    return "FLEET_" + field_name.upper()
-
-
 def _coerce(name: str, source: str, raw: Any, default: Any, annotation: str) -> Any:
     where = f"{source} ({name})"
     if raw is None:
@@ -101,8 +98,7 @@ def _coerce(name: str, source: str, raw: Any, default: Any, annotation: str) -> 
 
 
 def _validate(s: Settings) -> None:
-    def bad(field_name: str, why: str) -> ConfigError:
-        return ConfigError(f"{env_name(field_name)} ({field_name}): {why}")
+    bad = ConfigError.of
 
     url = urlparse(s.mqtt_url)
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
@@ -133,12 +129,7 @@ def _validate(s: Settings) -> None:
         raise bad("log_level", f"expected debug, info, warning or error, got {s.log_level!r}")
     if not (s.artifact_store.startswith("local:") or s.artifact_store.startswith("s3://")):
         raise bad("artifact_store", f"expected local:/dir or s3://bucket/prefix, got {s.artifact_store!r}")
-    if s.ota_master_key is not None:
-        try:
-            if len(bytes.fromhex(s.ota_master_key)) < 16:
-                raise bad("ota_master_key", "must be at least 16 bytes of hex")
-        except ValueError:
-            raise bad("ota_master_key", "not hex") from None
+    setting_key("ota_master_key", s.ota_master_key)
 
 
 def load_settings(
