@@ -16,6 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from prometheus_client import Counter
@@ -183,7 +184,8 @@ def base_url(settings: Settings, port: int) -> str:
     return settings.debug_public_url or f"http://127.0.0.1:{port}"
 
 
-def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> DebugGateway:
+def build(settings: Settings, redis: Any, metrics: DaemonMetrics, resources: ExitStack) -> DebugGateway:
+    """The gateway; its HTTP server (links and streams) is stopped by `resources`."""
     log = get_logger(DAEMON)
     key = debug_links.link_key(settings.debug_link_key, settings.ota_master_key)
     if key.ephemeral:
@@ -200,6 +202,7 @@ def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> DebugGatewa
         raise FleetError(f"FLEET_DEBUG_HTTP_PORT (debug_http_port): cannot listen on "
                          f"{settings.debug_http_host}:{settings.debug_http_port}: {exc}") from None
     http.start()
+    resources.callback(http.close)
     url = base_url(settings, http.port)
     log.info("http_listening", host=settings.debug_http_host, port=http.port, public_url=url,
              key_source=key.source)
