@@ -12,8 +12,8 @@ from daemons.runtime.app import run_daemon
 from daemons.runtime.config import Settings
 from daemons.runtime.metrics import DaemonMetrics
 from healthwatch.detect import Tuning
-from healthwatch.device import STATUSES
 from healthwatch.service import HealthService
+from healthwatch.status import STATUSES
 from healthwatch.store import HealthStore
 
 TOP_COHORTS = 8  # cohort label values: the largest cohorts, the rest summed as "other"

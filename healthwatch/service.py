@@ -11,9 +11,10 @@ from daemons.protocol.messages import Inbound, Outcome, device_topic, valid_devi
 from daemons.runtime.logs import OncePerKey, get_logger
 from healthwatch.cohort import cohort_key
 from healthwatch.detect import Tuning
-from healthwatch.device import STATUSES, DeviceState, Verdict
+from healthwatch.device import DeviceState, Verdict
 from healthwatch.engine import HealthEngine
-from healthwatch.store import DeviceWrite, HealthStore
+from healthwatch.status import STATUSES, HealthStatus
+from healthwatch.store import DeviceWrite, HealthStates
 
 MAX_PAYLOAD = 16 * 1024
 SUMMARY_EVERY_S = 10.0
@@ -28,7 +29,7 @@ def _count_keys(st: DeviceState) -> set[str]:
 class HealthService:
     tick_interval_s = 1.0
 
-    def __init__(self, store: HealthStore, prefix: str = "fleet", ops_prefix: str = "fleetops",
+    def __init__(self, store: HealthStates, prefix: str = "fleet", ops_prefix: str = "fleetops",
                  tuning: Tuning | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.prefix = prefix
@@ -141,7 +142,7 @@ class HealthService:
         writes = []
         for device_id in ids:
             st = states[device_id]
-            if st is None or st.status == 3:
+            if st is None or st.status == HealthStatus.OFFLINE:
                 continue
             old_keys = _count_keys(st)
             verdict = self.engine.offline(st, now)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from healthwatch.cohort import Levels
 from healthwatch.device import DeviceState
+from healthwatch.status import STATUSES
 
 
 def _fmt(levels: Levels) -> str:
@@ -42,6 +43,20 @@ class DeviceWrite:
     old_cohort: str | None = None
     # Changes to the fleet-wide counters (status:<s> and reason:<code>), +1 / -1.
     counts: dict[str, int] = field(default_factory=dict)
+
+
+class HealthStates(Protocol):
+    """What the health service needs of its store (HealthStore is the Redis one)."""
+
+    def read(self, device_ids: list[str]) -> dict[str, DeviceState | None]: ...
+
+    def write(self, writes: list[DeviceWrite], offline: bool = False) -> None: ...
+
+    def overdue(self, cutoff: float, limit: int = 1000) -> list[str]: ...
+
+    def cohorts(self) -> dict[str, dict[str, Levels]]: ...
+
+    def summary(self, worst: int = 10) -> tuple[dict[str, int], list[tuple[str, float]]]: ...
 
 
 class HealthStore:
@@ -84,7 +99,7 @@ class HealthStore:
             st = w.state
             pipe.hset(self.key(w.device_id), mapping={
                 "st": json.dumps(st.to_json(), separators=(",", ":")),
-                "status": ("ok", "watch", "critical", "offline")[st.status], "score": st.score,
+                "status": STATUSES[st.status], "score": st.score,
                 "hw": st.hw or "", "fw": st.fw or ""})
             scores[w.device_id] = st.score
             if offline:

@@ -7,14 +7,25 @@ after the device's update says something about the new firmware. The rule itself
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from daemons.registry import Registry
 from otaplanner import rollout as ro
-from otaplanner.records import Rollout
-from otaplanner.rollout_store import RolloutStore
+from otaplanner.records import DeviceRecord, Rollout
+
+
+class HealthInputs(Protocol):
+    """What the health gate reads from the rollout store (otaplanner.rollout_store.RolloutStore)."""
+
+    def health(self) -> dict[str, tuple[float, float]]:
+        """Device id -> (latest healthwatch score, when it was received)."""
+        ...
+
+    def records(self, rid: str) -> dict[str, DeviceRecord]: ...
 
 
 class HealthGate:
-    def __init__(self, store: RolloutStore, registry: Registry, interval_s: float = 1.0) -> None:
+    def __init__(self, store: HealthInputs, registry: Registry, interval_s: float = 1.0) -> None:
         self.store = store
         self.registry = registry
         self.interval_s = interval_s
@@ -31,12 +42,12 @@ class HealthGate:
         updated: dict[str, list[float]] = {}
         updated_ids: set[str] = set()
         for device_id, rec in self.store.records(r.rid).items():
-            if rec["s"] != ro.SUCCEEDED or device_id not in health:
+            if rec.state != ro.SUCCEEDED or device_id not in health:
                 continue
             score, at = health[device_id]
             # Only health reported after the update says something about the new firmware.
-            if rec.get("a") or at >= rec.get("d", 0):
-                updated.setdefault(rec.get("h") or "", []).append(score)
+            if rec.already or at >= (rec.decided_at or 0):
+                updated.setdefault(rec.hw, []).append(score)
                 updated_ids.add(device_id)
         if not any(len(v) >= r.cfg.health_min_devices for v in updated.values()):
             return None

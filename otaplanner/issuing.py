@@ -15,7 +15,7 @@ from daemons.protocol.messages import Outcome, Publish
 from daemons.registry import Registry
 from otaplanner import rollout as ro
 from otaplanner.jobs import JobFactory
-from otaplanner.records import Rollout, job_id_for
+from otaplanner.records import DeviceRecord, Rollout, job_id_for
 from otaplanner.rollout_store import RolloutStore
 
 ISSUE_CHUNK = 1000
@@ -88,7 +88,7 @@ class Issuer:
     def republish(self, r: Rollout, now: float, out: Outcome) -> None:
         """Jobs issued lately, sent again by a replica that takes the rollout over."""
         recent = [d for d, rec in self.store.records(r.rid).items()
-                  if rec["s"] == ro.ISSUED and rec.get("t", 0) >= now - REPUBLISH_WINDOW_S]
+                  if rec.state == ro.ISSUED and (rec.issued_at or 0) >= now - REPUBLISH_WINDOW_S]
         for device_id, stored in self.store.jobs(r.rid, recent).items():
             out.publish(self.job_topic(device_id), stored["job"], stored.get("enc", "json"), retain=True)
 
@@ -116,15 +116,14 @@ class Issuer:
         if not candidates:
             return 0
         hw_ok = set(r.release.get("hw") or [])
-        records: dict[str, dict[str, Any]] = {}
+        records: dict[str, DeviceRecord] = {}
         for device_id, info in self.registry.read_many(candidates).items():
             if hw_ok and info.hw not in hw_ok:
                 excluded[device_id] = now  # the release is not built for this hardware (or unknown yet)
                 continue
-            rec: dict[str, Any] = {"s": ro.PENDING, "b": buckets[device_id], "h": info.hw or "",
-                                   "f": info.fw or ""}
+            rec = DeviceRecord(ro.PENDING, buckets[device_id], info.hw or "", info.fw or "")
             if info.fw == r.cfg.version:
-                rec.update(s=ro.SUCCEEDED, d=int(now), a=1)
+                rec = replace(rec, state=ro.SUCCEEDED, decided_at=int(now), already=True)
             records[device_id] = rec
         return self.store.assign(r.rid, records)
 
@@ -157,9 +156,9 @@ class Issuer:
         made: dict[str, tuple[str, str]] = {}
         payloads: dict[str, tuple[dict[str, Any], str]] = {}
         for device_id in claimed:
-            rec = records.get(device_id, {})
+            rec = records.get(device_id)
             enc = encodings[device_id]
-            job = self.jobs.make(device_id, rec.get("h") or None, ids[device_id], r.rid, r.release,
+            job = self.jobs.make(device_id, (rec.hw if rec else "") or None, ids[device_id], r.rid, r.release,
                                  r.cfg.job_expiry_s, now)
             payloads[device_id] = (job, enc)
             made[device_id] = (ids[device_id], json.dumps({"job": job, "enc": enc}, separators=(",", ":")))

@@ -19,7 +19,8 @@ def refresh_expiring(issuer: Issuer, r: Rollout, now: float, out: Outcome) -> in
     """Re-sign `issued` jobs older than half their lifetime; returns how many were refreshed."""
     store = issuer.store
     due = {d: rec for d, rec in store.records(r.rid).items()
-           if rec["s"] == ro.ISSUED and now - rec.get("t", now) > r.cfg.job_expiry_s / 2}
+           if rec.state == ro.ISSUED and rec.job_id is not None
+           and now - (now if rec.issued_at is None else rec.issued_at) > r.cfg.job_expiry_s / 2}
     stored = store.jobs(r.rid, due)
     done = 0
     items = list(due.items())
@@ -28,9 +29,10 @@ def refresh_expiring(issuer: Issuer, r: Rollout, now: float, out: Outcome) -> in
         fresh: dict[str, tuple[dict[str, Any], str]] = {}
         for device_id, rec in items[start:start + CHUNK]:
             enc = stored.get(device_id, {}).get("enc", "json")
-            job = issuer.jobs.make(device_id, rec.get("h") or None, rec["j"], r.rid, r.release,
+            assert rec.job_id is not None  # every issued record has one
+            job = issuer.jobs.make(device_id, rec.hw or None, rec.job_id, r.rid, r.release,
                                    r.cfg.job_expiry_s, now)
             fresh[device_id] = (job, enc)
-            made[device_id] = (rec["j"], json.dumps({"job": job, "enc": enc}, separators=(",", ":")))
+            made[device_id] = (rec.job_id, json.dumps({"job": job, "enc": enc}, separators=(",", ":")))
         done += issuer.publish_jobs(store.refresh(r.rid, now, made), fresh, out, "refreshed")
     return done

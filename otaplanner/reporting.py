@@ -8,18 +8,27 @@ run loop sent it (`mark_sent`), and a replica that takes a rollout over sends th
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from daemons.protocol.messages import Outcome, Publish
 from otaplanner.records import Rollout
 from otaplanner.rollout import Counts
-from otaplanner.rollout_store import RolloutStore
 
 Tally = tuple[Counts, int]  # counts per device state, and the counts' version (`_v`)
 
 
+class EventLog(Protocol):
+    """What reporting needs of the rollout store (otaplanner.rollout_store.RolloutStore)."""
+
+    def counts(self, rid: str, kind: str = "") -> Tally: ...
+
+    def mark_sent(self, sent: dict[str, int]) -> None: ...
+
+    def unsent_events(self, rid: str) -> list[str]: ...
+
+
 class Reporter:
-    def __init__(self, store: RolloutStore, ops: str) -> None:
+    def __init__(self, store: EventLog, ops: str) -> None:
         self.store = store
         self.ops = ops
         self.sent: dict[str, int] = {}  # rollout -> highest event seq this replica published

@@ -11,6 +11,7 @@ import itertools
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from daemons.protocol.errors import Rejected
@@ -21,22 +22,40 @@ from daemons.protocol.selector import Selector, SelectorError, parse_selector
 # Rollout ids and versions follow the device-id rule: they become MQTT topic levels too.
 NAME_RE = DEVICE_ID_RE
 
-RUNNING, PAUSED, HALTED, ABORTED, COMPLETED = "running", "paused", "halted", "aborted", "completed"
-ROLLOUT_STATES = (RUNNING, PAUSED, HALTED, ABORTED, COMPLETED)
+
+class RolloutState(StrEnum):
+    """A rollout's state (PROTOCOL §3); the value is what status, events and Redis carry."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"
+    ABORTED = "aborted"
+    COMPLETED = "completed"
+
+
+class JobState(StrEnum):
+    """A device's job inside a rollout (AWS IoT Jobs names, lower-cased, where there is one).
+
+    The values are those of the status counts and of the Lua scripts (rollout_scripts).
+    """
+
+    PENDING = "pending"          # in an open stage, waiting for the rate limit
+    ISSUED = "issued"            # job published, nothing heard yet (AWS: QUEUED)
+    IN_PROGRESS = "in_progress"  # downloading / verifying / rebooting
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    WITHDRAWN = "withdrawn"      # job taken back before the device started it (halt/abort)
+
+
+RUNNING, PAUSED, HALTED, ABORTED, COMPLETED = RolloutState
+ROLLOUT_STATES = tuple(RolloutState)
 ACTIVE = (RUNNING, PAUSED)
 
-# Device states inside a rollout (AWS IoT Jobs names, lower-cased, where there is one).
-PENDING = "pending"          # in an open stage, waiting for the rate limit
-ISSUED = "issued"            # job published, nothing heard yet (AWS: QUEUED)
-IN_PROGRESS = "in_progress"  # downloading / verifying / rebooting
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-ROLLED_BACK = "rolled_back"
-REJECTED = "rejected"
-TIMED_OUT = "timed_out"
-WITHDRAWN = "withdrawn"      # job taken back before the device started it (halt/abort)
-DEVICE_STATES = (PENDING, ISSUED, IN_PROGRESS, SUCCEEDED, FAILED, ROLLED_BACK, REJECTED, TIMED_OUT,
-                 WITHDRAWN)
+PENDING, ISSUED, IN_PROGRESS, SUCCEEDED, FAILED, ROLLED_BACK, REJECTED, TIMED_OUT, WITHDRAWN = JobState
+DEVICE_STATES = tuple(JobState)
 FAILURES = (FAILED, ROLLED_BACK, REJECTED, TIMED_OUT)
 TERMINAL = (SUCCEEDED, *FAILURES, WITHDRAWN)
 OPEN = (PENDING, ISSUED, IN_PROGRESS)
@@ -174,7 +193,7 @@ class Counts:
         return sum(self.get(s) for s in OPEN)
 
     def public(self) -> dict[str, int]:
-        return {s: self.get(s) for s in DEVICE_STATES}
+        return {s.value: self.get(s) for s in DEVICE_STATES}  # plain str keys: codecs refuse enum keys
 
 
 @dataclass(frozen=True)

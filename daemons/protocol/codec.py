@@ -53,7 +53,8 @@ def decode(payload: bytes, empty_as: dict[str, Any] | None = None) -> tuple[dict
 
 def encode(value: Any, encoding: Encoding = "json") -> bytes:
     if encoding == "msgpack":
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
     return orjson.dumps(value)
 
 

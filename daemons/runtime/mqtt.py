@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -28,7 +28,7 @@ from daemons.protocol.errors import FleetError
 from daemons.protocol.messages import Inbound, Publish
 from daemons.runtime.config import Settings
 
-PROTOCOLS: dict[str, paho.MQTTProtocolVersion] = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
+PROTOCOLS: dict[str, MQTTProtocolVersion] = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class BrokerAddress:
         return cls(u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls)
 
 
-def make_client(url: str, client_id: str = "", *, protocol: paho.MQTTProtocolVersion | str = paho.MQTTv5,
+def make_client(url: str, client_id: str = "", *, protocol: MQTTProtocolVersion | str = paho.MQTTv5,
                 username: str | None = None, password: str | None = None,
                 clean_session: bool | None = None, manual_ack: bool = False,
                 max_inflight: int | None = None) -> tuple[paho.Client, BrokerAddress]:
@@ -75,7 +75,7 @@ def make_client(url: str, client_id: str = "", *, protocol: paho.MQTTProtocolVer
     return client, addr
 
 
-def client_for(settings: Settings, client_id: str, protocol: paho.MQTTProtocolVersion | str = paho.MQTTv311,
+def client_for(settings: Settings, client_id: str, protocol: MQTTProtocolVersion | str = paho.MQTTv311,
                **options: Any) -> tuple[paho.Client, BrokerAddress]:
     """`make_client` for the broker, credentials and protocol of the settings (`auto`: `protocol`)."""
     wanted = settings.mqtt_protocol if settings.mqtt_protocol != "auto" else protocol
@@ -142,7 +142,7 @@ class MqttSession:
                 return
         raise FleetError(f"cannot connect to {self.settings.mqtt_url}: {last_error}")
 
-    def _try_connect(self, protocol: paho.MQTTProtocolVersion, timeout: float) -> tuple[bool, str]:
+    def _try_connect(self, protocol: MQTTProtocolVersion, timeout: float) -> tuple[bool, str]:
         v5 = protocol == paho.MQTTv5
         # paho scans the whole in-flight window on every PUBACK: a modest window is faster.
         client, addr = make_client(self.settings.mqtt_url, self.client_id, protocol=protocol,
@@ -158,7 +158,7 @@ class MqttSession:
         self._attempt_v5 = v5
         props = None
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.settings.session_expiry_s
             props.ReceiveMaximum = min(65535, max(100, 2 * self.settings.batch_max))
         try:
