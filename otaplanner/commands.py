@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemons.protocol.codec import decode
 from daemons.protocol.errors import Rejected
-from daemons.protocol.messages import Outcome, client_token_of, error_body, with_client_token
+from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
 from otaplanner.control import Control
+from otaplanner.door import OperatorRequest
 from otaplanner.manifest import SHA256_RE
 from otaplanner.rollback import rollback
 
-MAX_PAYLOAD = 256 * 1024
 MAX_CAS_ROUNDS = 10
 
 
@@ -59,27 +58,14 @@ class Commands:
         self.artifacts = artifacts
         self.ops = control.reporter.ops
 
-    def _answer(self, out: Outcome, topic: str, token: str | None, now: float, body: dict[str, Any]) -> None:
-        out.publish(f"{topic}/accepted", with_client_token({**body, "timestamp": int(now)}, token))
-
-    def _request(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
-        if len(payload) > MAX_PAYLOAD:
-            raise ro.RolloutError(413, f"payload larger than {MAX_PAYLOAD} bytes")
-        body, _ = decode(payload)  # CodecError: rejected with its own code
-        token = client_token_of(body)
-        if "clientToken" in body and token is None:
-            raise ro.RolloutError(400, "clientToken must be a string of at most 64 characters")
-        return body, token
-
     # -- releases -----------------------------------------------------------------------------
 
-    def register(self, payload: bytes, now: float) -> Outcome:
+    def register(self, request: OperatorRequest) -> Outcome:
+        """A release registration (decoded at the door); answered on its reply topics."""
         out = Outcome()
-        topic = f"{self.ops}/ota/releases/register"
-        token: str | None = None
+        now = request.reply.now
         try:
-            body, token = self._request(payload)
-            release = parse_release(body)
+            release = parse_release(request.body)
             try:
                 size = self.artifacts.stat(release["object"])
             except Exception as exc:  # the store is away (S3 down, bad credentials): say so
@@ -97,22 +83,21 @@ class Commands:
                     raise ro.RolloutError(409, f"release {release['version']} exists with other contents")
                 release = existing
         except Rejected as exc:
-            out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
-            out.count("release", f"rejected_{exc.code}")
+            request.reply.reject(out, exc)
             return out
         out.publish(f"{self.ops}/ota/releases/{release['version']}", release, retain=True)
-        self._answer(out, topic, token, now, {"release": release})
+        request.reply.accept(out, {"release": release})
         out.count("release", "accepted")
         return out
 
     # -- rollouts -------------------------------------------------------------------------------
 
-    def command(self, rid: str, payload: bytes, now: float) -> Outcome:
+    def command(self, request: OperatorRequest) -> Outcome:
+        """A rollout command (decoded at the door); answered on its reply topics."""
         out = Outcome()
-        topic = self.control.reporter.topic(rid, "command")
-        token: str | None = None
+        now, body = request.reply.now, request.body
+        rid = request.rollout_id or ""
         try:
-            body, token = self._request(payload)
             if not ro.NAME_RE.fullmatch(rid):
                 raise ro.RolloutError(400, "rollout id must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
             action = body.get("action")
@@ -123,10 +108,9 @@ class Commands:
             else:
                 result = self._act(rid, action, now, out)
         except Rejected as exc:
-            out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
-            out.count("command", f"rejected_{exc.code}")
+            request.reply.reject(out, exc)
             return out
-        self._answer(out, topic, token, now, {"rollout_id": rid, "action": action, **result})
+        request.reply.accept(out, {"rollout_id": rid, "action": action, **result})
         out.count("command", action)
         if action in ("create", "resume", "advance"):
             self.control.tick(rid, now, out)  # open the stage now rather than at the next tick
