@@ -63,7 +63,7 @@ class Commands:
     def register(self, request: OperatorRequest) -> Outcome:
         """A release registration (decoded at the door); answered on its reply topics."""
         out = Outcome()
-        now = request.reply.now
+        now = request.now
         try:
             release = parse_release(request.body)
             try:
@@ -86,8 +86,7 @@ class Commands:
             request.reply.reject(out, exc)
             return out
         out.publish(f"{self.ops}/ota/releases/{release['version']}", release, retain=True)
-        request.reply.accept(out, {"release": release})
-        out.count("release", "accepted")
+        request.reply.accept(out, {"release": release, "timestamp": int(now)})
         return out
 
     # -- rollouts -------------------------------------------------------------------------------
@@ -95,7 +94,7 @@ class Commands:
     def command(self, request: OperatorRequest) -> Outcome:
         """A rollout command (decoded at the door); answered on its reply topics."""
         out = Outcome()
-        now, body = request.reply.now, request.body
+        now, body = request.now, request.body
         rid = request.rollout_id or ""
         try:
             if not ro.NAME_RE.fullmatch(rid):
@@ -110,8 +109,8 @@ class Commands:
         except Rejected as exc:
             request.reply.reject(out, exc)
             return out
-        request.reply.accept(out, {"rollout_id": rid, "action": action, **result})
-        out.count("command", action)
+        request.reply.accept(out, {"rollout_id": rid, "action": action, **result, "timestamp": int(now)},
+                             result=action)
         if action in ("create", "resume", "advance"):
             self.control.tick(rid, now, out)  # open the stage now rather than at the next tick
         self.control.publish_status(rid, now, out)

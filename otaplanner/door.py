@@ -13,58 +13,22 @@ from typing import Any, Literal
 
 from daemons.protocol.codec import CodecError, Encoding, decode
 from daemons.protocol.errors import Rejected
-from daemons.protocol.messages import (
-    Inbound,
-    Outcome,
-    client_token_of,
-    device_topic,
-    error_body,
-    valid_device_id,
-    with_client_token,
-)
+from daemons.protocol.messages import Inbound, Refused, Reply, client_token_of, device_topic, valid_device_id
 
 DEVICE_TOPICS = ("heartbeat", "status", "ota/status", "health")
 MAX_PAYLOAD = 256 * 1024  # of an operator request
 
 
 @dataclass(frozen=True)
-class Reply:
-    """How one operator request is answered: on `{topic}/accepted` or `/rejected`, with its clientToken.
-
-    `counted_as`: the metric kind of its outcome (`release` or `command`).
-    """
-
-    topic: str
-    token: str | None
-    now: float
-    counted_as: str
-
-    def accept(self, out: Outcome, body: dict[str, Any]) -> None:
-        body = {**body, "timestamp": int(self.now)}
-        out.publish(f"{self.topic}/accepted", with_client_token(body, self.token))
-
-    def reject(self, out: Outcome, error: Rejected) -> None:
-        body = error_body(error.code, error.message, self.token, int(self.now))
-        out.publish(f"{self.topic}/rejected", body)
-        out.count(self.counted_as, f"rejected_{error.code}")
-
-
-@dataclass(frozen=True)
 class OperatorRequest:
-    """A decoded release registration or rollout command (`rollout_id` set for a command)."""
+    """A decoded release registration or rollout command (`rollout_id` set for a command), received
+    at `now`; `reply` answers it (metric kind `release` or `command`)."""
 
     kind: Literal["register", "command"]
     rollout_id: str | None
     body: dict[str, Any]
     reply: Reply
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An operator request refused before it was read (too large, undecodable, bad clientToken)."""
-
-    reply: Reply
-    error: Rejected
+    now: float
 
 
 @dataclass(frozen=True)
@@ -110,7 +74,7 @@ class Door:
     @staticmethod
     def _operator(kind: Literal["register", "command"], rid: str | None, topic: str, payload: bytes,
                   now: float, counted_as: str) -> OperatorRequest | Refused:
-        reply = Reply(topic, None, now, counted_as)
+        reply = Reply(topic, None, counted_as, int(now))
         try:
             if len(payload) > MAX_PAYLOAD:
                 raise Rejected(413, f"payload larger than {MAX_PAYLOAD} bytes")
@@ -120,7 +84,7 @@ class Door:
                 raise Rejected(400, "clientToken must be a string of at most 64 characters")
         except Rejected as exc:
             return Refused(reply, exc)
-        return OperatorRequest(kind, rid, body, Reply(topic, token, now, counted_as))
+        return OperatorRequest(kind, rid, body, Reply(topic, token, counted_as, int(now)), now)
 
     def _command_rollout(self, topic: str) -> str | None:
         if topic.startswith(self._rollouts) and topic.endswith("/command"):

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from daemons.protocol.messages import Inbound, Outcome
+from daemons.protocol.messages import Inbound, Outcome, Refused
 from daemons.registry import Registry
 from daemons.runtime.logs import OncePerKey, get_logger
 from otaplanner import rollout as ro
 from otaplanner.commands import Commands
 from otaplanner.control import Control
-from otaplanner.door import DeviceMessage, Door, Dropped, OperatorRequest, Refused
+from otaplanner.door import DeviceMessage, Door, Dropped, OperatorRequest
 from otaplanner.jobs import JobFactory
 from otaplanner.records import rollout_of
 from otaplanner.rollout_store import RolloutStore
