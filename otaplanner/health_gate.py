@@ -31,7 +31,7 @@ class HealthGate:
         self.interval_s = interval_s
         self._last: dict[str, float] = {}
 
-    def check(self, r: Rollout, now: float) -> ro.Verdict | None:
+    def check(self, r: Rollout, now: float) -> ro.GateVerdict | None:
         """A halt verdict, or None (also between checks: at most one every `interval_s` per rollout)."""
         if now - self._last.get(r.rid, 0.0) < self.interval_s:
             return None

@@ -197,26 +197,26 @@ class Counts:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class GateVerdict:
     """A transition the gates ask for: `halt`, `advance` (open the next stage) or `complete`."""
 
     action: str
     reason: str
 
 
-def failure_gate(cfg: RolloutConfig, counts: Counts) -> Verdict | None:
+def failure_gate(cfg: RolloutConfig, counts: Counts) -> GateVerdict | None:
     decided = counts.decided
     if decided < cfg.min_devices_for_gate or decided == 0:
         return None
     share = 100.0 * counts.failed / decided
     if share > cfg.max_failure_pct:
-        return Verdict("halt", f"failure gate: {counts.failed} of {decided} decided devices failed "
+        return GateVerdict("halt", f"failure gate: {counts.failed} of {decided} decided devices failed "
                                f"({share:.1f}% > {cfg.max_failure_pct:g}%)")
     return None
 
 
 def stage_gate(cfg: RolloutConfig, stage: int, opened_at: float, counts: Counts,
-               now: float) -> Verdict | None:
+               now: float) -> GateVerdict | None:
     """Advance (or complete) when the stage's success share and soak time are both reached."""
     total = counts.get(SUCCEEDED) + counts.failed + counts.open
     share = 100.0 if total == 0 else 100.0 * counts.get(SUCCEEDED) / total
@@ -225,18 +225,18 @@ def stage_gate(cfg: RolloutConfig, stage: int, opened_at: float, counts: Counts,
         if now - opened_at < cfg.soak_s:
             return None
         what = "completed" if last else f"stage {stage + 1} opens"
-        return Verdict("complete" if last else "advance",
+        return GateVerdict("complete" if last else "advance",
                        f"stage {stage} ({cfg.stages[stage]:g}%): {share:.1f}% succeeded, "
                        f"soaked {cfg.soak_s}s; {what}")
     if counts.open == 0 and total > 0:
         # Every device of the stage is decided and the gate can no longer be reached.
-        return Verdict("halt", f"success gate: stage {stage} ended with {share:.1f}% succeeded "
+        return GateVerdict("halt", f"success gate: stage {stage} ended with {share:.1f}% succeeded "
                                f"(< {cfg.success_pct:g}%)")
     return None
 
 
 def health_gate(cfg: RolloutConfig, updated: Mapping[str, list[float]],
-                baseline: Mapping[str, list[float]]) -> Verdict | None:
+                baseline: Mapping[str, list[float]]) -> GateVerdict | None:
     """Halt when, in some hw cohort, the updated devices' median health score is worse than the
     median of the cohort's not-yet-updated devices by more than `health_margin` points."""
     for cohort in sorted(updated):
@@ -245,7 +245,7 @@ def health_gate(cfg: RolloutConfig, updated: Mapping[str, list[float]],
             continue
         new_med, old_med = statistics.median(new), statistics.median(old)
         if old_med - new_med > cfg.health_margin:
-            return Verdict("halt", f"health gate: hw {cohort}: updated devices' median score "
+            return GateVerdict("halt", f"health gate: hw {cohort}: updated devices' median score "
                                    f"{new_med:.0f} vs {old_med:.0f} for the rest of the cohort "
                                    f"(margin {cfg.health_margin:g}, {len(new)} updated)")
     return None

@@ -39,7 +39,7 @@ class SignatureError(ValueError):
     """A job whose signature (or its framing: alg, kid, base64) does not verify."""
 
 
-def device_key(master_key: bytes, device_id: str) -> bytes:
+def ota_device_key(master_key: bytes, device_id: str) -> bytes:
     """The per-device HMAC key: HKDF-SHA256(master, salt=b"", info="fleet-ota-v1:"+id, 32)."""
     return derive(master_key, INFO_PREFIX + device_id.encode())
 
@@ -98,7 +98,7 @@ class Signer:
             sig = self.ecdsa_key.sign(manifest, ec.ECDSA(hashes.SHA256()))
         else:
             assert self.master_key is not None
-            sig = hmac.new(device_key(self.master_key, device_id), manifest, hashlib.sha256).digest()
+            sig = hmac.new(ota_device_key(self.master_key, device_id), manifest, hashlib.sha256).digest()
         return {"alg": self.alg, "kid": self.kid, "sig": _b64(sig)}
 
     def make_job(self, device_id: str, job_id: str, rollout_id: str, manifest: bytes) -> dict[str, Any]:
@@ -118,7 +118,7 @@ class Signer:
         if self.ecdsa_key is not None:
             return Verifier(public_keys={self.kid: self.ecdsa_key.public_key()})
         assert self.master_key is not None
-        return Verifier(device_keys={self.kid: device_key(self.master_key, device_id)})
+        return Verifier(device_keys={self.kid: ota_device_key(self.master_key, device_id)})
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class Verifier:
         if alg == HMAC_ALG:
             key = self.device_keys.get(kid)
             if key is None and kid in self.master_keys:
-                key = device_key(self.master_keys[kid], device_id)
+                key = ota_device_key(self.master_keys[kid], device_id)
             if key is None:
                 raise SignatureError(f"unknown kid {kid!r} for {HMAC_ALG}")
             expected = hmac.new(key, manifest, hashlib.sha256).digest()

@@ -33,7 +33,7 @@ def _bad_image(device_id: str, manifest: dict[str, Any]) -> bool:
 
 
 @dataclass
-class SimDevice:
+class DemoDevice:
     device_id: str
     hw: str
     fw: str = "1.0.0"
@@ -70,7 +70,7 @@ class Fleet:
         self.interval_s = interval_s
         rng = random.Random(7)
         self.devices = {
-            f"sim-{i:04d}": SimDevice(f"sim-{i:04d}", "esp32c3" if i % 3 else "esp32s3",
+            f"sim-{i:04d}": DemoDevice(f"sim-{i:04d}", "esp32c3" if i % 3 else "esp32s3",
                                       temp_offset=rng.gauss(0, 1.0),
                                       drift_c_per_h=30.0 if i in (3, 11) else 0.0)
             for i in range(count)
@@ -126,7 +126,7 @@ class Fleet:
             client.publish(f"{self.prefix}/{device_id}/shadow/update",
                            encode({"state": {"reported": delta}, "seq": device.seq}, encoding), qos=1)
 
-    def _install(self, device: SimDevice, payload: bytes) -> None:
+    def _install(self, device: DemoDevice, payload: bytes) -> None:
         assert device.model is not None
         try:
             job, _ = decode(payload)
