@@ -27,9 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.messages import Outcome, device_topic
+from daemons.protocol.messages import Outcome, device_topic, valid_device_id
 from otaplanner import rollout as ro
-from otaplanner.control import job_id_for
+from otaplanner.records import DeviceRecord, job_id_for
 from otaplanner.rollback import RB, RB_SUFFIX, rollback_job_id
 from otaplanner.rollout_store import RolloutStore
 
@@ -54,9 +54,13 @@ MAX_DETAIL_CHARS = 1024
 # The planner's report rule: (device, §3 status body, now, outcome) -> (rollout touched, result),
 # result being the previous state or one of nojob, terminal, same, malformed, unknown_job.
 Report = Callable[[str, dict[str, Any], float, Outcome], tuple[str | None, str]]
+# What a request said about the device (`hw`, `fw` from statusDetails), for the registry.
+Said = dict[str, str]
 
 
-class Rejected(Exception):
+class JobsRejected(Exception):
+    """An AWS Jobs refusal: `code` is AWS's error code string (RejectedErrorCode)."""
+
     def __init__(self, code: str, message: str, state: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
@@ -100,14 +104,14 @@ def status_details(raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict) or len(raw) > MAX_DETAILS or not all(
             isinstance(k, str) and isinstance(v, str) and len(k) <= 128 and len(v) <= MAX_DETAIL_CHARS
             for k, v in raw.items()):
-        raise Rejected("InvalidRequest", f"statusDetails: at most {MAX_DETAILS} string pairs")
+        raise JobsRejected("InvalidRequest", f"statusDetails: at most {MAX_DETAILS} string pairs")
     return dict(raw)
 
 
 def report_body(job_id: str, status: str, details: dict[str, str]) -> dict[str, Any]:
     """The §3 `ota/status` body an AWS status update stands for."""
     if status not in FROM_AWS:
-        raise Rejected("InvalidRequest", f"status: expected one of {', '.join(FROM_AWS)}, got {status!r}")
+        raise JobsRejected("InvalidRequest", f"status: expected one of {', '.join(FROM_AWS)}, got {status!r}")
     state = FROM_AWS[status]
     finer = details.get("state")
     if finer in ro.REPORTED and TO_AWS[ro.REPORTED[finer]] == status:
@@ -123,7 +127,7 @@ class AwsJobs:
 
     def __init__(self, store: RolloutStore, prefix: str, report: Report) -> None:
         self.store = store
-        self.redis = store.redis
+        self.extras = ExecutionExtras(store.redis)
         self.prefix = prefix
         self.report = report
 
@@ -131,15 +135,21 @@ class AwsJobs:
         p = self.prefix
         return [f"{p}/+/jobs/get", f"{p}/+/jobs/start-next", f"{p}/+/jobs/+/get", f"{p}/+/jobs/+/update"]
 
+    def route(self, topic: str) -> tuple[str, str] | None:
+        """(thing, `jobs/...` kind) when `topic` is a Jobs request of a valid thing name."""
+        split = device_topic(topic, self.prefix)
+        if split is None or request_of(split[1]) is None or not valid_device_id(split[0]):
+            return None
+        return split
+
     # -- the execution, read from the planner's records ---------------------------------------
 
-    def _execution(self, thing: str, job_id: str) -> tuple[str, str, dict[str, Any]] | None:
+    def _execution(self, thing: str, job_id: str) -> tuple[str, str, DeviceRecord] | None:
         """(rollout, key kind, device record) of this job, if it is the device's job in that rollout."""
         rid = job_id.partition("@")[0]
         kind = RB if job_id.endswith(RB_SUFFIX) else ""
-        raw = self.redis.hget(self.store.key(rid, kind + "dev"), thing)
-        rec = json.loads(raw) if raw else None
-        if not rec or rec.get("j") != job_id:
+        rec = self.store.records_of(rid, [thing], kind).get(thing)
+        if rec is None or rec.job_id != job_id:
             return None
         return rid, kind, rec
 
@@ -149,18 +159,7 @@ class AwsJobs:
         if slot is None:
             return None
         found = self._execution(thing, slot)
-        return slot if found and found[2]["s"] in (ro.ISSUED, ro.IN_PROGRESS) else None
-
-    def _aws_fields(self, thing: str, job_id: str) -> tuple[int, dict[str, str]]:
-        raw = self.redis.hgetall(_aws_key(thing))
-        if raw.get("job") != job_id:
-            return 1, {}
-        return int(raw.get("v", 1)), json.loads(raw.get("details", "{}"))
-
-    def _bump(self, thing: str, job_id: str, details: dict[str, str]) -> None:
-        version, old = self._aws_fields(thing, job_id)
-        self.redis.hset(_aws_key(thing), mapping={"job": job_id, "v": version + 1,
-                                                  "details": json.dumps({**old, **details})})
+        return slot if found and found[2].state in (ro.ISSUED, ro.IN_PROGRESS) else None
 
     def execution(self, thing: str, job_id: str, with_document: bool = True) -> dict[str, Any] | None:
         """JobExecutionData of this job for this thing."""
@@ -168,24 +167,24 @@ class AwsJobs:
         if found is None:
             return None
         rid, kind, rec = found
-        version, details = self._aws_fields(thing, job_id)
-        times = [int(rec[k]) for k in ("t", "p", "d") if rec.get(k)]
+        version, details = self.extras.read(thing, job_id)
+        times = [t for t in (rec.issued_at, rec.in_progress_at, rec.decided_at) if t]
         data: dict[str, Any] = {
-            "jobId": aws_job_id(job_id), "thingName": thing, "status": TO_AWS[rec["s"]],
+            "jobId": aws_job_id(job_id), "thingName": thing, "status": TO_AWS[rec.state],
             "versionNumber": version, "executionNumber": 1,
         }
-        if rec.get("t"):
-            data["queuedAt"] = int(rec["t"])
-        if rec.get("p"):
-            data["startedAt"] = int(rec["p"])
+        if rec.issued_at:
+            data["queuedAt"] = int(rec.issued_at)
+        if rec.in_progress_at:
+            data["startedAt"] = int(rec.in_progress_at)
         if times:
-            data["lastUpdatedAt"] = max(times)
+            data["lastUpdatedAt"] = int(max(times))
         if details:
             data["statusDetails"] = details
         if with_document:
-            stored = self.redis.hget(self.store.key(rid, kind + "jobs"), thing)
+            stored = self.store.jobs(rid, [thing], kind).get(thing)
             if stored:
-                data["jobDocument"] = json.loads(stored)["job"]
+                data["jobDocument"] = stored["job"]
         return data
 
     @staticmethod
@@ -195,32 +194,35 @@ class AwsJobs:
 
     # -- requests --------------------------------------------------------------------------
 
-    def handle(self, thing: str, kind: str, payload: bytes, now: float, out: Outcome,
-               seen: dict[str, dict[str, Any]]) -> str | None:
-        """Answer one request on `{p}/{thing}/{kind}`; the rollout it touched, if any."""
+    def handle(self, thing: str, kind: str, payload: bytes, now: float,
+               out: Outcome) -> tuple[str | None, Said]:
+        """Answer one request on `{p}/{thing}/{kind}`: (rollout touched, what it said of the device)."""
         op, aws_id = request_of(kind) or ("", None)
         base = f"{self.prefix}/{thing}/{kind}"
         token: Any = None
         touched: str | None = None
+        said: Said = {}
         try:
             try:
                 body, _ = decode(payload, empty_as={})
             except CodecError:
-                raise Rejected("InvalidJson", "the payload is not a JSON object") from None
+                raise JobsRejected("InvalidJson", "the payload is not a JSON object") from None
             token = body.get("clientToken")
             if token is not None and not (isinstance(token, str) and len(token) <= 64):
                 token = None
-                raise Rejected("InvalidRequest", "clientToken: a string of at most 64 characters")
+                raise JobsRejected("InvalidRequest", "clientToken: a string of at most 64 characters")
             answer: dict[str, Any]
             if op == "get" and aws_id is None:
                 answer = self._get(thing)
             elif op == "get":
                 answer = self._describe(thing, str(aws_id), body)
             elif op == "start-next":
-                answer, touched = self._start_next(thing, body, now, out, seen)
+                said = _said(status_details(body.get("statusDetails")))
+                answer, touched = self._start_next(thing, body, now, out)
             else:
-                answer, touched = self._update(thing, str(aws_id), body, now, out, seen)
-        except Rejected as exc:
+                said = _said(status_details(body.get("statusDetails")))
+                answer, touched = self._update(thing, str(aws_id), body, now, out)
+        except JobsRejected as exc:
             error: dict[str, Any] = {"code": exc.code, "message": exc.message, "timestamp": int(now)}
             if exc.state:
                 error["executionState"] = exc.state
@@ -228,13 +230,13 @@ class AwsJobs:
                 error["clientToken"] = token
             out.publish(f"{base}/rejected", error)
             out.count("aws_jobs", exc.code)
-            return None
+            return None, said
         answer["timestamp"] = int(now)
         if isinstance(token, str):
             answer["clientToken"] = token
         out.publish(f"{base}/accepted", answer)
         out.count("aws_jobs", op)
-        return touched
+        return touched, said
 
     def _get(self, thing: str) -> dict[str, Any]:
         pending = self._pending(thing)
@@ -252,13 +254,12 @@ class AwsJobs:
         with_document = body.get("includeJobDocument", True) is not False
         data = self.execution(thing, job_id, with_document) if job_id else None
         if data is None:
-            raise Rejected("ResourceNotFound", f"no job execution {aws_id!r} for {thing!r}")
+            raise JobsRejected("ResourceNotFound", f"no job execution {aws_id!r} for {thing!r}")
         return {"execution": data}
 
-    def _start_next(self, thing: str, body: dict[str, Any], now: float, out: Outcome,
-                    seen: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+    def _start_next(self, thing: str, body: dict[str, Any], now: float,
+                    out: Outcome) -> tuple[dict[str, Any], str | None]:
         details = status_details(body.get("statusDetails"))
-        _learn(seen, thing, details)
         job_id = self._pending(thing)
         if job_id is None:
             return {}, None
@@ -267,33 +268,32 @@ class AwsJobs:
         if data is not None and data["status"] == "QUEUED":
             touched, result = self.report(thing, report_body(job_id, "IN_PROGRESS", details), now, out)
             if result == ro.ISSUED:
-                self._bump(thing, job_id, details)
+                self.extras.bump(thing, job_id, details)
             data = self.execution(thing, job_id)
         return ({"execution": data} if data else {}), touched
 
-    def _update(self, thing: str, aws_id: str, body: dict[str, Any], now: float, out: Outcome,
-                seen: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+    def _update(self, thing: str, aws_id: str, body: dict[str, Any], now: float,
+                out: Outcome) -> tuple[dict[str, Any], str | None]:
         details = status_details(body.get("statusDetails"))
         job_id = our_job_id(aws_id, thing)
         before = self.execution(thing, job_id, with_document=False) if job_id else None
         if job_id is None or before is None:
-            raise Rejected("ResourceNotFound", f"no job execution {aws_id!r} for {thing!r}")
+            raise JobsRejected("ResourceNotFound", f"no job execution {aws_id!r} for {thing!r}")
         status = body.get("status")
         report = report_body(job_id, str(status), details)
         expected = body.get("expectedVersion")
         if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
-            raise Rejected("InvalidRequest", "expectedVersion: an integer")
+            raise JobsRejected("InvalidRequest", "expectedVersion: an integer")
         if expected is not None and expected != before["versionNumber"]:
-            raise Rejected("VersionMismatch", f"expectedVersion {expected} is not {before['versionNumber']}",
-                           self._state(before))
-        _learn(seen, thing, details)
+            raise JobsRejected("VersionMismatch", f"expectedVersion {expected} is not "
+                               f"{before['versionNumber']}", self._state(before))
         touched, result = self.report(thing, report, now, out)
         if result in ("nojob", "unknown_job", "malformed"):
-            raise Rejected("ResourceNotFound", f"no job execution {aws_id!r} for {thing!r}")
+            raise JobsRejected("ResourceNotFound", f"no job execution {aws_id!r} for {thing!r}")
         if result == "terminal":
-            raise Rejected("InvalidStateTransition", f"the execution is {before['status']}: "
-                           f"it cannot become {status}", self._state(before))
-        self._bump(thing, job_id, details)
+            raise JobsRejected("InvalidStateTransition", f"the execution is {before['status']}: "
+                               f"it cannot become {status}", self._state(before))
+        self.extras.bump(thing, job_id, details)
         after = self.execution(thing, job_id, with_document=body.get("includeJobDocument") is True) or before
         answer: dict[str, Any] = {}
         if body.get("includeJobExecutionState") is True:
@@ -327,14 +327,31 @@ class AwsJobs:
             out.publish(f"{self.prefix}/{thing}/jobs/notify-next", event)
 
 
-def _aws_key(thing: str) -> str:
-    return f"ota:aws:{{{thing}}}"
+class ExecutionExtras:
+    """What AWS keeps of an execution and §3 has not: versionNumber and statusDetails, per device
+    (`ota:aws:{<device>}`: job, v, details), for its latest AWS-touched job."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    @staticmethod
+    def key(thing: str) -> str:
+        return f"ota:aws:{{{thing}}}"
+
+    def read(self, thing: str, job_id: str) -> tuple[int, dict[str, str]]:
+        """(versionNumber, statusDetails) of this job: (1, {}) until the device updated it."""
+        raw = self.redis.hgetall(self.key(thing))
+        if raw.get("job") != job_id:
+            return 1, {}
+        return int(raw.get("v", 1)), json.loads(raw.get("details", "{}"))
+
+    def bump(self, thing: str, job_id: str, details: dict[str, str]) -> None:
+        """An accepted update: versionNumber + 1, statusDetails merged."""
+        version, old = self.read(thing, job_id)
+        self.redis.hset(self.key(thing), mapping={"job": job_id, "v": version + 1,
+                                                  "details": json.dumps({**old, **details})})
 
 
-def _learn(seen: dict[str, dict[str, Any]], thing: str, details: dict[str, str]) -> None:
-    """A Jobs request makes the thing known to the planner, with hw/fw from statusDetails if given."""
-    info = seen.setdefault(thing, {})
-    info["enc"] = "json"
-    for name in ("hw", "fw"):
-        if 0 < len(details.get(name, "")) <= 64:
-            info[name] = details[name]
+def _said(details: dict[str, str]) -> Said:
+    """A Jobs request's statusDetails `hw` and `fw`: what it tells the registry of the device."""
+    return {name: details[name] for name in ("hw", "fw") if name in details}

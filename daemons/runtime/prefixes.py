@@ -1,6 +1,6 @@
 """Topic prefixes that begin with `$` (e.g. AWS IoT's `$aws/things`): what brokers do with them.
 
-Measured with real brokers (tests/daemons/test_dollar_prefix.py keeps it true):
+Measured with real brokers (tests/daemons/runtime/test_dollar_prefix.py keeps it true):
 
 - mosquitto 2.0.11 carries `$` topics to plain subscriptions (`$aws/things/+/shadow/update`,
   MQTT 5 and 3.1.1), but never delivers them through a shared subscription
@@ -9,34 +9,22 @@ Measured with real brokers (tests/daemons/test_dollar_prefix.py keeps it true):
   from then on delivers nothing that client publishes: its message loop for the client ends while
   the connection stays open. No device and no daemon can use such a prefix there.
 
-Hence one rule for subscriptions (`subscription_filter`: never `$share/` in front of a `$` filter)
-and one check at start (`check_prefixes`: a short probe that publishes on each `$` prefix and
-expects its own message back, else a ConfigError naming the variable).
+Hence one rule for subscriptions (`mqtt.subscription_filter`: never `$share/` in front of a `$`
+filter) and one check at start (`check_prefixes`, run by `app.open_session` and the simulator: a
+short probe that publishes on each `$` prefix and expects its own message back, else a ConfigError
+naming the variable).
 """
 
 from __future__ import annotations
 
-import ssl
 import threading
 import uuid
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from daemons.protocol.errors import ConfigError
-
-
-def subscription_filter(topic: str, group: str, shared: bool) -> str:
-    """The filter to SUBSCRIBE for `topic`: `$share/<group>/<topic>` when shared, except `$` topics.
-
-    A `$` topic is subscribed plainly: shared subscriptions never deliver it on mosquitto 2.0, so
-    replicas of a daemon on a `$` prefix each see every message (run one replica).
-    """
-    if shared and not topic.startswith("$"):
-        return f"$share/{group}/{topic}"
-    return topic
+from daemons.runtime.mqtt import make_client
 
 
 def dollar_prefixes(topic_prefix: str, ops_prefix: str) -> list[tuple[str, str]]:
@@ -53,17 +41,12 @@ def probe_prefix(url: str, prefix: str, variable: str, username: str | None = No
     Raises ConfigError naming `variable` when the broker drops the message or the connection.
     Runs on its own short connection (clean session): on amqtt, the client that published is mute after.
     """
-    parsed = urlparse(url)
     topic = f"{prefix}/fleet-probe-{uuid.uuid4().hex[:12]}"
     got = threading.Event()
     lost = threading.Event()
     done = threading.Event()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-probe-{uuid.uuid4().hex[:12]}",
-                         protocol=paho.MQTTv311, clean_session=True)
-    if username:
-        client.username_pw_set(username, password)
-    if parsed.scheme == "mqtts":
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    client, addr = make_client(url, f"fleet-probe-{uuid.uuid4().hex[:12]}", protocol=paho.MQTTv311,
+                               username=username, password=password, clean_session=True)
 
     def on_connect(c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
@@ -92,9 +75,8 @@ def probe_prefix(url: str, prefix: str, variable: str, username: str | None = No
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.on_disconnect = on_disconnect
-    port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
     try:
-        client.connect(parsed.hostname or "127.0.0.1", port, keepalive=10)
+        client.connect(addr.host, addr.port, keepalive=10)
     except (OSError, ValueError):
         return  # unreachable: the session's own connect reports that
     client.loop_start()

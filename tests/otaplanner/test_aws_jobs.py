@@ -36,7 +36,7 @@ def test_statuses_map_onto_the_planner_report_words():
     assert aj.report_body("r1@d", "FAILED", {"state": "succeeded"})["state"] == "failed"
     assert aj.report_body("r1@d", "REJECTED", {})["state"] == "rejected"
     for status in ("QUEUED", "TIMED_OUT", "CANCELED", "REMOVED", "done", "None"):
-        with pytest.raises(aj.Rejected) as exc:
+        with pytest.raises(aj.JobsRejected) as exc:
             aj.report_body("r1@d", status, {})
         assert exc.value.code == "InvalidRequest"
     # every device state has an AWS status; every word a device may send is a §3 report
@@ -46,6 +46,6 @@ def test_statuses_map_onto_the_planner_report_words():
 
 @pytest.mark.parametrize("bad", [["a"], {"k": 1}, {str(i): "v" for i in range(11)}, {"k": "v" * 1025}, "x"])
 def test_status_details_are_at_most_ten_string_pairs(bad):
-    with pytest.raises(aj.Rejected):
+    with pytest.raises(aj.JobsRejected):
         aj.status_details(bad)
     assert aj.status_details(None) == {} and aj.status_details({"fw": "2.0.0"}) == {"fw": "2.0.0"}

@@ -2,7 +2,7 @@
 
 FLEET_TOPIC_PREFIX=$aws/things, otherwise the default configuration (MQTT 5, shared subscriptions
 auto), real mosquitto and Redis, the planner as a process. amqtt 0.12 cannot carry `$aws/things`
-(the planner refuses to start there: tests/daemons/test_dollar_prefix.py).
+(the planner refuses to start there: tests/daemons/runtime/test_dollar_prefix.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 FLEET_TOPIC_PREFIX=$aws/things and otherwise the default configuration (shared subscriptions
 `auto`, MQTT 5 to mosquitto). The device is the SDK, unchanged, over a plain MQTT connection
 (3.1.1 `mqtt.Connection` and MQTT 5 `mqtt5.Client`). amqtt 0.12 cannot serve `$aws/things`
-(tests/daemons/test_dollar_prefix.py: shadow-sync refuses to start there).
+(tests/daemons/runtime/test_dollar_prefix.py: shadow-sync refuses to start there).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def test_named_shadow_with_the_sdk(sdk):
 def test_amqtt_drops_what_the_sdk_publishes_on_aws_topics(amqtt):
     """Why there is no amqtt variant: amqtt 0.12 (MQTT 3.1.1 only, so only the SDK's 3.1.1 client
     connects) drops a publish on a `$` topic, and shadow-sync refuses to start there with
-    `$aws/things` (tests/daemons/test_dollar_prefix.py)."""
+    `$aws/things` (tests/daemons/runtime/test_dollar_prefix.py)."""
     watch = Probe(amqtt.url, protocol=paho.MQTTv311).connect().subscribe("$aws/things/t1/shadow/get",
                                                                         "marker/1")
     marker = Probe(amqtt.url, protocol=paho.MQTTv311).connect()

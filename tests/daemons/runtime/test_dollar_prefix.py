@@ -17,7 +17,7 @@ import pytest
 
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import load_settings
-from daemons.runtime.prefixes import subscription_filter
+from daemons.runtime.mqtt import subscription_filter
 from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_amqtt
 
 _names = iter_unique("d")
