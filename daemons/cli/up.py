@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         sim_log = (logs / "simulator.log").open("wb")
         children.append(subprocess.Popen(
             [sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", broker.url,
+             "--prefix", os.environ.get("FLEET_TOPIC_PREFIX", "fleet"),  # the daemons' prefix
              "--devices", str(args.devices), "--interval", str(args.interval)],
             env=env, stderr=sim_log, stdout=sim_log))
         port = broker.port
