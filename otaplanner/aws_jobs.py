@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.messages import Outcome, device_topic, valid_device_id
+from daemons.protocol.messages import Outcome, client_token_of, device_topic, valid_device_id
 from otaplanner import rollout as ro
 from otaplanner.records import DeviceRecord, job_id_for
 from otaplanner.rollback import RB, RB_SUFFIX, rollback_job_id
@@ -199,7 +199,7 @@ class AwsJobs:
         """Answer one request on `{p}/{thing}/{kind}`: (rollout touched, what it said of the device)."""
         op, aws_id = request_of(kind) or ("", None)
         base = f"{self.prefix}/{thing}/{kind}"
-        token: Any = None
+        token: str | None = None
         touched: str | None = None
         said: Said = {}
         try:
@@ -207,9 +207,8 @@ class AwsJobs:
                 body, _ = decode(payload, empty_as={})
             except CodecError:
                 raise JobsRejected("InvalidJson", "the payload is not a JSON object") from None
-            token = body.get("clientToken")
-            if token is not None and not (isinstance(token, str) and len(token) <= 64):
-                token = None
+            token = client_token_of(body)
+            if "clientToken" in body and token is None:
                 raise JobsRejected("InvalidRequest", "clientToken: a string of at most 64 characters")
             answer: dict[str, Any]
             if op == "get" and aws_id is None:
@@ -226,13 +225,13 @@ class AwsJobs:
             error: dict[str, Any] = {"code": exc.code, "message": exc.message, "timestamp": int(now)}
             if exc.state:
                 error["executionState"] = exc.state
-            if isinstance(token, str):
+            if token is not None:
                 error["clientToken"] = token
             out.publish(f"{base}/rejected", error)
             out.count("aws_jobs", exc.code)
             return None, said
         answer["timestamp"] = int(now)
-        if isinstance(token, str):
+        if token is not None:
             answer["clientToken"] = token
         out.publish(f"{base}/accepted", answer)
         out.count("aws_jobs", op)
