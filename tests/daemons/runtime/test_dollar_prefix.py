@@ -73,9 +73,15 @@ def test_mosquitto_shares_no_dollar_topic(broker, prefixes):
 # -- every daemon, default configuration, mosquitto --------------------------------------------------
 
 
-def test_shadowsync_on_dollar_prefixes(daemon, probe, prefixes):
+BROKER_SETTINGS = [{}, {"FLEET_MQTT_PROTOCOL": "5"}, {"FLEET_MQTT_PROTOCOL": "3.1.1"},
+                   {"FLEET_SHARED_SUBSCRIPTIONS": "off"}]
+
+
+@pytest.mark.parametrize("setting", BROKER_SETTINGS)
+def test_shadowsync_on_dollar_prefixes(daemon, probe, prefixes, setting):
+    """Every broker setting but shared `on` (refused above): MQTT 5 or 3.1.1, shared auto or off."""
     p, _ = prefixes
-    daemon("shadowsync")
+    daemon("shadowsync", **setting)
     dev = probe(f"{p}/dd-1/shadow/#")
     assert dev.request(f"{p}/dd-1/shadow/get", {}).body["code"] == 404
     r = dev.request(f"{p}/dd-1/shadow/update", {"state": {"desired": {"led": 1}}, "clientToken": "t1"})
