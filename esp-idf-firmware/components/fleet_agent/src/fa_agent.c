@@ -25,10 +25,16 @@ int64_t fa__now_s(const fa_agent_t *a)
     return a->port->now_s(a->port->ctx);
 }
 
+bool fa__fits(int n, size_t cap)
+{
+    return n >= 0 && (size_t)n < cap;
+}
+
 int fa__pub(fa_agent_t *a, const char *suffix, const char *payload, int qos, int retain)
 {
-    snprintf(a->topic, sizeof(a->topic), "%s/%s", a->base, suffix);
-    if (!a->connected) {
+    /* A cut topic would publish somewhere else: refuse instead. */
+    if (!fa__fits(snprintf(a->topic, sizeof(a->topic), "%s/%s", a->base, suffix), sizeof(a->topic)) ||
+        !a->connected) {
         return -1;
     }
     return a->port->mqtt_publish(a->port->ctx, a->topic, payload, strlen(payload), qos, retain);
@@ -114,8 +120,11 @@ fa_err_t fa_agent_create(const fa_config_t *cfg, fa_agent_t **out)
     if (!a->cfg.confirm_timeout_s) {
         a->cfg.confirm_timeout_s = 60;
     }
-    snprintf(a->base, sizeof(a->base), "%s/%s", a->cfg.topic_prefix, cfg->device_id);
-    snprintf(a->will_topic, sizeof(a->will_topic), "%s/status", a->base);
+    if (!fa__fits(snprintf(a->base, sizeof(a->base), "%s/%s", a->cfg.topic_prefix, cfg->device_id), sizeof(a->base)) ||
+        !fa__fits(snprintf(a->will_topic, sizeof(a->will_topic), "%s/status", a->base), sizeof(a->will_topic))) {
+        free(a);
+        return FA_ERR_INVALID_ARG;
+    }
     fa_shadow_init(&a->shadow);
     fa_ls_init(&a->logs, cfg->log_rate_per_s ? cfg->log_rate_per_s : 20, cfg->log_burst ? cfg->log_burst : 40,
                cfg->log_batch_max ? cfg->log_batch_max : 20);
@@ -218,8 +227,9 @@ void fa_agent_mqtt_connected(fa_agent_t *a)
     char ef[2 * FA_VER_MAX];
     a->connected = true;
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-        snprintf(a->topic, sizeof(a->topic), "%s/%s", a->base, subs[i]);
-        a->port->mqtt_subscribe(a->port->ctx, a->topic, 1);
+        if (fa__fits(snprintf(a->topic, sizeof(a->topic), "%s/%s", a->base, subs[i]), sizeof(a->topic))) {
+            a->port->mqtt_subscribe(a->port->ctx, a->topic, 1);
+        }
     }
     snprintf(a->payload, sizeof(a->payload), "{\"online\":true,\"fw\":\"%s\",\"ts\":%lld}",
              fa__esc(ef, sizeof(ef), a->cfg.fw_version), (long long)fa__now_s(a));

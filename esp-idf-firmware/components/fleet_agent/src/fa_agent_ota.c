@@ -43,13 +43,14 @@ bool fa__read_pending(fa_agent_t *a, char *job, int *slot, char *version)
     }
     char *p1 = strchr(v, '|');
     char *p2 = p1 ? strchr(p1 + 1, '|') : NULL;
-    if (p2 == NULL || (size_t)(p1 - v) >= FA_ID_MAX) {
+    /* A record that does not fit the fields is not ours: treat it as absent, never cut it. */
+    if (p2 == NULL || (size_t)(p1 - v) >= FA_ID_MAX || strlen(p2 + 1) >= FA_VER_MAX) {
         return false;
     }
     *p1 = *p2 = '\0';
-    snprintf(job, FA_ID_MAX, "%s", v);
+    memcpy(job, v, (size_t)(p1 - v) + 1);
     *slot = atoi(p1 + 1);
-    snprintf(version, FA_VER_MAX, "%s", p2 + 1);
+    memcpy(version, p2 + 1, strlen(p2 + 1) + 1);
     return true;
 }
 
@@ -132,8 +133,9 @@ void fa__download(fa_agent_t *a)
     }
     char v[FA_ID_MAX + FA_VER_MAX + 8];
     int next = 1 - a->port->running_slot(a->port->ctx);
-    snprintf(v, sizeof(v), "%s|%d|%s", job, next, a->ota.m.version);
-    a->port->kv_set(a->port->ctx, KV_PEND, v);
+    if (fa__fits(snprintf(v, sizeof(v), "%s|%d|%s", job, next, a->ota.m.version), sizeof(v))) {
+        a->port->kv_set(a->port->ctx, KV_PEND, v);
+    }
     a->phase = FA_OTA_REBOOT_WAIT;
     a->reboot_msgid = fa__ota_status(a, job, "rebooting", 100, NULL);
     a->reboot_deadline_ms = fa__now_ms(a) + 3000;

@@ -50,6 +50,8 @@ struct fa_agent {
 #define KV_SEQ "sh_seq"     /* shadow report seq, monotonic across reboots */
 
 /* shared by fa_agent.c and fa_agent_ota.c */
+/* True when snprintf returned n for a buffer of cap bytes without cutting the output. */
+bool fa__fits(int n, size_t cap);
 void fa__log(fa_agent_t *a, fa_log_level_t lvl, const char *fmt, const char *arg);
 int64_t fa__now_ms(const fa_agent_t *a);
 int64_t fa__now_s(const fa_agent_t *a);
