@@ -1,5 +1,4 @@
 /* fa_port_t on ESP-IDF (v5.x). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,20 +15,12 @@
 #include "fa_port_esp.h"
 #include "fa_port_esp_priv.h"
 #include "freertos/FreeRTOS.h"
-#include "freertos/semphr.h"
 #include "freertos/task.h"
 #include "mqtt_client.h"
 #include "nvs.h"
 #include "sdkconfig.h"
 
 static const char *TAG = "fleet";
-
-
-/* esp_log_set_vprintf() takes no user pointer: the log hook needs this one static. */
-static fa_esp_t *s_log_target;
-
-#define LOCK(h) xSemaphoreTakeRecursive((h)->lock, portMAX_DELAY)
-#define UNLOCK(h) xSemaphoreGiveRecursive((h)->lock)
 
 /* ---- clock ---- */
 
@@ -189,23 +180,6 @@ static void p_log(void *ctx, fa_log_level_t level, const char *msg)
     }
 }
 
-/* Every ESP_LOG line also goes to the debug stream (dropped there unless a session is open). */
-static int log_hook(const char *fmt, va_list ap)
-{
-    fa_esp_t *h = s_log_target;
-    char line[160];
-    va_list copy;
-    va_copy(copy, ap);
-    int n = h && h->prev_vprintf ? h->prev_vprintf(fmt, ap) : vprintf(fmt, ap);
-    if (h && h->agent && xSemaphoreTakeRecursive(h->lock, 0) == pdTRUE) {
-        vsnprintf(line, sizeof(line), fmt, copy);
-        fa_agent_log_line(h->agent, line);
-        UNLOCK(h);
-    }
-    va_end(copy);
-    return n;
-}
-
 static uint32_t p_heap_free(void *ctx)
 {
     (void)ctx;
@@ -228,73 +202,17 @@ static const char *p_reset_reason(void *ctx)
     }
 }
 
-/* ---- MQTT events and the agent task ---- */
-
-static void mqtt_event(void *arg, esp_event_base_t base, int32_t id, void *data)
-{
-    fa_esp_t *h = arg;
-    esp_mqtt_event_handle_t ev = data;
-    (void)base;
-    LOCK(h);
-    switch ((esp_mqtt_event_id_t)id) {
-    case MQTT_EVENT_CONNECTED:
-        fa_agent_mqtt_connected(h->agent);
-        break;
-    case MQTT_EVENT_DISCONNECTED:
-        fa_agent_mqtt_disconnected(h->agent);
-        break;
-    case MQTT_EVENT_PUBLISHED:
-        fa_agent_mqtt_published(h->agent, ev->msg_id);
-        break;
-    case MQTT_EVENT_DATA:
-        if (ev->current_data_offset == 0) {
-            int tl = ev->topic_len < (int)sizeof(h->rx_topic) - 1 ? ev->topic_len : (int)sizeof(h->rx_topic) - 1;
-            memcpy(h->rx_topic, ev->topic, (size_t)tl);
-            h->rx_topic[tl] = '\0';
-            h->rx_len = 0;
-        }
-        if (ev->total_data_len > CONFIG_FLEET_MAX_MESSAGE) {
-            break; /* too large for this device: dropped */
-        }
-        memcpy(h->rx + ev->current_data_offset, ev->data, (size_t)ev->data_len);
-        h->rx_len = (size_t)(ev->current_data_offset + ev->data_len);
-        if (h->rx_len == (size_t)ev->total_data_len) {
-            fa_agent_mqtt_message(h->agent, h->rx_topic, h->rx, h->rx_len);
-        }
-        break;
-    default:
-        break;
-    }
-    UNLOCK(h);
-}
-
-static void agent_task(void *arg)
-{
-    fa_esp_t *h = arg;
-    for (;;) {
-        LOCK(h);
-        fa_agent_tick(h->agent);
-        UNLOCK(h);
-        vTaskDelay(pdMS_TO_TICKS(20));
-    }
-}
-
-esp_err_t fa_esp_on_shadow_key(fa_esp_t *h, const char *key, fa_shadow_handler_t fn, void *user)
-{
-    LOCK(h);
-    esp_err_t err = fa_agent_on_shadow_key(h->agent, key, fn, user);
-    UNLOCK(h);
-    return err;
-}
-
 esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
 {
     fa_esp_t *h = calloc(1, sizeof(*h));
-    if (h == NULL || (h->rx = malloc(CONFIG_FLEET_MAX_MESSAGE)) == NULL) {
-        free(h);
+    if (h == NULL) {
         return ESP_ERR_NO_MEM;
     }
-    h->lock = xSemaphoreCreateRecursiveMutex();
+    h->events = xQueueCreate(CONFIG_FLEET_EVENT_QUEUE_LEN, sizeof(fa_esp_ev_t));
+    h->logs = xQueueCreate(CONFIG_FLEET_LOG_QUEUE_LEN, FA_ESP_LOG_LINE);
+    if (h->events == NULL || h->logs == NULL) {
+        return ESP_ERR_NO_MEM;
+    }
     ESP_ERROR_CHECK(nvs_open("fleet_agent", NVS_READWRITE, &h->nvs));
     const esp_app_desc_t *app = esp_app_get_description();
     snprintf(h->version, sizeof(h->version), "%s", app->version);
@@ -337,8 +255,6 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
         .session.protocol_ver = MQTT_PROTOCOL_V_5,
         .session.keepalive = 60,
         .buffer.size = 2048,
-        /* Jobs are verified in the MQTT event handler: it needs the agent's stack size. */
-        .task.stack_size = CONFIG_FLEET_TASK_STACK,
     };
     if (c->broker_ca_pem == NULL) {
         mc.broker.verification.crt_bundle_attach = esp_crt_bundle_attach;
@@ -347,10 +263,11 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
     if (h->mqtt == NULL) {
         return ESP_FAIL;
     }
-    esp_mqtt_client_register_event(h->mqtt, ESP_EVENT_ANY_ID, mqtt_event, h);
-    s_log_target = h;
-    h->prev_vprintf = esp_log_set_vprintf(log_hook);
-    if (xTaskCreate(agent_task, "fleet_agent", CONFIG_FLEET_TASK_STACK, h, 5, NULL) != pdPASS) {
+    esp_mqtt_client_register_event(h->mqtt, ESP_EVENT_ANY_ID, fa_esp_mqtt_event, h);
+    fa_esp_log_target = h;
+    h->prev_vprintf = esp_log_set_vprintf(fa_esp_log_hook);
+    /* Jobs are verified in the agent task (decoded manifest, base64 and tokens on its stack). */
+    if (xTaskCreate(fa_esp_agent_task, "fleet_agent", CONFIG_FLEET_TASK_STACK, h, 5, &h->task) != pdPASS) {
         return ESP_ERR_NO_MEM;
     }
     err = esp_mqtt_client_start(h->mqtt);

@@ -14,6 +14,7 @@
 
 #include "fa_crypto.h"
 #include "fleet_agent.h"
+#include "hf_evq.h"
 #include "hf_port.h"
 #include "hf_tools.h"
 
@@ -49,6 +50,7 @@ typedef struct {
     fa_port_t port;
     fa_agent_t *agent;
     struct mosquitto *mosq;
+    hf_evq_t evq; /* libmosquitto's thread -> the app thread, which alone runs the core */
 } app_t;
 
 static void reboot_cb(void *user)
@@ -56,7 +58,9 @@ static void reboot_cb(void *user)
     app_t *app = user;
     fprintf(stderr, "I reboot: restarting\n");
     fflush(stderr);
-    mosquitto_destroy(app->mosq); /* no DISCONNECT: the broker sends the Last Will, as on a reset */
+    (void)app;
+    /* No DISCONNECT and no mosquitto_destroy (its thread is still running): exec drops the socket
+     * and the broker sends the Last Will, as on a reset. */
     reexec();
 }
 
@@ -68,13 +72,13 @@ static void log_sink(void *user, const char *line)
     }
 }
 
+/* libmosquitto's callbacks run on its network thread: they only queue a copy of the event. */
 static void on_connect(struct mosquitto *m, void *user, int rc)
 {
     app_t *app = user;
     (void)m;
     if (rc == 0) {
-        fprintf(stderr, "I mqtt: connected\n");
-        fa_agent_mqtt_connected(app->agent);
+        hf_evq_push(&app->evq, HF_EV_CONNECTED, 0, NULL, NULL, 0);
     }
 }
 
@@ -82,19 +86,25 @@ static void on_disconnect(struct mosquitto *m, void *user, int rc)
 {
     (void)m;
     (void)rc;
-    fa_agent_mqtt_disconnected(((app_t *)user)->agent);
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_DISCONNECTED, 0, NULL, NULL, 0);
 }
 
 static void on_message(struct mosquitto *m, void *user, const struct mosquitto_message *msg)
 {
     (void)m;
-    fa_agent_mqtt_message(((app_t *)user)->agent, msg->topic, msg->payload, (size_t)msg->payloadlen);
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_MESSAGE, 0, msg->topic, msg->payload, (size_t)msg->payloadlen);
+}
+
+static void on_subscribe(struct mosquitto *m, void *user, int mid, int qos_count, const int *granted)
+{
+    (void)m;
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_SUBSCRIBED, mid, NULL, NULL, 0);
 }
 
 static void on_publish(struct mosquitto *m, void *user, int mid)
 {
     (void)m;
-    fa_agent_mqtt_published(((app_t *)user)->agent, mid);
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_PUBLISHED, mid, NULL, NULL, 0);
 }
 
 static fa_err_t print_handler(void *user, const char *key, const char *json, size_t len)
@@ -243,6 +253,11 @@ static int cmd_run(int argc, char **argv)
     for (int i = 0; i < nkeys; i++) {
         fa_agent_on_shadow_key(app.agent, shadow_keys[i], print_handler, &app);
     }
+    /* 64 events; a producer waits up to 1 s for room (libmosquitto holds no lock the app thread
+     * needs while a callback runs, so this only slows the broker down) before it drops. */
+    if (hf_evq_init(&app.evq, 64, 65536, 1000) != 0) {
+        return 2;
+    }
     mosquitto_lib_init();
     app.mosq = mosquitto_new(id, true, &app);
     app.hp.mosq = app.mosq;
@@ -255,34 +270,50 @@ static int cmd_run(int argc, char **argv)
     mosquitto_disconnect_callback_set(app.mosq, on_disconnect);
     mosquitto_message_callback_set(app.mosq, on_message);
     mosquitto_publish_callback_set(app.mosq, on_publish);
+    mosquitto_subscribe_callback_set(app.mosq, on_subscribe);
     char host[128] = "127.0.0.1";
     int port = 1883;
     if (sscanf(broker, "mqtt://%127[^:]:%d", host, &port) < 1) {
         return hf_usage();
     }
     bool offline = info.selftest == HF_SELFTEST_OFFLINE; /* a broken network stack never connects */
-    bool connected_once = false;
-    int64_t next_try = 0, next_chatter = 0;
+    bool started = false;
+    unsigned long dropped = 0;
+    int64_t next_try = 0, next_tick = 0, next_chatter = 0;
     unsigned chatter_n = 0;
+    /* Reconnects after the first connection are the network thread's job, at most 1 s apart. */
+    mosquitto_reconnect_delay_set(app.mosq, 1, 1, false);
     while (!g_stop) {
         int64_t now = app.port.uptime_ms(app.port.ctx);
-        if (!offline && !connected_once && now >= next_try) {
+        if (!offline && !started && now >= next_try) {
             next_try = now + 1000;
-            if (mosquitto_connect(app.mosq, host, port, 30) == MOSQ_ERR_SUCCESS) {
-                connected_once = true;
+            started = mosquitto_connect(app.mosq, host, port, 30) == MOSQ_ERR_SUCCESS &&
+                      mosquitto_loop_start(app.mosq) == MOSQ_ERR_SUCCESS;
+        }
+        hf_ev_t ev;
+        if (hf_evq_pop(&app.evq, &ev, 20)) {
+            if (ev.type == HF_EV_CONNECTED) {
+                app.hp.subs_pending = 0;
+            }
+            bool suback = ev.type == HF_EV_SUBSCRIBED && app.hp.subs_pending > 0;
+            hf_ev_dispatch(app.agent, &ev);
+            /* SUBSCRIBEs leave from the network thread later: "connected" is logged only once the
+             * broker acknowledged them all, so whoever waits for the line can publish to the device. */
+            if (suback && --app.hp.subs_pending == 0) {
+                fprintf(stderr, "I mqtt: connected\n");
             }
         }
-        if (connected_once) {
-            int rc = mosquitto_loop(app.mosq, 20, 1);
-            if (rc != MOSQ_ERR_SUCCESS && now >= next_try) {
-                next_try = now + 1000;
-                mosquitto_reconnect(app.mosq);
-            }
-        } else {
-            struct timespec ts = { 0, 20 * 1000000 };
-            nanosleep(&ts, NULL);
+        if (now < next_tick) {
+            continue; /* events are handled as they come; the timers every 20 ms */
         }
+        next_tick = now + 20;
         fa_agent_tick(app.agent);
+        if (hf_evq_dropped(&app.evq) != dropped) {
+            char line[64];
+            dropped = hf_evq_dropped(&app.evq);
+            snprintf(line, sizeof(line), "mqtt: %lu events dropped (queue full)", dropped);
+            app.port.log(app.port.ctx, FA_LOG_WARN, line);
+        }
         if (chatter_ms > 0 && now >= next_chatter) {
             char line[64];
             next_chatter = now + chatter_ms;

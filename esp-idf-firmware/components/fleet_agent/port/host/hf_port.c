@@ -134,7 +134,11 @@ static int p_publish(void *ctx, const char *topic, const void *data, size_t len,
 static fa_err_t p_subscribe(void *ctx, const char *topic, int qos)
 {
     hf_port_t *hp = ctx;
-    return mosquitto_subscribe(hp->mosq, NULL, topic, qos) == MOSQ_ERR_SUCCESS ? FA_OK : FA_FAIL;
+    if (mosquitto_subscribe(hp->mosq, NULL, topic, qos) != MOSQ_ERR_SUCCESS) {
+        return FA_FAIL;
+    }
+    hp->subs_pending++;
+    return FA_OK;
 }
 
 /* ---- slots ---- */

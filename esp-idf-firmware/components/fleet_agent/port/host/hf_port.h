@@ -16,6 +16,7 @@ typedef struct {
     int64_t boot_ms; /* uptime counts from the (re)start of the process */
     const char *fw_version;
     struct mosquitto *mosq;
+    int subs_pending; /* SUBSCRIBEs sent and not acknowledged yet */
     void (*reboot)(void *user); /* re-executes the process */
     void *reboot_user;
     void (*log_sink)(void *user, const char *line);
