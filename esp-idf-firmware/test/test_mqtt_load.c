@@ -247,7 +247,7 @@ static bool run(void)
     t0_ms = mono_ms();
     P = (fa_port_t){ NULL, p_now, p_ms, p_kv_get, p_kv_set, p_kv_erase, p_publish, p_sub, p_slot, p_state,
                      p_nop_sz, p_nop_w, p_nop, p_void, p_nop, p_valid, p_invalid, p_void, p_open, p_read,
-                     p_void, NULL, NULL, NULL };
+                     p_void, NULL, NULL, NULL, NULL, NULL };
     fa_config_t cfg = { .port = &P, .device_id = "dev-1", .hw = "c3", .fw_version = "2.0.0",
                         .topic_prefix = "fl", .heartbeat_interval_s = 1 };
     assert_int_equal(fa_agent_create(&cfg, &A), FA_OK);

@@ -13,7 +13,7 @@ typedef struct {
 
 typedef struct {
     int64_t now_s, ms;
-    char kk[8][16], kv[8][128];
+    char kk[8][16], kv[8][256];
     int nkv;
     pub_t pubs[96];
     int npubs, next_mid;
@@ -61,7 +61,7 @@ static fa_err_t f_kv_set(void *c, const char *k, const char *v)
         i = F.nkv++;
         snprintf(F.kk[i], 16, "%s", k);
     }
-    snprintf(F.kv[i], 128, "%s", v);
+    snprintf(F.kv[i], 256, "%s", v);
     return FA_OK;
 }
 static fa_err_t f_kv_erase(void *c, const char *k)
@@ -151,7 +151,7 @@ static int setup(void **state)
     F.break_at = -1;
     P = (fa_port_t){ &F, f_now, f_ms, f_kv_get, f_kv_set, f_kv_erase, f_pub, f_sub, f_slot, f_state, f_begin,
                      f_write, f_end, f_abort, f_set_boot, f_valid, f_invalid, f_reboot, f_open, f_read, f_close,
-                     NULL, NULL, NULL };
+                     NULL, NULL, NULL, NULL, NULL };
     image_len = hf_image_make(image, sizeof(image), "2.0.0", 1, "test", HF_SELFTEST_OK, 65536);
     uint8_t d[32];
     fa_sha256_t *h = fa_sha256_start();
@@ -175,7 +175,7 @@ static int teardown(void **state)
 static void send_job(const char *sha, const char *device)
 {
     char job[2048];
-    job_spec_t s = { "job-1", device, "c3", "2.0.0", "http://x/fw.bin", sha, (uint32_t)image_len, 1, NOW + 600, NULL };
+    job_spec_t s = { "job-1", device, "c3", "2.0.0", "http://x/fw.bin", sha, (uint32_t)image_len, 1, NOW + 600, NULL, NULL };
     int n = make_job(job, sizeof(job), KEY, 32, &s);
     fa_agent_mqtt_message(A, "fl/dev-1/ota/job", job, (size_t)n);
 }

@@ -137,7 +137,9 @@ static int cmd_run(int argc, char **argv)
     static app_t app;
     static uint8_t key[64], pub[4096];
     static const char *shadow_keys[8];
-    int nkeys = 0;
+    static const char *add_keys[FA_MAX_KEYS], *retired[4];
+    static uint8_t add_key_bytes[FA_MAX_KEYS][32];
+    int nkeys = 0, nadd = 0, nretired = 0;
     const char *flash = NULL, *id = NULL, *hw = NULL, *broker = "mqtt://127.0.0.1:1883", *prefix = "fleet";
     const char *keyhex = NULL, *masterhex = NULL, *pubpath = NULL;
     fa_config_t cfg = { 0 };
@@ -146,7 +148,8 @@ static int cmd_run(int argc, char **argv)
         { "flash", 1, 0, 'f' }, { "id", 1, 0, 'i' }, { "hw", 1, 0, 'w' }, { "broker", 1, 0, 'b' },
         { "prefix", 1, 0, 'p' }, { "key", 1, 0, 'k' }, { "master-key", 1, 0, 'm' }, { "ecdsa-pub", 1, 0, 'e' },
         { "hb", 1, 0, 'h' }, { "confirm", 1, 0, 'c' }, { "shadow-key", 1, 0, 's' }, { "chatter-ms", 1, 0, 'C' },
-        { "log-rate", 1, 0, 'r' }, { "log-burst", 1, 0, 'B' }, { 0, 0, 0, 0 },
+        { "log-rate", 1, 0, 'r' }, { "log-burst", 1, 0, 'B' },
+        { "kid", 1, 0, 'K' }, { "add-key", 1, 0, 'A' }, { "retire-kid", 1, 0, 'R' }, { 0, 0, 0, 0 },
     };
     int c;
     optind = 2;
@@ -166,6 +169,9 @@ static int cmd_run(int argc, char **argv)
         case 'C': chatter_ms = atoi(optarg); break;
         case 'r': cfg.log_rate_per_s = (uint32_t)atoi(optarg); break;
         case 'B': cfg.log_burst = (uint32_t)atoi(optarg); break;
+        case 'K': cfg.kid = optarg; break;
+        case 'A': if (nadd < FA_MAX_KEYS - 1) add_keys[nadd++] = optarg; break; /* KID:MASTERHEX */
+        case 'R': if (nretired < 4) retired[nretired++] = optarg; break;
         default: return hf_usage();
         }
     }
@@ -252,6 +258,30 @@ static int cmd_run(int argc, char **argv)
     }
     for (int i = 0; i < nkeys; i++) {
         fa_agent_on_shadow_key(app.agent, shadow_keys[i], print_handler, &app);
+    }
+    /* Keys the device learned later (a rotation), each named by its kid; and kids it retired. */
+    for (int i = 0; i < nadd; i++) {
+        static char kids[FA_MAX_KEYS][FA_KID_MAX];
+        const char *colon = strchr(add_keys[i], ':');
+        uint8_t master[64];
+        int n = colon ? hexdec(colon + 1, master, sizeof(master)) : -1;
+        size_t kl = colon ? (size_t)(colon - add_keys[i]) : 0;
+        if (n <= 0 || kl == 0 || kl >= FA_KID_MAX ||
+            fa_derive_device_key(master, (size_t)n, id, add_key_bytes[i]) != FA_OK) {
+            fprintf(stderr, "E app: bad --add-key (KID:MASTERHEX)\n");
+            return 2;
+        }
+        memcpy(kids[i], add_keys[i], kl);
+        kids[i][kl] = '\0';
+        fa_key_t k = { kids[i], add_key_bytes[i], 32, NULL, 0 };
+        if (fa_agent_add_key(app.agent, &k) != FA_OK) {
+            return 2;
+        }
+    }
+    for (int i = 0; i < nretired; i++) {
+        if (fa_agent_retire_key(app.agent, retired[i]) != FA_OK) {
+            return 2;
+        }
     }
     /* 64 events; a producer waits up to 1 s for room (libmosquitto holds no lock the app thread
      * needs while a callback runs, so this only slows the broker down) before it drops. */

@@ -15,6 +15,7 @@ typedef struct {
     int running_slot;
     int64_t boot_ms; /* uptime counts from the (re)start of the process */
     const char *fw_version;
+    fa_log_level_t log_level; /* what p_log prints: info, or debug during a debug session */
     struct mosquitto *mosq;
     int subs_pending; /* SUBSCRIBEs sent and not acknowledged yet */
     void (*reboot)(void *user); /* re-executes the process */
