@@ -177,6 +177,34 @@ static void test_device_id_must_be_topic_safe(void **state)
     fa_agent_destroy(a);
 }
 
+/* Rotation through the agent: a job under an unknown kid is refused with that reason, accepted once
+ * the device has learned the key; a retired kid is refused with its own reason. */
+static void test_kid_rotation(void **state)
+{
+    static const uint8_t KEY2[32] = { 5 };
+    char job[2048];
+    job_spec_t s = { "job-2", "dev-1", "c3", "1.0.0", "http://x/fw.bin", sha_hex, (uint32_t)image_len, 1, NOW + 600,
+                     NULL, "k2" };
+    start_agent("1.0.0", 0, FA_IMG_VALID);
+    int n = make_job(job, sizeof(job), KEY2, 32, &s);
+    fa_agent_mqtt_message(A, "fl/dev-1/ota/job", job, (size_t)n);
+    assert_non_null(strstr(last_on("fl/dev-1/ota/status")->payload, "\"error\":\"unknown key id\""));
+    fa_key_t k2 = { "k2", KEY2, 32, NULL, 0 };
+    assert_int_equal(fa_agent_add_key(A, &k2), FA_OK);
+    assert_int_equal(fa_agent_retire_key(A, "k1"), FA_OK);
+    s.job_id = "job-3"; /* the running version: succeeded without a download */
+    n = make_job(job, sizeof(job), KEY2, 32, &s);
+    fa_agent_mqtt_message(A, "fl/dev-1/ota/job", job, (size_t)n);
+    assert_non_null(strstr(last_on("fl/dev-1/ota/status")->payload, "\"state\":\"succeeded\""));
+    s.job_id = "job-4";
+    s.kid = "k1";
+    n = make_job(job, sizeof(job), KEY, 32, &s);
+    fa_agent_mqtt_message(A, "fl/dev-1/ota/job", job, (size_t)n);
+    const char *p = last_on("fl/dev-1/ota/status")->payload;
+    assert_non_null(strstr(p, "\"job_id\":\"job-4\""));
+    assert_non_null(strstr(p, "\"error\":\"signed with a retired key\""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +217,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rolled_back_reported_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seq_survives_reboot_and_debug_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_id_must_be_topic_safe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kid_rotation, setup, teardown),
     };
     return cmocka_run_group_tests_name("ota", tests, NULL, NULL);
 }

@@ -116,6 +116,29 @@ static void test_failed_job_drops_its_resume_point(void **state)
     assert_int_equal(f_kv_get(&F, FA_KV_RESUME, v, sizeof(v)), FA_ERR_NOT_FOUND);
 }
 
+/* The handle's state machine, as esp_https_ota's: calls out of order are refused. */
+static void test_ota_handle_states(void **state)
+{
+    static fa_ota_t o;
+    fa_refusal_t why;
+    fa_manifest_t m = { 0 };
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(o.state, FA_OTA_STATE_IDLE);
+    assert_int_equal(fa_ota_perform(&o, &why), FA_ERR_INVALID_STATE);
+    assert_int_equal(fa_ota_finish(&o, &why), FA_ERR_INVALID_STATE);
+    assert_int_equal(fa_ota_abort(&o), FA_ERR_INVALID_STATE);
+    m.size = (uint32_t)image_len;
+    assert_int_equal(fa_ota_begin(&o, &P, &m, 1), FA_OK);
+    assert_int_equal(o.state, FA_OTA_STATE_BEGUN);
+    assert_int_equal(fa_ota_begin(&o, &P, &m, 1), FA_ERR_INVALID_STATE);
+    assert_int_equal(fa_ota_perform(&o, &why), FA_ERR_OTA_IN_PROGRESS);
+    assert_int_equal(o.state, FA_OTA_STATE_STREAMING);
+    assert_int_equal(fa_ota_finish(&o, &why), FA_ERR_INVALID_STATE); /* not all written */
+    assert_int_equal(fa_ota_abort(&o), FA_OK);
+    assert_int_equal(o.state, FA_OTA_STATE_IDLE);
+    assert_false(F.begun);
+}
+
 static int setup_resume(void **state)
 {
     with_resume = true;
@@ -129,6 +152,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_power_cut_at_several_offsets, setup_resume, teardown),
         cmocka_unit_test_setup_teardown(test_resume_point_of_another_image_is_ignored, setup_resume, teardown),
         cmocka_unit_test_setup_teardown(test_failed_job_drops_its_resume_point, setup_resume, teardown),
+        cmocka_unit_test_setup_teardown(test_ota_handle_states, setup_resume, teardown),
     };
     return cmocka_run_group_tests_name("resume", tests, NULL, NULL);
 }

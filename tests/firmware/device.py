@@ -25,6 +25,9 @@ FIRMWARE = ROOT / "esp-idf-firmware"
 BINARY = FIRMWARE / "build-host" / "fleet-device"
 MASTER_KEY = bytes(range(32))
 
+SLOT0_OFF, SLOT_SIZE = 0x20000, 0x1E0000  # ota_0 and its size, as hf_flash.h and partitions.csv
+RESUME_EVERY = 16 * 1024  # FA_OTA_SAVE_EVERY
+
 # otadata states, as esp_ota_img_states_t
 NEW, PENDING_VERIFY, VALID, INVALID, ABORTED = 0, 1, 2, 3, 4
 
@@ -60,17 +63,18 @@ def make_image(tmp: Path, version: str, secure_version: int = 0, selftest: str =
 
 def signed_job(device_id: str, job_id: str, version: str, image: bytes, url: str, hw: str = "c3",
                secure_version: int = 0, expires_in: int = 600,
-               tamper: Callable[[bytes], bytes] | None = None) -> dict[str, Any]:
+               tamper: Callable[[bytes], bytes] | None = None, kid: str = "k1",
+               master: bytes = MASTER_KEY) -> dict[str, Any]:
     now = int(time.time())
     manifest = json.dumps({
         "device_id": device_id, "job_id": job_id, "version": version, "hw": hw, "url": url,
         "sha256": hashlib.sha256(image).hexdigest(), "size": len(image), "secure_version": secure_version,
         "issued_at": now, "expires_at": now + expires_in,
     }, separators=(",", ":")).encode()
-    sig = hmac.new(device_key(device_id), manifest, hashlib.sha256).digest()
+    sig = hmac.new(device_key(device_id, master), manifest, hashlib.sha256).digest()
     if tamper is not None:
         manifest = tamper(manifest)
-    return {"job_id": job_id, "rollout_id": "r-test", "alg": "hmac-sha256", "kid": "k1",
+    return {"job_id": job_id, "rollout_id": "r-test", "alg": "hmac-sha256", "kid": kid,
             "manifest": base64.b64encode(manifest).decode(), "sig": base64.b64encode(sig).decode()}
 
 
@@ -194,6 +198,12 @@ class Device:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def slot_bytes(self, slot: int, size: int) -> bytes:
+        """The first size bytes of an app slot, read from the flash file (partitions.csv offsets)."""
+        with self.flash.open("rb") as f:
+            f.seek(SLOT0_OFF + slot * SLOT_SIZE)
+            return f.read(size)
 
     def info(self) -> dict[str, Any]:
         out = subprocess.run([str(BINARY), "info", "--flash", str(self.flash)], check=True,

@@ -201,24 +201,34 @@ fa_err_t fa_agent_will(const fa_agent_t *a, const char **topic, const char **pay
 
 static void heartbeat(fa_agent_t *a)
 {
-    char ef[2 * FA_VER_MAX], eh[2 * FA_VER_MAX], extra[96] = "";
-    size_t o = 0;
-    if (a->port->heap_free) {
-        o += (size_t)snprintf(extra, sizeof(extra), ",\"heap_free\":%lu", (unsigned long)a->port->heap_free(a->port->ctx));
+    char ef[2 * FA_VER_MAX], eh[2 * FA_VER_MAX], heap[32] = "", reason[64] = "";
+    /* Optional fields are left out rather than cut; a heartbeat that does not fit is not sent. */
+    if (a->port->heap_free &&
+        !fits(snprintf(heap, sizeof(heap), ",\"heap_free\":%lu", (unsigned long)a->port->heap_free(a->port->ctx)),
+              sizeof(heap))) {
+        heap[0] = '\0';
     }
-    if (a->port->reset_reason) {
-        snprintf(extra + o, sizeof(extra) - o, ",\"reset_reason\":\"%s\"", a->port->reset_reason(a->port->ctx));
-    }
-    snprintf(a->payload, sizeof(a->payload),
-             "{\"ts\":%lld,\"seq\":%lu,\"uptime_s\":%lld,\"fw\":\"%s\",\"slot\":%d,\"hw\":\"%s\"%s}",
-             (long long)now_s(a), (unsigned long)++a->hb_seq, (long long)(now_ms(a) / 1000),
-             esc(ef, sizeof(ef), a->cfg.fw_version), a->port->running_slot(a->port->ctx),
-             esc(eh, sizeof(eh), a->cfg.hw), extra);
-    int id = pub(a, "heartbeat", a->payload, 1, 0);
-    if (id >= 0) {
-        a->hb_msgid = id;
+    if (a->port->reset_reason &&
+        !fits(snprintf(reason, sizeof(reason), ",\"reset_reason\":\"%s\"", a->port->reset_reason(a->port->ctx)),
+              sizeof(reason))) {
+        reason[0] = '\0';
     }
     a->next_hb_ms = now_ms(a) + (int64_t)a->cfg.heartbeat_interval_s * 1000;
+    if (!fits(snprintf(a->payload, sizeof(a->payload),
+                       "{\"ts\":%lld,\"seq\":%lu,\"uptime_s\":%lld,\"fw\":\"%s\",\"slot\":%d,\"hw\":\"%s\"%s%s}",
+                       (long long)now_s(a), (unsigned long)++a->hb_seq, (long long)(now_ms(a) / 1000),
+                       esc(ef, sizeof(ef), a->cfg.fw_version), a->port->running_slot(a->port->ctx),
+                       esc(eh, sizeof(eh), a->cfg.hw), heap, reason),
+              sizeof(a->payload))) {
+        return;
+    }
+    int id = pub(a, "heartbeat", a->payload, 1, 0);
+    if (id >= 0) {
+        char seq[12];
+        snprintf(seq, sizeof(seq), "%lu", (unsigned long)a->hb_seq);
+        a->hb_msgid = id;
+        alog(a, FA_LOG_DEBUG, "heartbeat %s sent", seq);
+    }
 }
 
 static void report(fa_agent_t *a, const char *rep)
