@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -80,8 +81,10 @@ def signed_job(device_id: str, job_id: str, version: str, image: bytes, url: str
 
 @dataclass
 class ImageServer:
-    """Serves firmware over HTTP with Range support; can throttle and cut a connection once."""
+    """Serves firmware over HTTPS (given a TLS context) or HTTP with Range support; can throttle and
+    cut a connection once."""
 
+    tls: ssl.SSLContext | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: list[str] = field(default_factory=list)
     chunk_delay_s: float = 0.0
@@ -130,11 +133,16 @@ class ImageServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if self.tls is not None:
+            # The handshake happens at accept; a client that rejects the certificate just goes away.
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
     def url(self, path: str) -> str:
         assert self.server is not None
+        if self.tls is not None:
+            return f"https://localhost:{self.server.server_address[1]}{path}"  # the name the cert carries
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
     def stop(self) -> None:
@@ -154,6 +162,7 @@ class Device:
     hw: str = "c3"
     extra: list[str] = field(default_factory=list)
     master_key: bytes = MASTER_KEY
+    ca: Path | None = None  # the CA HTTPS downloads are verified against
     process: subprocess.Popen[bytes] | None = None
     lines: list[str] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -168,7 +177,8 @@ class Device:
     def start(self) -> Device:
         args = [str(BINARY), "run", "--flash", str(self.flash), "--id", self.device_id, "--hw", self.hw,
                 "--broker", f"mqtt://127.0.0.1:{self.broker_port}", "--prefix", self.prefix,
-                "--master-key", self.master_key.hex(), *self.extra]
+                "--master-key", self.master_key.hex(), *(["--ca", str(self.ca)] if self.ca else []),
+                *self.extra]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         env={**os.environ, "FLEET_RESET_REASON": "poweron"})
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()

@@ -21,6 +21,7 @@ from tests.firmware.device import (
     make_image,
     signed_job,
 )
+from tests.firmware.tls import make_pki
 from tests.support import Probe, Received
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,10 +118,14 @@ def test_debug_log_stream_is_rate_limited_and_stops_at_until(
         logs.wait(f"{p}/{dev.device_id}/logs", timeout=1.5)
 
 
+@pytest.mark.parametrize("scheme", ["https", "http"])
 def test_good_update_succeeds_and_heartbeats_the_new_version(
         device: Callable[..., Device], probe: Callable[..., Probe], image_server: ImageServer,
-        prefixes: tuple[str, str], tmp_path: Path) -> None:
+        prefixes: tuple[str, str], tmp_path: Path, scheme: str) -> None:
     p = prefixes[0]
+    if scheme == "http":  # a development store without TLS
+        image_server.stop()
+        image_server = ImageServer().start()
     image = make_image(tmp_path, "1.1.0", secure_version=1)
     image_server.files["/fw-1.1.0.bin"] = image
     dev = device()
@@ -137,6 +142,7 @@ def test_good_update_succeeds_and_heartbeats_the_new_version(
     hb = watcher.wait(f"{p}/{dev.device_id}/heartbeat", lambda m: m.body["fw"] == "1.1.0")
     assert hb.body["slot"] == 1
     assert slot_state(dev, 1) == VALID
+    assert image_server.url("/").startswith(f"{scheme}://")
     # the retained job is not taken again by the new firmware
     with pytest.raises(TimeoutError):
         watcher.wait(f"{p}/{dev.device_id}/ota/status", timeout=1.0)
@@ -321,6 +327,10 @@ def test_debug_stream_honours_the_level(device: Callable[..., Device], probe: Ca
     dev.wait_log("mqtt: connected")
     delta = f"{p}/{dev.device_id}/shadow/update/delta"
 
+    def session(level: str, version: int) -> None:
+        debug = {"enabled": True, "until": int(time.time()) + 60, "level": level}
+        logs.publish(delta, {"state": {"debug": debug}, "version": version})
+
     def lines_until(pred: Callable[[str], bool], timeout: float) -> list[str]:
         got: list[str] = []
         deadline = time.monotonic() + timeout
@@ -335,13 +345,29 @@ def test_debug_stream_honours_the_level(device: Callable[..., Device], probe: Ca
         return got
 
     # info: heartbeats (a debug line each second) stay out of the stream
-    logs.publish(delta, {"state": {"debug": {"enabled": True, "until": int(time.time()) + 60, "level": "info"}},
-                 "version": 2})
+    session("info", 2)
     info = lines_until(lambda line: False, 2.5)
     assert any(line.startswith("app tick") for line in info)
     assert not any(line.startswith("D (") for line in info)
     # debug: they come through
-    logs.publish(delta, {"state": {"debug": {"enabled": True, "until": int(time.time()) + 60, "level": "debug"}},
-                 "version": 3})
+    session("debug", 3)
     debug = lines_until(lambda line: line.startswith("D (") and "heartbeat" in line, 5.0)
     assert any(line.startswith("D (") and "heartbeat" in line for line in debug)
+
+
+def test_https_server_the_device_cannot_verify_gets_no_request(
+        device: Callable[..., Device], probe: Callable[..., Probe], image_server: ImageServer,
+        prefixes: tuple[str, str], tmp_path: Path) -> None:
+    p = prefixes[0]
+    image = make_image(tmp_path, "1.1.0", secure_version=1)
+    image_server.files["/fw.bin"] = image
+    dev = device(ca=make_pki(tmp_path / "other", "another").ca)  # trusts another CA only
+    watcher = probe(f"{p}/{dev.device_id}/ota/status")
+    dev.wait_log("mqtt: connected")
+    watcher.publish(f"{p}/{dev.device_id}/ota/job",
+                    signed_job(dev.device_id, "job-tls", "1.1.0", image, image_server.url("/fw.bin"),
+                               secure_version=1), retain=True)
+    st = watcher.wait(f"{p}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "failed")
+    assert st.body["error"] == "download failed"
+    assert any("E tls: localhost:" in line and "verif" in line.lower() for line in dev.lines)
+    assert slot_state(dev, 0) == VALID

@@ -16,6 +16,7 @@
 #include "fleet_agent.h"
 #include "hf_evq.h"
 #include "hf_port.h"
+#include "hf_tls.h"
 #include "hf_tools.h"
 
 
@@ -141,7 +142,7 @@ static int cmd_run(int argc, char **argv)
     static uint8_t add_key_bytes[FA_MAX_KEYS][32];
     int nkeys = 0, nadd = 0, nretired = 0;
     const char *flash = NULL, *id = NULL, *hw = NULL, *broker = "mqtt://127.0.0.1:1883", *prefix = "fleet";
-    const char *keyhex = NULL, *masterhex = NULL, *pubpath = NULL;
+    const char *keyhex = NULL, *masterhex = NULL, *pubpath = NULL, *ca = NULL;
     fa_config_t cfg = { 0 };
     int chatter_ms = 0;
     static struct option opts[] = {
@@ -149,7 +150,8 @@ static int cmd_run(int argc, char **argv)
         { "prefix", 1, 0, 'p' }, { "key", 1, 0, 'k' }, { "master-key", 1, 0, 'm' }, { "ecdsa-pub", 1, 0, 'e' },
         { "hb", 1, 0, 'h' }, { "confirm", 1, 0, 'c' }, { "shadow-key", 1, 0, 's' }, { "chatter-ms", 1, 0, 'C' },
         { "log-rate", 1, 0, 'r' }, { "log-burst", 1, 0, 'B' },
-        { "kid", 1, 0, 'K' }, { "add-key", 1, 0, 'A' }, { "retire-kid", 1, 0, 'R' }, { 0, 0, 0, 0 },
+        { "kid", 1, 0, 'K' }, { "add-key", 1, 0, 'A' }, { "retire-kid", 1, 0, 'R' },
+        { "ca", 1, 0, 'T' }, { 0, 0, 0, 0 },
     };
     int c;
     optind = 2;
@@ -172,6 +174,7 @@ static int cmd_run(int argc, char **argv)
         case 'K': cfg.kid = optarg; break;
         case 'A': if (nadd < FA_MAX_KEYS - 1) add_keys[nadd++] = optarg; break; /* KID:MASTERHEX */
         case 'R': if (nretired < 4) retired[nretired++] = optarg; break;
+        case 'T': ca = optarg; break;
         default: return hf_usage();
         }
     }
@@ -222,6 +225,9 @@ static int cmd_run(int argc, char **argv)
     app.hp.reboot_user = &app;
     app.hp.log_sink = log_sink;
     app.hp.log_user = &app;
+    if (ca != NULL && (app.hp.tls = hf_tls_new(ca)) == NULL) {
+        return 2;
+    }
     cfg.port = &app.port;
     cfg.device_id = id;
     cfg.hw = hw;

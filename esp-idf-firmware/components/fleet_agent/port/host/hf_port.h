@@ -28,6 +28,8 @@ typedef struct {
     uint32_t ota_written;
     bool ota_open;
     /* the download */
+    struct hf_tls *tls;  /* from --ca: https:// URLs are verified against it; NULL: http:// only */
+    bool http_tls;       /* the open connection is TLS */
     int http_fd;
     uint32_t http_skip; /* bytes to discard when a server ignored Range */
     uint8_t http_buf[4096];
