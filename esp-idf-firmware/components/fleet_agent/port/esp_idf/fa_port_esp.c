@@ -8,6 +8,7 @@
 #include "esp_app_desc.h"
 #include "esp_crt_bundle.h"
 #include "esp_http_client.h"
+#include "esp_idf_version.h"
 #include "esp_log.h"
 #include "esp_ota_ops.h"
 #include "esp_system.h"
@@ -119,6 +120,27 @@ static fa_err_t p_ota_begin(void *ctx, size_t size)
     return esp_ota_begin(h->update_part, size, &h->ota);
 }
 
+/* esp_ota_resume() came with ESP-IDF v5.4.2; before it, a download cut by a reboot starts over. */
+#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2)
+#define FA_ESP_OTA_RESUME p_ota_resume
+/* A download a reboot cut short: the slot keeps its first offset bytes (esp_ota_begin erased the
+ * whole image's size when the update began, so nothing is erased now). */
+static fa_err_t p_ota_resume(void *ctx, size_t size, size_t offset)
+{
+    fa_esp_t *h = ctx;
+    h->update_part = esp_ota_get_next_update_partition(NULL);
+    if (h->update_part == NULL) {
+        return FA_ERR_NOT_FOUND;
+    }
+    if (size > h->update_part->size || offset > size) {
+        return FA_ERR_INVALID_SIZE;
+    }
+    return esp_ota_resume(h->update_part, size, offset, &h->ota);
+}
+#else
+#define FA_ESP_OTA_RESUME NULL
+#endif
+
 static fa_err_t p_ota_write(void *ctx, const void *data, size_t len)
 {
     fa_esp_t *h = ctx;
@@ -180,6 +202,12 @@ static void p_log(void *ctx, fa_log_level_t level, const char *msg)
     }
 }
 
+/* A debug session at level debug: every tag logs down to debug (within CONFIG_LOG_MAXIMUM_LEVEL). */
+static void p_log_level(void *ctx, fa_log_level_t level)
+{
+    esp_log_level_set("*", level >= FA_LOG_DEBUG ? ESP_LOG_DEBUG : ESP_LOG_INFO);
+}
+
 static uint32_t p_heap_free(void *ctx)
 {
     (void)ctx;
@@ -225,11 +253,13 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
         .ota_write = p_ota_write, .ota_end = p_ota_end, .ota_abort = p_ota_abort, .ota_set_boot = p_ota_set_boot,
         .mark_valid = p_mark_valid, .mark_invalid_and_reboot = p_mark_invalid_and_reboot, .reboot = p_reboot,
         .http_open = fa_esp_http_open, .http_read = fa_esp_http_read, .http_close = fa_esp_http_close, .log = p_log,
-        .heap_free = p_heap_free, .reset_reason = p_reset_reason,
+        .heap_free = p_heap_free, .reset_reason = p_reset_reason, .ota_resume = FA_ESP_OTA_RESUME,
+        .log_level = p_log_level,
     };
+    h->ota_ca_pem = c->ota_ca_pem;
     h->cfg = (fa_config_t){
         .port = p, .device_id = c->device_id, .hw = c->hw, .fw_version = h->version,
-        .secure_version = app->secure_version, .topic_prefix = CONFIG_FLEET_TOPIC_PREFIX,
+        .secure_version = app->secure_version, .topic_prefix = CONFIG_FLEET_TOPIC_PREFIX, .kid = c->kid,
         .hmac_key = c->hmac_key, .hmac_key_len = c->hmac_key ? 32 : 0,
         .ecdsa_pub = c->ecdsa_pub, .ecdsa_pub_len = c->ecdsa_pub_len,
         .heartbeat_interval_s = CONFIG_FLEET_HEARTBEAT_INTERVAL_S,

@@ -122,10 +122,11 @@ int fa_esp_log_hook(const char *fmt, va_list ap)
 
 /* ---- the agent task ---- */
 
+/* A call an application task makes on the agent task, waiting for its result. */
 typedef struct {
-    const char *key;
-    fa_shadow_handler_t fn;
-    void *user;
+    fa_err_t (*fn)(fa_agent_t *a, const void *arg1, void *arg2, void *arg3);
+    const void *arg1;
+    void *arg2, *arg3;
     esp_err_t result;
     SemaphoreHandle_t done;
 } fa_esp_call_t;
@@ -139,7 +140,7 @@ static void dispatch(fa_esp_t *h, fa_esp_ev_t *e)
     case FA_EV_MESSAGE: fa_agent_mqtt_message(h->agent, e->topic, e->data, e->len); break;
     case FA_EV_CALL: {
         fa_esp_call_t *c = e->call;
-        c->result = fa_agent_on_shadow_key(h->agent, c->key, c->fn, c->user);
+        c->result = c->fn(h->agent, c->arg1, c->arg2, c->arg3);
         xSemaphoreGive(c->done);
         break;
     }
@@ -178,14 +179,15 @@ void fa_esp_agent_task(void *arg)
     }
 }
 
-esp_err_t fa_esp_on_shadow_key(fa_esp_t *h, const char *key, fa_shadow_handler_t fn, void *user)
+static esp_err_t call(fa_esp_t *h, fa_err_t (*fn)(fa_agent_t *, const void *, void *, void *), const void *arg1,
+                      void *arg2, void *arg3)
 {
     if (xTaskGetCurrentTaskHandle() == h->task) {
-        return fa_agent_on_shadow_key(h->agent, key, fn, user); /* from a handler: already the agent */
+        return fn(h->agent, arg1, arg2, arg3); /* from a handler: already the agent task */
     }
     /* Another task: the agent task makes the call. Waiting is safe here: the agent task never
      * waits for an application task. */
-    fa_esp_call_t c = { key, fn, user, ESP_FAIL, xSemaphoreCreateBinary() };
+    fa_esp_call_t c = { fn, arg1, arg2, arg3, ESP_FAIL, xSemaphoreCreateBinary() };
     if (c.done == NULL) {
         return ESP_ERR_NO_MEM;
     }
@@ -194,4 +196,36 @@ esp_err_t fa_esp_on_shadow_key(fa_esp_t *h, const char *key, fa_shadow_handler_t
     xSemaphoreTake(c.done, portMAX_DELAY);
     vSemaphoreDelete(c.done);
     return c.result;
+}
+
+static fa_err_t do_shadow_key(fa_agent_t *a, const void *key, void *fn, void *user)
+{
+    fa_shadow_handler_t handler;
+    memcpy(&handler, fn, sizeof(handler)); /* a function pointer travels by address, not as void * */
+    return fa_agent_on_shadow_key(a, key, handler, user);
+}
+
+static fa_err_t do_add_key(fa_agent_t *a, const void *key, void *unused1, void *unused2)
+{
+    return fa_agent_add_key(a, key);
+}
+
+static fa_err_t do_retire_key(fa_agent_t *a, const void *kid, void *unused1, void *unused2)
+{
+    return fa_agent_retire_key(a, kid);
+}
+
+esp_err_t fa_esp_on_shadow_key(fa_esp_t *h, const char *key, fa_shadow_handler_t fn, void *user)
+{
+    return call(h, do_shadow_key, key, &fn, user);
+}
+
+esp_err_t fa_esp_add_key(fa_esp_t *h, const fa_key_t *key)
+{
+    return call(h, do_add_key, key, NULL, NULL);
+}
+
+esp_err_t fa_esp_retire_key(fa_esp_t *h, const char *kid)
+{
+    return call(h, do_retire_key, kid, NULL, NULL);
 }

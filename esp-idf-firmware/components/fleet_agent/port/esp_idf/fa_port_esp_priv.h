@@ -52,6 +52,7 @@ struct fa_esp {
     esp_ota_handle_t ota;
     esp_http_client_handle_t http;
     uint32_t http_skip;
+    const char *ota_ca_pem;  /* fa_esp_config_t.ota_ca_pem: overrides the Kconfig choice */
     char version[32];
     vprintf_like_t prev_vprintf;
 };
