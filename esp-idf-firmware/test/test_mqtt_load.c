@@ -295,6 +295,34 @@ static void test_no_deadlock_nothing_lost_under_load(void **state)
     hf_evq_destroy(&Q);
 }
 
+/* The queue's bounds: a message that does not fit (queue short of its reserve, or too large) is
+ * dropped and counted, never waited for; PUBACKs and connection events still get the reserve. */
+static void test_queue_is_bounded_and_counts_drops(void **state)
+{
+    hf_evq_t q;
+    hf_ev_t ev;
+    assert_int_equal(hf_evq_init(&q, 8, 16, 0), 0);
+    int queued = 0;
+    for (int i = 0; i < 10; i++) {
+        queued += hf_evq_push(&q, HF_EV_MESSAGE, 0, "t", "payload", 7);
+    }
+    assert_int_equal(queued, 8 - HF_EVQ_RESERVE);
+    assert_false(hf_evq_push(&q, HF_EV_MESSAGE, 0, "t", "0123456789abcdefX", 17)); /* > max_message */
+    assert_int_equal(hf_evq_dropped(&q), 10 - queued + 1);
+    for (int i = 0; i < HF_EVQ_RESERVE; i++) {
+        assert_true(hf_evq_push(&q, HF_EV_PUBLISHED, 100 + i, NULL, NULL, 0));
+    }
+    assert_false(hf_evq_push(&q, HF_EV_PUBLISHED, 200, NULL, NULL, 0)); /* full: dropped too */
+    /* in order, payloads copied (the library's buffers are gone by now) */
+    assert_true(hf_evq_pop(&q, &ev, 0));
+    assert_int_equal(ev.type, HF_EV_MESSAGE);
+    assert_string_equal(ev.topic, "t");
+    assert_memory_equal(ev.data, "payload", 7);
+    free(ev.topic);
+    free(ev.data);
+    hf_evq_destroy(&q); /* frees what is still queued */
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--old-locking")) {
@@ -306,6 +334,7 @@ int main(int argc, char **argv)
         _exit(done ? 1 : 0); /* the stuck threads cannot be joined */
     }
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_queue_is_bounded_and_counts_drops),
         cmocka_unit_test(test_no_deadlock_nothing_lost_under_load),
     };
     return cmocka_run_group_tests_name("mqtt_load", tests, NULL, NULL);
