@@ -68,6 +68,9 @@ static fa_err_t debug_handler(void *user, const char *key, const char *json, siz
     int n = fj_parse(json, len, t, 12);
     if (n < 1 || t[0].type != FJ_OBJ) {
         fa_ls_set(&a->logs, false, 0, now_ms(a));
+        if (a->port->log_level) {
+            a->port->log_level(a->port->ctx, FA_LOG_INFO);
+        }
         return FA_OK; /* null or not an object: no session */
     }
     static const char *const names[] = { "error", "warn", "info", "debug", "verbose" };
