@@ -15,14 +15,28 @@ static const char *TAG = "fleet";
 /* esp_log_set_vprintf() takes no user pointer: the log hook needs this one static. */
 fa_esp_t *fa_esp_log_target;
 
-/* Never blocks (the caller may hold esp-mqtt's lock); a message must leave the reserved slots free. */
+/* The heap a queued message holds: its one allocation (topic and data, each NUL-terminated). */
+static size_t ev_bytes(const fa_esp_ev_t *e)
+{
+    return e->type == FA_EV_MESSAGE ? (size_t)(e->data - e->topic) + e->len + 1 : 0;
+}
+
+/* Never blocks (the caller may hold esp-mqtt's lock). A message must leave the reserved slots free
+ * and fit the byte budget: the queue bounds the heap its copies take, not only their number. */
 static void push(fa_esp_t *h, fa_esp_ev_t *e)
 {
-    bool room = e->type != FA_EV_MESSAGE || uxQueueSpacesAvailable(h->events) > FA_ESP_EV_RESERVE;
-    if (!room || xQueueSend(h->events, e, 0) != pdTRUE) {
-        free(e->topic);
-        h->dropped++;
+    size_t bytes = ev_bytes(e);
+    bool room = e->type != FA_EV_MESSAGE || (uxQueueSpacesAvailable(h->events) > FA_ESP_EV_RESERVE &&
+                                             atomic_load(&h->queued_bytes) + bytes <= CONFIG_FLEET_EVENT_QUEUE_BYTES);
+    if (room) {
+        atomic_fetch_add(&h->queued_bytes, bytes);
+        if (xQueueSend(h->events, e, 0) == pdTRUE) {
+            return;
+        }
+        atomic_fetch_sub(&h->queued_bytes, bytes);
     }
+    free(e->topic);
+    h->dropped++;
 }
 
 static void rx_reset(fa_esp_t *h)
@@ -145,6 +159,7 @@ static void dispatch(fa_esp_t *h, fa_esp_ev_t *e)
         break;
     }
     }
+    atomic_fetch_sub(&h->queued_bytes, ev_bytes(e));
     free(e->topic);
 }
 

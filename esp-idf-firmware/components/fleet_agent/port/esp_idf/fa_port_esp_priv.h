@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +47,8 @@ struct fa_esp {
     QueueHandle_t logs;     /* char[FA_ESP_LOG_LINE], from esp_log in any task */
     TaskHandle_t task;      /* the agent task: the only one that calls the core */
     uint32_t dropped;       /* events dropped (queue full, too large, no memory); esp-mqtt task only */
+    atomic_size_t queued_bytes; /* copies of messages in the queue: added by esp-mqtt's task, taken
+                                 * off by the agent task; bounded by CONFIG_FLEET_EVENT_QUEUE_BYTES */
     fa_esp_ev_t rx;         /* a message being reassembled from DATA fragments; esp-mqtt task only */
     bool rx_skip;           /* the rest of a dropped message's fragments */
     const esp_partition_t *update_part;
