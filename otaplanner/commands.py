@@ -13,6 +13,7 @@ from typing import Any
 from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
+from otaplanner.artifacts import ArtifactStore
 from otaplanner.control import Control
 from otaplanner.door import OperatorRequest
 from otaplanner.manifest import SHA256_RE
@@ -52,7 +53,7 @@ def parse_release(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class Commands:
-    def __init__(self, control: Control, artifacts: Any) -> None:
+    def __init__(self, control: Control, artifacts: ArtifactStore) -> None:
         self.control = control
         self.store = control.store
         self.artifacts = artifacts

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from otaplanner.artifacts import MAX_EXPIRES_S
+from otaplanner.artifacts import MAX_EXPIRES_S, ArtifactStore
 from otaplanner.manifest import build_manifest
 from otaplanner.signing import Signer
 
@@ -16,7 +16,7 @@ URL_REUSE_S = 60
 
 
 class JobFactory:
-    def __init__(self, signer: Signer, artifacts: Any) -> None:
+    def __init__(self, signer: Signer, artifacts: ArtifactStore) -> None:
         self.signer = signer
         self.artifacts = artifacts
         self._urls: dict[tuple[str, int], tuple[float, str]] = {}

@@ -17,6 +17,7 @@ from daemons.protocol.messages import Inbound, Outcome, Refused
 from daemons.registry import Registry
 from daemons.runtime.logs import OncePerKey, get_logger
 from otaplanner import rollout as ro
+from otaplanner.artifacts import ArtifactStore
 from otaplanner.commands import Commands
 from otaplanner.control import Control
 from otaplanner.door import DeviceMessage, Door, Dropped, OperatorRequest
@@ -37,7 +38,7 @@ class Sighting:
 class Planner:
     tick_interval_s = 0.5
 
-    def __init__(self, store: RolloutStore, registry: Registry, jobs: JobFactory, artifacts: Any,
+    def __init__(self, store: RolloutStore, registry: Registry, jobs: JobFactory, artifacts: ArtifactStore,
                  prefix: str = "fleet", ops_prefix: str = "fleetops", owner: str = "otaplanner",
                  clock: Callable[[], float] = time.time, **control_options: Any) -> None:
         self.store = store
