@@ -68,7 +68,7 @@ class Outcome:
         self.counts.extend(other.counts)
 
 
-def with_client_token(body: dict[str, Any], client_token: Any) -> dict[str, Any]:
+def with_client_token(body: dict[str, Any], client_token: str | None) -> dict[str, Any]:
     """`body` (changed in place) with the request's clientToken, when it had a valid one: every answer
     to a request carries it back (PROTOCOL §0), accepted, rejected, documents and delta alike."""
     if isinstance(client_token, str):
@@ -76,7 +76,8 @@ def with_client_token(body: dict[str, Any], client_token: Any) -> dict[str, Any]
     return body
 
 
-def error_body(code: int, message: str, client_token: Any = None, now: int | None = None) -> dict[str, Any]:
+def error_body(code: int, message: str, client_token: str | None = None,
+               now: int | None = None) -> dict[str, Any]:
     """The §0 error payload."""
     body: dict[str, Any] = {
         "code": code,
