@@ -8,6 +8,7 @@ from typing import Any
 
 from otaplanner.artifacts import MAX_EXPIRES_S, ArtifactStore
 from otaplanner.manifest import build_manifest
+from otaplanner.records import Release
 from otaplanner.signing import Signer
 
 # A pre-signed URL is shared by the jobs issued within this many seconds (signing one per
@@ -32,7 +33,7 @@ class JobFactory:
         return url
 
     def make(self, device_id: str, hw: str | None, job_id: str, rollout_id: str,
-             release: dict[str, Any], expiry_s: int, now: float | None = None) -> dict[str, Any]:
+             release: Release, expiry_s: int, now: float | None = None) -> dict[str, Any]:
         issued = int(time.time() if now is None else now)
         manifest = build_manifest(
             device_id=device_id,

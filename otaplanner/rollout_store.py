@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from daemons.registry import device_key
-from otaplanner.records import DeviceRecord
+from otaplanner.records import DeviceRecord, Release
 from otaplanner.rollout import Counts
 from otaplanner.rollout_scripts import (
     ASSIGN,
@@ -67,11 +67,11 @@ class RolloutStore:
 
     # -- releases -------------------------------------------------------------------------
 
-    def release(self, version: str) -> dict[str, Any] | None:
+    def release(self, version: str) -> Release | None:
         raw = self.redis.hget("ota:releases", version)
-        return json.loads(raw) if raw else None
+        return cast(Release, json.loads(raw)) if raw else None
 
-    def add_release(self, version: str, release: dict[str, Any]) -> bool:
+    def add_release(self, version: str, release: Release) -> bool:
         return bool(self.redis.hsetnx("ota:releases", version, json.dumps(release, sort_keys=True)))
 
     # -- rollout meta -----------------------------------------------------------------------
