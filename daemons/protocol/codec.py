@@ -177,6 +177,8 @@ def decode(payload: bytes, empty_as: dict[str, Any] | None = None,
         raise CodecError(400, f"malformed {encoding}: nested too deeply") from None
     except (ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
         message = str(exc)
+        if "depth limit" in message:  # orjson's own limit (1024 levels)
+            raise CodecError(400, f"malformed {encoding}: nested too deeply") from None
         if "UTF-8" in message:
             raise CodecError(400, f"malformed {encoding}: invalid UTF-8",
                              _salvage_token(payload, encoding)) from None
