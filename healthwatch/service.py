@@ -88,7 +88,7 @@ class HealthService:
                 if dropped and self._once.first(f"fields:{device_id}"):
                     self.log.warning("heartbeat_fields_dropped", device_id=device_id, fields=dropped)
                 if verdict is None:
-                    out.count("heartbeat", "duplicate")
+                    out.count("heartbeat", self.engine.last_arrival)  # late or duplicate
                     continue
                 out.count("heartbeat", "partial" if dropped else "ok")
                 if verdict.previous is not None:

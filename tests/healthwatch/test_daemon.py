@@ -99,3 +99,19 @@ def test_restart_keeps_per_device_state(daemon, probe, prefixes):
         dev.publish(f"{p}/r-1/heartbeat", beat(i, 10))
     alert = dev.wait(f"{o}/health/alerts").body
     assert alert["status"] == "critical" and alert["reasons"][0]["code"] == "reboot_loop"
+
+
+def test_out_of_order_and_redelivered_heartbeats_raise_no_alarm(daemon, probe, prefixes, redis):
+    # Issue 11: QoS 1 redelivery after a reconnect delivers 20 heartbeats in this order.
+    p, o = prefixes
+    daemon("healthwatch")
+    dev = probe(f"{p}/+/health", f"{o}/health/alerts")
+    for i in [1, 2, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, *range(15, 21), 20]:
+        dev.publish(f"{p}/ooo-1/heartbeat", beat(i, 1000 + 60 * i))
+    dev.publish(f"{p}/marker-1/heartbeat", beat(0, 100))  # in order after the others
+    dev.wait(f"{p}/marker-1/health")
+    seen = dev.drain(quiet=0.2)
+    assert not [m for m in seen if m.topic == f"{o}/health/alerts"], "no alert"
+    assert all(m.body["status"] == "ok" and m.body["reasons"] == [] for m in seen
+               if m.topic == f"{p}/ooo-1/health")
+    assert redis.hmget("fleet:hw:{ooo-1}", "status", "score") == ["ok", "100"]
