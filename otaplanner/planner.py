@@ -8,6 +8,7 @@ advance, rate-limited issuing) runs in `tick`, per rollout, on the replica holdi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -166,6 +167,12 @@ class Planner:
         if old in ("nojob", "terminal", "same"):
             out.count("ota_status", old)
             return None
+        if old.startswith("{"):
+            # A terminal report after the timeout replaced `timed_out` (PROTOCOL §3): the gates
+            # count it from now on, the registry takes its `fw` (handle), the event says so.
+            self.control.publish_event(rid, json.loads(old), out)
+            out.count("ota_status", "late")
+            self.log.info("late_report", rollout_id=rid, device_id=device_id, state=state)
         out.count("ota_status", state)
         if new in ro.TERMINAL:
             # The job is over: clear the retained job so the device does not see it again.
