@@ -67,10 +67,7 @@ class Commands:
     def _request(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
         if len(payload) > MAX_PAYLOAD:
             raise ro.RolloutError(413, f"payload larger than {MAX_PAYLOAD} bytes")
-        try:
-            body, _ = decode(payload)
-        except CodecError as exc:
-            raise ro.RolloutError(exc.code, exc.message) from None
+        body, _ = decode(payload)  # CodecError: rejected with its own code (and token, when readable)
         token = client_token_of(body)
         if "clientToken" in body and token is None:
             raise ro.RolloutError(400, "clientToken must be a string of at most 64 characters")
@@ -101,7 +98,8 @@ class Commands:
                         k: v for k, v in release.items() if k != "registered_at"}:
                     raise ro.RolloutError(409, f"release {release['version']} exists with other contents")
                 release = existing
-        except ro.RolloutError as exc:
+        except (ro.RolloutError, CodecError) as exc:
+            token = token if token is not None else getattr(exc, "token", None)
             out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
             out.count("release", f"rejected_{exc.code}")
             return out
@@ -127,7 +125,8 @@ class Commands:
                 result = self._create(rid, body, now, out)
             else:
                 result = self._act(rid, action, now, out)
-        except ro.RolloutError as exc:
+        except (ro.RolloutError, CodecError) as exc:
+            token = token if token is not None else getattr(exc, "token", None)
             out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
             out.count("command", f"rejected_{exc.code}")
             return out

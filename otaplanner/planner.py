@@ -86,7 +86,8 @@ class Planner:
                 out.count(kind, "empty")  # a retained message being cleared
                 continue
             try:
-                body, encoding = decode(message.payload)
+                # Devices' numbers are judged field by field (§2); only hw, fw and the job are read here.
+                body, encoding = decode(message.payload, exact_numbers=False)
             except CodecError:
                 out.count(kind, "malformed")
                 continue

@@ -120,6 +120,7 @@ class DebugGateway:
             token = client_token_of(request)
             problem = self._check_open(request)
         except CodecError as exc:
+            token = exc.token  # when the payload could be read as far as it
             problem = (exc.code, exc.message)
         if problem is not None:
             out.publish(f"{topic}/rejected", error_body(problem[0], problem[1], token))
