@@ -91,7 +91,8 @@ class Planner:
             except CodecError:
                 out.count(kind, "malformed")
                 continue
-            if kind != "health":  # published by healthwatch, not by the device
+            # What the device itself sent: not the health (healthwatch's) nor its Last Will (the broker's).
+            if kind != "health" and not (kind == "status" and body.get("online") is False):
                 info = seen.setdefault(device_id, {})
                 info["enc"] = encoding
                 for name in ("hw", "fw"):

@@ -280,7 +280,10 @@ class ShadowService:
         if body is None:
             out.count(kind, "empty")  # a retained status being cleared
             return
-        device.seen(now, request.encoding)
+        # `{"online": false}` is the Last Will: the broker's word after the device went, not a
+        # message from it, so it moves neither last_seen_at nor the encoding.
+        if not (kind == "status" and body.get("online") is False):
+            device.seen(now, request.encoding)
         hw, fw = body.get("hw"), body.get("fw")
         if isinstance(hw, str) and 0 < len(hw) <= 64 and hw != device.info.hw:
             device.new_hw = hw

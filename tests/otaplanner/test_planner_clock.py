@@ -251,3 +251,16 @@ def test_advance_opens_the_next_stage_at_once(world: tuple[Planner, Clock]) -> N
     out = send(planner, "o/ota/rollouts/r/command", {"action": "advance"})
     assert published(out, "command/accepted")[0]["state"] == "running"
     assert set(jobs(out)) | set(first) == {f"d{i:02d}" for i in range(20)}
+
+
+def test_only_the_device_itself_sets_its_encoding(world: tuple[Planner, Clock], redis: Any) -> None:
+    # Issue 11: health (healthwatch's) and the Last Will (the broker's) are not the device speaking.
+    import msgpack
+
+    from daemons.registry import device_key
+
+    planner, _ = world
+    planner.handle([Inbound("p/mp-1/heartbeat", msgpack.packb({"hw": "c3", "fw": "1.0.0", "seq": 1}))])
+    send(planner, "p/mp-1/health", {"score": 90, "status": "ok", "reasons": [], "ts": 1})
+    send(planner, "p/mp-1/status", {"online": False})
+    assert redis.hget(device_key("fleet", "mp-1"), "enc") == "msgpack"

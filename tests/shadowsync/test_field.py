@@ -128,3 +128,15 @@ def test_get_before_the_device_ever_spoke(shadow, prefixes):
     shadow.request(f"{s}/update", {"state": {"desired": {"a": 1}}})
     g = shadow.request(f"{s}/get").body
     assert g["last_seen_at"] is None and g["connected"] is False
+
+
+def test_the_last_will_is_not_device_activity(shadow, prefixes, redis):
+    p, _ = prefixes
+    key = device_key("fleet", "will-1")
+    shadow.publish(f"{p}/will-1/status", {"online": True, "fw": "1.0", "ts": 7}, "msgpack", retain=True)
+    shadow.request(f"{p}/will-1/shadow/update", {"state": {"reported": {"a": 1}}}, "msgpack")
+    redis.hset(key, "last_seen_at", "1000")
+    shadow.publish(f"{p}/will-1/status", {"online": False}, retain=True)  # the broker, in JSON
+    g = shadow.request(f"{p}/will-1/shadow/get").body
+    assert g["connected"] is False and g["last_seen_at"] == 1000
+    assert redis.hget(key, "enc") == "msgpack"
