@@ -8,11 +8,12 @@ reboots, gaps or trends). `arrival` sorts each heartbeat before it is scored:
   far below the last one (outside the window) or lower with a newer `ts` is a restarted
   counter: new as well.
 - duplicate: that `seq` (or, without seq, that `ts`) was already scored.
-- late: an older `seq` not seen yet, within the last SEQ_WINDOW. Its only contribution is to
-  take back the missed heartbeat counted when its gap was seen (the gap was not real); its
-  levels, uptime and time never enter the trends, rates, reboot or gap detectors, whose
-  state follows the newest heartbeat only. A late heartbeat is not a sign of life either: it
-  does not refresh the offline timer or publish a verdict.
+- late: an older `seq` not seen yet, within the last SEQ_WINDOW (or, without seq, an older
+  `ts`). Its only contribution (with seq) is to take back the missed heartbeat counted when its
+  gap was seen (the gap was not real); its levels, uptime and time never enter the trends,
+  rates, reboot or gap detectors, whose state follows the newest heartbeat only. A late
+  heartbeat is not a sign of life either: it does not refresh the offline timer or publish
+  a verdict.
 
 Elapsed time between two heartbeats is `ts` bounded by what the device says passed (seq steps
 times the interval, or the uptime growth of a device that does not count), so a clock jumping
@@ -141,8 +142,10 @@ def fill(st: DeviceState, hb: dict[str, Any], t: Tuning) -> None:
     The miss was counted when the first heartbeat after the gap arrived: the nearest newer seq
     in the window, about `behind` intervals before the newest.
     """
+    if hb.get("seq") is None or st.seq < 0:
+        return  # late by ts alone: which gap it belonged to is unknown, so nothing is taken back
     behind = st.seq - hb["seq"]
-    after = next(j for j in range(behind - 1, -1, -1) if st.win >> j & 1)
+    after = next((j for j in range(behind - 1, -1, -1) if st.win >> j & 1), 0)
     st.win |= 1 << behind
     st.ms = max(0.0, st.ms - decay(1.0, after * t.interval_s, t.missed_tau_s))
 

@@ -121,3 +121,16 @@ def test_a_restarted_counter_is_new_not_late():
         return hb
     st, _, arrivals = feed(range(1, 121), make=restarted)
     assert arrivals == ["new"] * 120 and st.seq == 20 and st.ms == 0.0
+
+
+def test_late_without_seq_and_late_into_a_state_without_a_window():
+    def no_seq(i: int) -> dict[str, object]:
+        hb = beat(i)
+        del hb["seq"]
+        return hb
+    st, _, arrivals = feed([1, 2, 4, 3], make=no_seq)
+    assert arrivals[-1] == "late" and st.rb == 0.0
+    st, _, _ = feed([1, 2, 4])
+    st.win = 0  # a state stored before the window existed
+    _, _, arrivals = feed([3], st=st)
+    assert arrivals == ["late"] and st.ms == pytest.approx(0.0, abs=0.05)
