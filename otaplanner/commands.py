@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemons.protocol.codec import CodecError, decode
+from daemons.protocol.codec import CodecError, decode, salvage_token
 from daemons.protocol.messages import Outcome, client_token_of, error_body
 from otaplanner import rollout as ro
 from otaplanner.control import Control
@@ -66,7 +66,7 @@ class Commands:
 
     def _request(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
         if len(payload) > MAX_PAYLOAD:
-            raise ro.RolloutError(413, f"payload larger than {MAX_PAYLOAD} bytes")
+            raise CodecError(413, f"payload larger than {MAX_PAYLOAD} bytes", salvage_token(payload))
         body, _ = decode(payload)  # CodecError: rejected with its own code (and token, when readable)
         token = client_token_of(body)
         if "clientToken" in body and token is None:

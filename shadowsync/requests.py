@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemons.protocol.codec import CodecError, Encoding, decode, detect
+from daemons.protocol.codec import CodecError, Encoding, decode, detect, salvage_token
 from daemons.protocol.messages import Inbound, Outcome, client_token_of, error_body
 from daemons.protocol.selector import Selector, parse_selector, tag_value
 from shadowsync import document as doc
@@ -148,6 +148,9 @@ def parse(message: Inbound, prefix: str, ops: str) -> Request:
     payload = message.payload
     limit = MAX_PRESENCE_PAYLOAD if r.kind in ("status", "heartbeat") else MAX_PAYLOAD
     if len(payload) > limit:
+        if reply is not None:
+            encoding = "json" if r.kind == "bulk" else detect(payload) or "json"
+            reply = Reply(reply.topic, encoding, salvage_token(payload))
         return Refused(r, reply, 413, f"payload larger than {limit} bytes")
     if not payload and presence:
         return Tags(r) if r.kind == "tags" else Presence(r, None)

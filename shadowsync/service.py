@@ -60,6 +60,7 @@ class _Device:
         return "msgpack" if self.fields.get("enc") == "msgpack" else "json"
 
     def seen(self, now: int, encoding: Encoding) -> None:
+        """The device itself spoke (status, heartbeat, report): never for an operator's request."""
         self.set("last_seen_at", str(now))
         self.set("enc", encoding)
 

@@ -83,8 +83,19 @@ def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return out
 
 
+SALVAGE_MAX = 1024 * 1024  # larger payloads are answered without their token
+
+
+def salvage_token(payload: bytes) -> str | None:
+    """Best effort: the clientToken of a payload refused before decoding (e.g. too large, 413)."""
+    encoding = detect(payload)
+    if encoding is None or len(payload) > SALVAGE_MAX:
+        return None
+    return _salvage_token(payload, encoding)
+
+
 def _salvage_token(payload: bytes, encoding: Encoding) -> str | None:
-    """Best effort: the clientToken of a payload refused for invalid UTF-8 elsewhere in it."""
+    """Best effort: the clientToken of a payload refused for what is elsewhere in it."""
     try:
         if encoding == "json":
             value = json.loads(payload.decode("utf-8", errors="surrogateescape"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from daemons.protocol.codec import CodecError, decode, detect, encode
+from daemons.protocol.codec import CodecError, decode, detect, encode, salvage_token
 
 
 def test_detect_from_first_byte():
@@ -91,3 +91,10 @@ def test_edges_that_are_kept(raw):
 def test_numbers_may_be_left_to_the_caller():
     value, _ = decode(msgpack.packb({"temp_c": float("nan"), "n": 2**64 - 1}), exact_numbers=False)
     assert value["n"] == 2**64 - 1
+
+
+def test_the_token_of_a_payload_refused_before_decoding():
+    assert salvage_token(b'{"clientToken":"big","x":"' + b"y" * 100_000 + b'"}') == "big"
+    assert salvage_token(msgpack.packb({"clientToken": "big", "x": "y" * 100_000})) == "big"
+    assert salvage_token(b'{"clientToken":' + b"[" * 5000) is None
+    assert salvage_token(b"\x00garbage") is None

@@ -91,6 +91,9 @@ def test_hostile_payloads_get_a_rejected_answer_with_their_token(shadow, prefixe
     big = {"clientToken": "h", "state": {"reported": {"s": "x" * 60_000}}}
     r = shadow.request(f"{s}/update", big)
     assert r.body["code"] == 413 and r.body["clientToken"] == "h"
+    huge = {"clientToken": "h", "state": {"reported": {"s": "x" * 100_000}}}  # past the payload limit
+    r = shadow.request(f"{s}/update", huge, "msgpack")
+    assert r.body["code"] == 413 and r.body["clientToken"] == "h" and r.payload[0] >= 0x80
     assert redis.hget(device_key("fleet", "hx-1"), "sh:") == stored, "nothing partial stored"
     assert shadow.request(f"{s}/get").body["version"] == 1
 
