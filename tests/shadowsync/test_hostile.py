@@ -9,12 +9,13 @@ from typing import Any
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from daemons.protocol.codec import CodecError, decode, encode
 from daemons.protocol.messages import Inbound
 from daemons.registry import device_key
 from shadowsync import document as doc
-from shadowsync.requests import Refused, Update, parse
+from shadowsync.requests import Read, Refused, Update, parse
 from tests.shadowsync.hostile import TOKEN, update_payloads, values
 
 
@@ -24,12 +25,16 @@ def _exact(value: Any) -> bool:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(update_payloads())
-def test_the_door_answers_every_update(payload: bytes) -> None:
-    request = parse(Inbound("p/dev/shadow/update", payload), "p", "o")
-    assert isinstance(request, Update | Refused)
+@given(st.sampled_from(["shadow/update", "shadow/get", "shadow/delete", "shadow/name/n1/update"]),
+       update_payloads())
+def test_the_door_answers_every_request(operation: str, payload: bytes) -> None:
+    request = parse(Inbound(f"p/dev/{operation}", payload), "p", "o")
+    assert isinstance(request, Update | Read | Refused)
+    if isinstance(request, Read):
+        assert request.reply.token == TOKEN
+        return
     if isinstance(request, Refused):
-        assert request.reply is not None and request.reply.topic == "p/dev/shadow/update"
+        assert request.reply is not None and request.reply.topic == f"p/dev/{operation}"
         assert request.code in (400, 413), request
         # The token is known unless the payload could not be read as far as it.
         assert request.reply.token == TOKEN or request.message.startswith("malformed"), request
