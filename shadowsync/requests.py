@@ -81,6 +81,7 @@ class Tags:
 
 @dataclass(frozen=True, slots=True)
 class Bulk:
+    route: Route
     reply: Reply
     selector: Selector
     state: dict[str, Any]
@@ -179,7 +180,7 @@ def parse(message: Inbound, prefix: str, ops: str) -> Request:
                 selector = parse_selector(body.get("selector"))
             except ValueError as exc:
                 raise doc.ShadowError(400, str(exc)) from None
-            return Bulk(reply, selector, _bulk_state(body))
+            return Bulk(r, reply, selector, _bulk_state(body))
         assert reply is not None
         if r.kind == "bad_name":
             raise doc.ShadowError(400, "shadow name must match ^[A-Za-z0-9_-]{1,64}$")

@@ -18,7 +18,7 @@ from daemons.protocol.messages import Inbound, Outcome
 from daemons.registry import DeviceInfo, Registry
 from daemons.runtime.logs import OncePerKey, get_logger
 from shadowsync import document as doc
-from shadowsync.requests import Bulk, Dropped, Presence, Read, Refused, Request, Tags, Update, parse
+from shadowsync.requests import Bulk, Dropped, Presence, Read, Refused, Reply, Request, Tags, Update, parse
 from shadowsync.store import DeviceWrite, ShadowStore
 from shadowsync.topics import Route, subscriptions
 
@@ -108,7 +108,7 @@ class ShadowService:
     def handle(self, batch: list[Inbound]) -> Outcome:
         out = Outcome()
         per_device: dict[str, list[Request]] = {}
-        operator: list[Tags | Bulk | Refused] = []
+        operator: list[Request] = []
         for message in batch:
             request = parse(message, self.prefix, self.ops)
             if isinstance(request, Dropped):
@@ -116,8 +116,8 @@ class ShadowService:
                 out.count("message", kind)
                 if self._once.first(message.topic[:200]):
                     self.log.warning("dropped", reason=kind, topic=message.topic[:200])
-            elif isinstance(request, Tags | Bulk) or request.route.kind in ("bulk", "tags"):
-                operator.append(request)  # type: ignore[arg-type]
+            elif request.route.kind in ("bulk", "tags"):
+                operator.append(request)
             else:
                 per_device.setdefault(request.route.device_id, []).append(request)
         if per_device:
@@ -169,15 +169,12 @@ class ShadowService:
     def _one(self, call: Call, request: Request) -> None:
         if isinstance(request, Presence):
             self._presence(call, request)
-            return
-        if isinstance(request, Refused):
-            if request.reply is None:  # a status or heartbeat this daemon cannot read
-                reason = "too_large" if request.code == 413 else "malformed"
-                call.out.count(request.route.kind, reason)
-                return
-            reply, code, message = request.reply, request.code, request.message
-        else:
-            assert isinstance(request, Update | Read)
+        elif isinstance(request, Refused):
+            if request.reply is None:  # a status or heartbeat this daemon cannot read: no answer topic
+                call.out.count(request.route.kind, "too_large" if request.code == 413 else "malformed")
+            else:
+                self._reject(call, request.route, request.reply, request.code, request.message)
+        elif isinstance(request, Update | Read):
             try:
                 if isinstance(request, Update):
                     self._update(call, request)
@@ -185,11 +182,13 @@ class ShadowService:
                     self._get(call, request)
                 else:
                     self._delete(call, request)
-                return
             except doc.ShadowError as exc:
-                reply, code, message = request.reply, exc.code, exc.message
+                self._reject(call, request.route, request.reply, exc.code, exc.message)
+
+    @staticmethod
+    def _reject(call: Call, r: Route, reply: Reply, code: int, message: str) -> None:
         reply.reject(call.out, code, message, call.now)
-        call.out.count(request.route.operation, f"rejected_{code}")
+        call.out.count(r.operation, f"rejected_{code}")
 
     def _update(self, call: Call, request: Update) -> None:
         device, r, now, state = call.device, request.route, call.now, request.state
@@ -311,7 +310,7 @@ class ShadowService:
 
     # -- operator topics ---------------------------------------------------------------------
 
-    def _operator(self, request: Tags | Bulk | Refused) -> Outcome:
+    def _operator(self, request: Request) -> Outcome:
         out = Outcome()
         if isinstance(request, Tags):
             old = self.registry.read_many([request.route.device_id])[request.route.device_id]
@@ -321,6 +320,8 @@ class ShadowService:
             out.count("tags", "accepted")
         elif isinstance(request, Bulk):
             self._bulk(request, out)
+        elif not isinstance(request, Refused):
+            raise TypeError(f"not an operator request: {request!r}")
         elif request.reply is None:  # tags: a retained topic, nobody to answer
             out.count("tags", "rejected")
             self.log.warning("tags_rejected", device_id=request.route.device_id, error=request.message)
