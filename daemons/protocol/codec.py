@@ -193,7 +193,9 @@ def decode(payload: bytes, empty_as: dict[str, Any] | None = None,
         if "UTF-8" in message:
             raise CodecError(400, f"malformed {encoding}: invalid UTF-8",
                              _salvage_token(payload, encoding)) from None
-        raise CodecError(400, f"malformed {encoding}: {message[:200]}") from None
+        # E.g. a number orjson reads as infinity: the rest may still name the caller.
+        raise CodecError(400, f"malformed {encoding}: {message[:200]}",
+                         _salvage_token(payload, encoding)) from None
     if not isinstance(value, dict):
         raise CodecError(400, f"payload must be an object, got {type(value).__name__}")
     try:

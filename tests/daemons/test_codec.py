@@ -98,3 +98,9 @@ def test_the_token_of_a_payload_refused_before_decoding():
     assert salvage_token(msgpack.packb({"clientToken": "big", "x": "y" * 100_000})) == "big"
     assert salvage_token(b'{"clientToken":' + b"[" * 5000) is None
     assert salvage_token(b"\x00garbage") is None
+
+
+def test_a_number_past_double_range_is_refused_with_the_token():
+    with pytest.raises(CodecError) as err:
+        decode(b'{"clientToken":"t","a":' + b"9" * 400 + b"}")
+    assert err.value.code == 400 and err.value.token == "t"
