@@ -3,7 +3,7 @@
 Everything that can be judged from the message alone (encoding, size, clientToken, the shape
 of the state, version and seq, tags, selectors) is judged here, before anything is read from
 or written to Redis; the service only applies what is left. A request this door refuses
-comes back as `Refused` with the code to answer and the `clientToken` when it could be read,
+comes back as a `Refusal` with the error to answer and the `clientToken` when it could be read,
 so every shadow and bulk request gets an answer however malformed it is (PROTOCOL §1).
 """
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemons.protocol.codec import CodecError, Encoding, decode, detect, salvage_token
-from daemons.protocol.messages import Inbound, Outcome, client_token_of, error_body
+from daemons.protocol.errors import Rejected
+from daemons.protocol.messages import Inbound, Reply, client_token_of
 from daemons.protocol.selector import Selector, parse_selector, tag_value
 from shadowsync import document as doc
 from shadowsync.topics import Route, route
@@ -21,23 +22,6 @@ from shadowsync.topics import Route, route
 MAX_PAYLOAD = 64 * 1024  # shadow, bulk and tags requests
 MAX_PRESENCE_PAYLOAD = 16 * 1024  # status and heartbeat (only hw / fw are read from them)
 TAG_KEY_MAX, TAG_VALUE_MAX = 64, 256
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """How a request is answered: `{topic}/accepted` or `{topic}/rejected`, in its encoding."""
-
-    topic: str
-    encoding: Encoding = "json"
-    token: str | None = None
-
-    def accept(self, out: Outcome, body: dict[str, Any], suffix: str = "accepted") -> None:
-        if self.token is not None:
-            body = {**body, "clientToken": self.token}
-        out.publish(f"{self.topic}/{suffix}", body, self.encoding)
-
-    def reject(self, out: Outcome, code: int, message: str, now: int) -> None:
-        out.publish(f"{self.topic}/rejected", error_body(code, message, self.token, now), self.encoding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +72,12 @@ class Bulk:
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class Refusal:
     """A request the door refuses: `reply` None where no answer topic exists (presence, tags)."""
 
     route: Route
     reply: Reply | None
-    code: int
-    message: str
+    error: Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +87,7 @@ class Dropped:
     route: Route
 
 
-Request = Update | Read | Presence | Tags | Bulk | Refused | Dropped
+Request = Update | Read | Presence | Tags | Bulk | Refusal | Dropped
 
 
 def _int_field(body: dict[str, Any], name: str) -> int | None:
@@ -139,20 +122,18 @@ def parse(message: Inbound, prefix: str, ops: str) -> Request:
     r = route(message.topic, prefix, ops)
     if r.kind in ("bad_id", "unknown"):
         return Dropped(r)
-    presence = r.kind in ("status", "heartbeat", "tags")
-    if r.kind == "bulk":
-        reply: Reply | None = Reply(f"{ops}/shadow/bulk")
-    elif presence:
-        reply = None
-    else:
-        reply = Reply(f"{r.base(prefix)}/{r.operation}")
     payload = message.payload
+    presence = r.kind in ("status", "heartbeat", "tags")
+    # Answers go in the request's encoding (§0); the bulk topic is an operator's: JSON.
+    encoding: Encoding = "json" if r.kind == "bulk" else detect(payload) or "json"
+    topic = f"{ops}/shadow/bulk" if r.kind == "bulk" else f"{r.base(prefix)}/{r.operation}"
+
+    def reply(token: str | None) -> Reply | None:
+        return None if presence else Reply(topic, token, r.operation, None, encoding)
+
     limit = MAX_PRESENCE_PAYLOAD if r.kind in ("status", "heartbeat") else MAX_PAYLOAD
     if len(payload) > limit:
-        if reply is not None:
-            encoding = "json" if r.kind == "bulk" else detect(payload) or "json"
-            reply = Reply(reply.topic, encoding, salvage_token(payload))
-        return Refused(r, reply, 413, f"payload larger than {limit} bytes")
+        return Refusal(r, reply(salvage_token(payload)), Rejected(413, f"payload larger than {limit} bytes"))
     if not payload and presence:
         return Tags(r) if r.kind == "tags" else Presence(r, None)
     try:
@@ -160,33 +141,24 @@ def parse(message: Inbound, prefix: str, ops: str) -> Request:
         body, encoding = decode(payload, empty_as={} if r.kind in ("get", "delete") else None,
                                 exact_numbers=r.kind not in ("status", "heartbeat"))
     except CodecError as exc:
-        if reply is not None:
-            encoding = "json" if r.kind == "bulk" else detect(payload) or "json"
-            reply = Reply(reply.topic, encoding, exc.token)
-        return Refused(r, reply, exc.code, exc.message)
+        return Refusal(r, reply(exc.token), exc)
     if r.kind in ("status", "heartbeat"):
         return Presence(r, body, encoding)
     token = client_token_of(body)
-    if reply is not None:
-        reply = Reply(reply.topic, "json" if r.kind == "bulk" else encoding, token)
+    answer = reply(token)
     try:
         if "clientToken" in body and token is None:
             raise doc.ShadowError(400, "clientToken must be a string of at most 64 characters")
         if r.kind == "tags":
             return Tags(r, _tags(body))
+        assert answer is not None
         if r.kind == "bulk":
-            assert reply is not None
-            try:
-                selector = parse_selector(body.get("selector"))
-            except ValueError as exc:
-                raise doc.ShadowError(400, str(exc)) from None
-            return Bulk(r, reply, selector, _bulk_state(body))
-        assert reply is not None
+            return Bulk(r, answer, parse_selector(body.get("selector")), _bulk_state(body))
         if r.kind == "bad_name":
             raise doc.ShadowError(400, "shadow name must match ^[A-Za-z0-9_-]{1,64}$")
         if r.kind == "update":
             state = doc.validate_state(body.get("state", doc.MISSING))
-            return Update(r, reply, state, _int_field(body, "version"), _int_field(body, "seq"))
-        return Read(r, reply)
-    except doc.ShadowError as exc:
-        return Refused(r, reply, exc.code, exc.message)
+            return Update(r, answer, state, _int_field(body, "version"), _int_field(body, "seq"))
+        return Read(r, answer)
+    except Rejected as exc:
+        return Refusal(r, answer, exc)

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from daemons.protocol.codec import Encoding
-from daemons.protocol.messages import Inbound, Outcome
+from daemons.protocol.errors import Rejected
+from daemons.protocol.messages import Inbound, Outcome, Reply, with_client_token
 from daemons.registry import DeviceInfo, Registry
 from daemons.runtime.logs import OncePerKey, get_logger
 from shadowsync import document as doc
-from shadowsync.requests import Bulk, Dropped, Presence, Read, Refused, Reply, Request, Tags, Update, parse
+from shadowsync.requests import Bulk, Dropped, Presence, Read, Refusal, Request, Tags, Update, parse
 from shadowsync.store import DeviceWrite, ShadowStore
 from shadowsync.topics import Route, subscriptions
 
@@ -169,11 +170,11 @@ class ShadowService:
     def _one(self, call: Call, request: Request) -> None:
         if isinstance(request, Presence):
             self._presence(call, request)
-        elif isinstance(request, Refused):
+        elif isinstance(request, Refusal):
             if request.reply is None:  # a status or heartbeat this daemon cannot read: no answer topic
-                call.out.count(request.route.kind, "too_large" if request.code == 413 else "malformed")
+                call.out.count(request.route.kind, "too_large" if request.error.code == 413 else "malformed")
             else:
-                self._reject(call, request.route, request.reply, request.code, request.message)
+                self._reject(call, request.reply, request.error)
         elif isinstance(request, Update | Read):
             try:
                 if isinstance(request, Update):
@@ -182,13 +183,12 @@ class ShadowService:
                     self._get(call, request)
                 else:
                     self._delete(call, request)
-            except doc.ShadowError as exc:
-                self._reject(call, request.route, request.reply, exc.code, exc.message)
+            except Rejected as exc:
+                self._reject(call, request.reply, exc)
 
     @staticmethod
-    def _reject(call: Call, r: Route, reply: Reply, code: int, message: str) -> None:
-        reply.reject(call.out, code, message, call.now)
-        call.out.count(r.operation, f"rejected_{code}")
+    def _reject(call: Call, reply: Reply, error: Rejected) -> None:
+        replace(reply, now=call.now).reject(call.out, error)
 
     def _update(self, call: Call, request: Update) -> None:
         device, r, now, state = call.device, request.route, call.now, request.state
@@ -206,7 +206,8 @@ class ShadowService:
             device.set("seq", str(request.seq))
         if request.reports:
             device.seen(now, request.reply.encoding)
-        request.reply.accept(call.out, {
+        reply = request.reply
+        reply.accept(call.out, {
             "state": state,
             "metadata": doc.stamp(state, now) if state is not None else {},
             "version": new["version"],
@@ -215,12 +216,12 @@ class ShadowService:
         documents: dict[str, Any] = {"current": doc.public_document(new), "timestamp": now}
         if current is not None:
             documents["previous"] = doc.public_document(current)
-        request.reply.accept(call.out, documents, "documents")
+        with_client_token(documents, reply.token)
+        call.out.publish(f"{reply.topic}/documents", documents, reply.encoding)
         # Every update that carries desired sends the delta, changed or not (§1): re-sending the
         # same desired reaches a device that drifted locally.
         if state is not None and "desired" in state:
-            self._publish_delta(device, r.shadow, new, now, call.out, request.reply.token)
-        call.out.count("update", "accepted")
+            self._publish_delta(device, r.shadow, new, now, call.out, reply.token)
 
     def _publish_delta(
         self, device: _Device, shadow: str, document: dict[str, Any], now: int, out: Outcome,
@@ -235,8 +236,7 @@ class ShadowService:
             "version": document["version"],
             "timestamp": now,
         }
-        if token is not None:
-            body["clientToken"] = token
+        with_client_token(body, token)
         # A delta is started by the daemon: it goes in the encoding the device last used.
         out.publish(f"{Route('update', device.id, shadow).base(self.prefix)}/update/delta",
                     body, device.encoding())
@@ -263,7 +263,6 @@ class ShadowService:
         if delta:
             body["state"]["delta"] = delta
         request.reply.accept(call.out, body)
-        call.out.count("get", "accepted")
 
     def _delete(self, call: Call, request: Read) -> None:
         device, r = call.device, request.route
@@ -273,7 +272,6 @@ class ShadowService:
         # The version counter survives the delete, as on AWS IoT: the next update continues it.
         device.delete("sh:" + r.shadow)
         request.reply.accept(call.out, {"version": current["version"], "timestamp": call.now})
-        call.out.count("delete", "accepted")
 
     def _presence(self, call: Call, request: Presence) -> None:
         device, kind, body, out, now = call.device, request.route.kind, request.body, call.out, call.now
@@ -320,14 +318,13 @@ class ShadowService:
             out.count("tags", "accepted")
         elif isinstance(request, Bulk):
             self._bulk(request, out)
-        elif not isinstance(request, Refused):
+        elif not isinstance(request, Refusal):
             raise TypeError(f"not an operator request: {request!r}")
         elif request.reply is None:  # tags: a retained topic, nobody to answer
             out.count("tags", "rejected")
-            self.log.warning("tags_rejected", device_id=request.route.device_id, error=request.message)
+            self.log.warning("tags_rejected", device_id=request.route.device_id, error=request.error.message)
         else:
-            request.reply.reject(out, request.code, request.message, int(self.clock()))
-            out.count("bulk", f"rejected_{request.code}")
+            replace(request.reply, now=int(self.clock())).reject(out, request.error)
         return out
 
     def _bulk(self, request: Bulk, out: Outcome) -> None:
@@ -337,7 +334,6 @@ class ShadowService:
             chunk = {i: request.state for i in matched[start:start + BULK_CHUNK]}
             out.extend(self._apply(chunk, self._bulk_one))
         request.reply.accept(out, {"matched": len(matched), "timestamp": now})
-        out.count("bulk", "accepted")
 
     def _bulk_one(self, device: _Device, state: dict[str, Any], now: int) -> Outcome:
         out = Outcome()

@@ -25,6 +25,8 @@ from typing import Any, Literal
 import msgpack
 import orjson
 
+from daemons.protocol.errors import Rejected
+
 Encoding = Literal["json", "msgpack"]
 
 _JSON_FIRST = frozenset(b"{ \t\r\n")
@@ -40,16 +42,14 @@ _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_INT = re.compile(rb"(?<![\d.eE+\-])-?\d{19,}(?![\d.eE])")
 
 
-class CodecError(ValueError):
+class CodecError(Rejected):
     """The payload cannot be decoded or kept exactly; `code` is the §0 error code to answer with.
 
     `token` is the request's `clientToken` when it could still be read, else None.
     """
 
     def __init__(self, code: int, message: str, token: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.token = token
 
 
@@ -210,7 +210,8 @@ def decode(payload: bytes, empty_as: dict[str, Any] | None = None,
 
 def encode(value: Any, encoding: Encoding = "json") -> bytes:
     if encoding == "msgpack":
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
     return orjson.dumps(value)
 
 

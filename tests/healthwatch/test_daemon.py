@@ -46,10 +46,10 @@ def test_bad_fields_are_dropped_one_by_one_and_bad_messages_counted(daemon, prob
     dev.publish(f"{p}/f-1/heartbeat", beat(0, 100, temp_c="hot", seq="x", custom={"k": 1}))
     h = dev.wait(f"{p}/f-1/health")
     assert h.body["status"] == "ok"
-    st = json.loads(redis.hget("fleet:hw:{f-1}", "st"))
+    st = json.loads(redis.hget("fleet:health:{f-1}", "st"))
     assert st[0][0] == 1 and st[0][3] == 100, "the heartbeat was scored: one heartbeat, its uptime kept"
-    assert redis.hget("fleet:hw:{f-1}", "status") == "ok"
-    assert not redis.exists("fleet:hw:{list-1}") and not redis.exists("fleet:hw:{junk-1}")
+    assert redis.hget("fleet:health:{f-1}", "status") == "ok"
+    assert not redis.exists("fleet:health:{list-1}") and not redis.exists("fleet:health:{junk-1}")
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
     def count(kind: str, result: str) -> float:
@@ -114,7 +114,7 @@ def test_out_of_order_and_redelivered_heartbeats_raise_no_alarm(daemon, probe, p
     assert not [m for m in seen if m.topic == f"{o}/health/alerts"], "no alert"
     assert all(m.body["status"] == "ok" and m.body["reasons"] == [] for m in seen
                if m.topic == f"{p}/ooo-1/health")
-    assert redis.hmget("fleet:hw:{ooo-1}", "status", "score") == ["ok", "100"]
+    assert redis.hmget("fleet:health:{ooo-1}", "status", "score") == ["ok", "100"]
 
 
 def test_hostile_heartbeats_are_dropped_and_counted_or_judged_field_by_field(daemon, probe, prefixes, redis):
@@ -138,7 +138,7 @@ def test_hostile_heartbeats_are_dropped_and_counted_or_judged_field_by_field(dae
                                                            "heap_free": 2**64 - 1}))
     h = dev.wait(f"{p}/hx-2/health")
     assert h.body["status"] == "ok"
-    assert not redis.exists("fleet:hw:{hx-1}")
+    assert not redis.exists("fleet:health:{hx-1}")
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'kind="heartbeat",result="malformed"} 5.0' in metrics
     assert 'kind="heartbeat_field",result="bad_temp_c"} 1.0' in metrics

@@ -15,7 +15,7 @@ from daemons.protocol.codec import CodecError, decode, encode
 from daemons.protocol.messages import Inbound
 from daemons.registry import device_key
 from shadowsync import document as doc
-from shadowsync.requests import Read, Refused, Update, parse
+from shadowsync.requests import Read, Refusal, Update, parse
 from tests.shadowsync.hostile import TOKEN, update_payloads, values
 
 
@@ -29,15 +29,15 @@ def _exact(value: Any) -> bool:
        update_payloads())
 def test_the_door_answers_every_request(operation: str, payload: bytes) -> None:
     request = parse(Inbound(f"p/dev/{operation}", payload), "p", "o")
-    assert isinstance(request, Update | Read | Refused)
+    assert isinstance(request, Update | Read | Refusal)
     if isinstance(request, Read):
         assert request.reply.token == TOKEN
         return
-    if isinstance(request, Refused):
+    if isinstance(request, Refusal):
         assert request.reply is not None and request.reply.topic == f"p/dev/{operation}"
-        assert request.code in (400, 413), request
+        assert request.error.code in (400, 413), request
         # The token is known unless the payload could not be read as far as it.
-        assert request.reply.token == TOKEN or request.message.startswith("malformed"), request
+        assert request.reply.token == TOKEN or request.error.message.startswith("malformed"), request
         return
     assert request.reply.token == TOKEN
     try:
