@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from healthwatch.device import DeviceState
 from healthwatch.engine import HealthEngine
@@ -134,3 +136,16 @@ def test_late_without_seq_and_late_into_a_state_without_a_window():
     st.win = 0  # a state stored before the window existed
     _, _, arrivals = feed([3], st=st)
     assert arrivals == ["late"] and st.ms == pytest.approx(0.0, abs=0.05)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_bounded_reordering_with_redeliveries_is_never_a_reboot_or_a_gap(data: st.DataObject) -> None:
+    n = data.draw(st.integers(10, 90))
+    delays = data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
+    order = [i for _, i in sorted((i + d, i) for i, d in zip(range(1, n + 1), delays, strict=True))]
+    for k, later in data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, 10)), max_size=10)):
+        order.insert(k + later, order[k])  # a QoS 1 redelivery: a copy, some messages after the first
+    st_, verdicts, _ = feed(order)
+    assert st_.rb == 0.0 and st_.ms < 0.5
+    assert all(v.status == "ok" and v.previous is None for v in verdicts)
