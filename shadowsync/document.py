@@ -1,16 +1,18 @@
 """Shadow documents: recursive merge, metadata, delta and limits (PROTOCOL §1). Pure functions.
 
-Where PROTOCOL §1 is silent these follow the AWS IoT Developer Guide, "Device Shadow service
-documents" (sections "Request state document", "Delta state", "Empty shadow document properties",
-"Array values in shadow documents") and "Interacting with shadows" ("Deleting properties"):
+The rules, and where each comes from. AWS IoT Developer Guide, "Device Shadow service documents":
+"Request state document" (`state` with `desired` / `reported`, `clientToken`, `version`),
+"Delta state" (desired fields that differ from reported, recursively), "Array values in shadow
+documents" (arrays are values, replaced and compared whole); "Interacting with shadows" >
+"Deleting properties" (null deletes a field, `"desired": null` the section). PROTOCOL §1 (the
+contract, written from AWS IoT's observed behaviour, which those pages do not spell out):
 
 - `state` may be null: the whole state (desired and reported) is cleared; `{}` changes nothing;
   either way the update is accepted and the version moves on by one. A missing `state`, or one
   that is not an object or null, is refused (400), as AWS refuses "Missing required node: state".
 - null deletes at every level: `"desired": null` drops the section, `{"a": null}` the field.
 - An object emptied by deletions stays, as an empty object (AWS keeps `{"a": {}}`).
-- Arrays are values, replaced whole and compared whole in the delta.
-- Limits (§1): depth ≤ 6 inside a section, arrays counting as a level like objects, keys ≤ 64
+- Limits: depth ≤ 6 inside a section, arrays counting as a level like objects, keys ≤ 64
   characters (400); the state ≤ 8 KiB as JSON (413). Checked without recursion, before anything
   is merged, so nothing of a refused request is stored.
 """
