@@ -106,13 +106,15 @@ class Reply:
     token: str | None
     counted_as: str
     now: int | None = None
+    encoding: Encoding = "json"  # the request's: device requests are answered in their encoding
 
     def accept(self, out: Outcome, body: dict[str, Any], result: str = "accepted") -> None:
-        out.publish(f"{self.topic}/accepted", with_client_token(body, self.token))
+        out.publish(f"{self.topic}/accepted", with_client_token(body, self.token), self.encoding)
         out.count(self.counted_as, result)
 
     def reject(self, out: Outcome, error: Rejected) -> None:
-        out.publish(f"{self.topic}/rejected", error_body(error.code, error.message, self.token, self.now))
+        out.publish(f"{self.topic}/rejected", error_body(error.code, error.message, self.token, self.now),
+                    self.encoding)
         out.count(self.counted_as, f"rejected_{error.code}")
 
 
