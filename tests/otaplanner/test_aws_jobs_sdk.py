@@ -197,17 +197,25 @@ def test_failures_rejections_and_timeouts_over_aws_jobs_halt_the_rollout(ota: En
     assert [e["event"] for e in ota.events("rh")] == ["created", "halted"]
     for d in things:
         assert not d.rejections, (d.thing, d.rejections)
-    # a device whose execution timed out finds it TIMED_OUT, and a late word on it is refused: the
-    # planner's report rule keeps timed_out final today (were §3's late reports served, so would this)
+    # A timed-out execution follows the planner's one report rule: IN_PROGRESS again is refused; a late
+    # SUCCEEDED is taken, as a §3 late report is (the device's word wins; AWS IoT keeps TIMED_OUT final).
     silent = things[4]
+    update = {"thing_name": silent.thing, "job_id": "rh", "include_job_execution_state": True}
+    silent.jobs.publish_update_job_execution(j.UpdateJobExecutionRequest(status="IN_PROGRESS", **update),
+                                             QOS1).result(10)
+    refused: j.RejectedError = silent.ev.next("update-")
+    assert refused.code == "InvalidStateTransition" and refused.execution_state.status == "TIMED_OUT"
     silent.jobs.publish_update_job_execution(j.UpdateJobExecutionRequest(
-        thing_name=silent.thing, job_id="rh", status="SUCCEEDED", include_job_execution_state=True),
-        QOS1).result(10)
-    late: j.RejectedError = silent.ev.next("update-")
-    assert late.code == "InvalidStateTransition" and late.execution_state.status == "TIMED_OUT"
+        status="SUCCEEDED", status_details={"fw": "2.0.0"}, **update), QOS1).result(10)
+    taken: j.UpdateJobExecutionResponse = silent.ev.next("update+")
+    assert taken.execution_state.status == "SUCCEEDED"
+    ota.wait_status("rh", lambda b: b["counts"]["timed_out"] == 3 and b["counts"]["succeeded"] == 23)
+    assert [e["event"] for e in ota.events("rh")] == ["created", "halted", "late_report"]
 
+    # rollback: the 23 updated devices (the late one too) get job `rh@rollback`; 22 complete it, the
+    # silent one times out again
     r = ota.command("rh", {"action": "rollback"})
-    assert r.topic.endswith("/accepted") and r.body["rollback_jobs"] == 22, r.body
+    assert r.topic.endswith("/accepted") and r.body["rollback_jobs"] == 23, r.body
     ota.wait_status("rh", lambda b: b.get("rollback_counts", {}).get("succeeded") == 22)
     back = [d for d in things if d.finished.get("rh") == "SUCCEEDED"]
     assert len(back) == 22
