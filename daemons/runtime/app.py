@@ -14,6 +14,7 @@ from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.mqtt import MqttSession
+from daemons.runtime.notify import Notifier
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
 
@@ -48,15 +49,19 @@ def run_daemon(
     metrics = DaemonMetrics(daemon)
     store = connect_redis(settings)
     session: MqttSession | None = None
+    notifier = Notifier()  # sd_notify: READY=1 once subscribed, WATCHDOG=1 from the run loop
     try:
         metrics.serve(settings.metrics_port_for(daemon))
         handler = build(settings, store, metrics)
         session = MqttSession(settings, daemon, handler.topics())
         session.connect()
+        if not session.wait_subscribed(15.0):
+            raise FleetError(f"broker did not grant the subscriptions {session.refused_topics or ''}")
         metrics.connected.labels(daemon).set(1)
         log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
                  shared=session.shared, client_id=session.client_id)
-        RunLoop(handler, session, metrics, stop, settings.batch_max).run()
+        notifier.ready(f"subscribed to {settings.mqtt_url}")
+        RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier).run()
         log.info("stopped")
         return 0
     except FleetError as exc:
@@ -66,3 +71,4 @@ def run_daemon(
         if session is not None:
             session.close()
         store.close()
+        notifier.close()

@@ -67,6 +67,10 @@ class MqttSession:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._waiting_mids: dict[int, _Pending] = {}
         self._reconnected = threading.Event()
+        # Set once the broker has granted every subscription (SUBACK), cleared on disconnect.
+        self._subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
+        self.refused_topics: list[str] = []
 
     # -- connection -------------------------------------------------------------------------
 
@@ -106,6 +110,7 @@ class MqttSession:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self._connack = None
         self._connack_event.clear()
         self._attempt_v5 = v5
@@ -139,8 +144,12 @@ class MqttSession:
                 self._generation += 1
             self._reconnected.set()
             self.shared = self._shared_allowed(props)
-            for topic in self.topics:
-                client.subscribe(self.subscription(topic), qos=1)
+            self._subscribed.clear()
+            if self.topics:
+                _, self._subscribe_mid = client.subscribe(
+                    [(self.subscription(topic), 1) for topic in self.topics])
+            else:
+                self._subscribed.set()
             self._connected.set()
         self._connack_event.set()
 
@@ -156,8 +165,16 @@ class MqttSession:
     def subscription(self, topic: str) -> str:
         return f"$share/{self.daemon}/{topic}" if self.shared else topic
 
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if mid != self._subscribe_mid:
+            return
+        self.refused_topics = [t for t, r in zip(self.topics, reasons, strict=False) if r.is_failure]
+        if not self.refused_topics:
+            self._subscribed.set()
+
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()
+        self._subscribed.clear()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         token = AckToken(self._generation, msg.mid, msg.qos)
@@ -172,6 +189,10 @@ class MqttSession:
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float | None = None) -> bool:
+        """True once the broker has granted every subscription of this connection (SUBACK)."""
+        return self._subscribed.wait(timeout)
 
     # -- traffic ----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import redis
 from daemons.protocol.messages import Inbound, Outcome, Publish
 from daemons.runtime.logs import get_logger
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.notify import Notifier
 
 # Errors of the infrastructure (Redis away): the batch is kept and retried, nothing is acked.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -100,6 +101,7 @@ class RunLoop:
         stop: StopFlag,
         batch_max: int = 500,
         clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
     ) -> None:
         self.handler = handler
         self.transport = transport
@@ -107,15 +109,19 @@ class RunLoop:
         self.stop = stop
         self.batch_max = batch_max
         self.clock = clock
+        # Pinged once per iteration (rate-limited inside): a loop stuck on Redis stops pinging.
+        self.notifier = notifier or Notifier({})
         self.log = get_logger("runloop", daemon=metrics.daemon)
         self._next_tick = clock() + handler.tick_interval_s
 
     def run(self) -> None:
         while not self.stop.requested:
             self.step(timeout=0.05)
+        self.notifier.stopping()
         self.drain()
 
     def step(self, timeout: float) -> int:
+        self.notifier.watchdog()
         self.transport.settle()
         # While answers await the broker's PUBACK, come back soon to acknowledge their batch.
         if self.transport.unsettled:
@@ -136,6 +142,7 @@ class RunLoop:
             batch = take_batch(self.transport.inbox, self.batch_max, 0.2)
             if not batch:
                 break
+            self.notifier.watchdog()
             self.process(batch)
         deadline = time.monotonic() + settle_s
         while self.transport.unsettled and time.monotonic() < deadline:
@@ -166,6 +173,8 @@ class RunLoop:
                 self.log.warning("batch_retry", error=str(exc), size=len(batch))
                 if self.stop.requested and delay >= 5:
                     raise
+                # Retrying is progress (Redis refused, not hung): the watchdog is for a stuck loop.
+                self.notifier.watchdog()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception:
