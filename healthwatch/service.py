@@ -41,6 +41,8 @@ class HealthService:
         self._cohorts_at = 0.0
         self._dirty = True
         self.last_summary: dict[str, Any] = {}
+        # Seconds from a heartbeat's `ts` to its arrival, for the metrics (__main__ sets it).
+        self.on_lag: Callable[[float], None] | None = None
 
     def topics(self) -> list[str]:
         return [f"{self.prefix}/+/heartbeat"]
@@ -71,6 +73,9 @@ class HealthService:
                 self._drop(out, "malformed", message.topic, str(exc))
                 continue
             work.setdefault(device_id, []).append(body)
+            ts = body.get("ts") if isinstance(body, dict) else None
+            if self.on_lag is not None and isinstance(ts, int | float) and not isinstance(ts, bool):
+                self.on_lag(now - ts)
         if not work:
             return out
         states = self.store.read(list(work))

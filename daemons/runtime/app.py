@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +14,7 @@ import redis
 from daemons.protocol.errors import FleetError
 from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
-from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.metrics import DaemonMetrics, time_redis
 from daemons.runtime.mqtt import MqttSession
 from daemons.runtime.notify import Notifier
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
@@ -22,6 +24,19 @@ def connect_redis(settings: Settings) -> Any:
     if settings.redis_cluster:
         return redis.RedisCluster.from_url(settings.redis_url, decode_responses=True)
     return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def watch_redis(metrics: DaemonMetrics, redis: Any, stop: StopFlag, every_s: float = 5.0) -> None:
+    """Observe a Redis PING every few seconds (fleet_redis_rtt_seconds) until stop."""
+
+    def run() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # Redis away: the run loop reports that
+                time_redis(metrics, redis)
+            if stop.event.wait(every_s):
+                return
+
+    threading.Thread(target=run, name="redis-rtt", daemon=True).start()
 
 
 def parse_args(daemon: str, argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +69,8 @@ def run_daemon(
         metrics.serve(settings.metrics_port_for(daemon))
         handler = build(settings, store, metrics)
         session = MqttSession(settings, daemon, handler.topics())
+        session.on_round_trip = metrics.broker_rtt.labels(daemon).observe
+        watch_redis(metrics, store, stop)
         session.connect()
         if not session.wait_subscribed(15.0):
             raise FleetError(f"broker did not grant the subscriptions {session.refused_topics or ''}")

@@ -14,6 +14,8 @@ import queue
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -71,6 +73,9 @@ class MqttSession:
         self._subscribed = threading.Event()
         self._subscribe_mid: int | None = None
         self.refused_topics: list[str] = []
+        # Broker round trips of QoS 1 publishes (send to PUBACK), reported in seconds.
+        self.on_round_trip: Callable[[float], None] | None = None
+        self._sent_at: dict[int, float] = {}
 
     # -- connection -------------------------------------------------------------------------
 
@@ -181,6 +186,9 @@ class MqttSession:
         self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), token))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        sent_at = self._sent_at.pop(mid, None)
+        if sent_at is not None and self.on_round_trip is not None:
+            self.on_round_trip(time.perf_counter() - sent_at)
         self._confirmed.put(mid)
 
     @property
@@ -208,8 +216,11 @@ class MqttSession:
         """
         record = _Pending(inbound, set())
         for message in publishes:
+            sent_at = time.perf_counter()
             mid = self.publish(message)
             if message.qos > 0:
+                if self.on_round_trip is not None:
+                    self._sent_at.setdefault(mid, sent_at)
                 record.waiting.add(mid)
                 self._waiting_mids[mid] = record
         self._pending.append(record)
@@ -224,11 +235,13 @@ class MqttSession:
             for record in self._pending:
                 record.waiting.clear()
             self._waiting_mids.clear()
+            self._sent_at.clear()
         while True:
             try:
                 mid = self._confirmed.get_nowait()
             except queue.Empty:
                 break
+            self._sent_at.pop(mid, None)  # its PUBACK beat deliver() to it: no sample
             if mid in self._waiting_mids:
                 self._waiting_mids.pop(mid).waiting.discard(mid)
         while self._pending and not self._pending[0].waiting:
