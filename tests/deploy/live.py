@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -13,6 +14,17 @@ from tests.support import Daemon, Probe, Server, env_for, free_port, iter_unique
 MASTER_KEY = "8d1f6a0e4b2c79d35f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6"
 DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
 _names = iter_unique("m")
+
+
+def exported(text: str) -> set[str]:
+    """Every sample name a /metrics text can hold, children or not (from its TYPE lines)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "gauge": ("",), "summary": ("_sum", "_count", "_created")}
+    names: set[str] = set()
+    for m in re.finditer(r"^# TYPE (\S+) (\S+)$", text, re.M):
+        base = m.group(1).removesuffix("_total") if m.group(2) == "counter" else m.group(1)
+        names.update(base + suffix for suffix in suffixes.get(m.group(2), ("",)))
+    return names
 
 
 def scrape(port: int) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 import yaml
 
+from tests.deploy.live import exported
 from tests.support import ROOT, need
 
 PROM = ROOT / "deploy" / "prometheus"
@@ -26,11 +27,6 @@ SHARED = ["fleet_redis_rtt_seconds_bucket", "fleet_broker_rtt_seconds_bucket", "
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([need("promtool"), *args], input=stdin, capture_output=True, text=True,
                           cwd=PROM, timeout=120)
-
-
-def exported(text: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"^# TYPE (\S+) (\S+)", text, re.M)} | {
-        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def test_config_and_rules_are_valid():
