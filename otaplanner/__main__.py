@@ -65,7 +65,9 @@ def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> Planner:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_daemon("otaplanner", build, argv)
+    # Operator requests: answered by one replica, also on brokers without shared subscriptions.
+    return run_daemon("otaplanner", build, argv, once=lambda s: [
+        f"{s.ops_prefix}/ota/releases/register", f"{s.ops_prefix}/ota/rollouts/+/command"])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from daemons.runtime.config import Settings, load_settings
 from daemons.runtime.metrics import DaemonMetrics, time_redis
 from daemons.runtime.mqtt import MqttSession
 from daemons.runtime.notify import Notifier
+from daemons.runtime.once import ClaimOnce
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
 
@@ -49,8 +50,13 @@ def run_daemon(
     daemon: str,
     build: Callable[[Settings, Any, DaemonMetrics], Handler],
     argv: list[str] | None = None,
+    once: Callable[[Settings], list[str]] | None = None,
 ) -> int:
-    """Run one daemon until SIGTERM. Returns the process exit code."""
+    """Run one daemon until SIGTERM. Returns the process exit code.
+
+    `once(settings)`: topic filters whose messages one replica must handle, not each (operator
+    commands); on a broker without shared subscriptions the replicas claim them in Redis.
+    """
     args = parse_args(daemon, argv)
     try:
         settings = load_settings(daemon, args.config)
@@ -78,7 +84,8 @@ def run_daemon(
         log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
                  shared=session.shared, client_id=session.client_id)
         notifier.ready(f"subscribed to {settings.mqtt_url}")
-        RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier).run()
+        claim = ClaimOnce(store, session.client_id, once(settings)) if once and not session.shared else None
+        RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier, claim=claim).run()
         log.info("stopped")
         return 0
     except FleetError as exc:

@@ -21,6 +21,7 @@ from daemons.protocol.messages import Inbound, Outcome, Publish
 from daemons.runtime.logs import get_logger
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.notify import Notifier
+from daemons.runtime.once import ClaimOnce
 
 # Errors of the infrastructure (Redis away): the batch is kept and retried, nothing is acked.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -102,6 +103,7 @@ class RunLoop:
         batch_max: int = 500,
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
+        claim: ClaimOnce | None = None,
     ) -> None:
         self.handler = handler
         self.transport = transport
@@ -111,6 +113,8 @@ class RunLoop:
         self.clock = clock
         # Pinged once per iteration (rate-limited inside): a loop stuck on Redis stops pinging.
         self.notifier = notifier or Notifier({})
+        # Without shared subscriptions: the messages another replica claimed are acked, not handled.
+        self.claim = claim
         self.log = get_logger("runloop", daemon=metrics.daemon)
         self._next_tick = clock() + handler.tick_interval_s
 
@@ -166,8 +170,11 @@ class RunLoop:
     def _handle_with_retry(self, batch: list[Inbound]) -> Outcome:
         delay = 0.1
         while True:
+            mine = batch
             try:
-                return self.handler.handle(batch)
+                if self.claim is not None:
+                    mine = self.claim.keep(batch)
+                return self.handler.handle(mine) if mine else Outcome()
             except TRANSIENT_ERRORS as exc:
                 self.metrics.failures.labels(self.metrics.daemon, type(exc).__name__).inc()
                 self.log.warning("batch_retry", error=str(exc), size=len(batch))
@@ -180,7 +187,7 @@ class RunLoop:
             except Exception:
                 # A bug must not stall the queue: isolate the message that triggers it.
                 self.log.exception("batch_failed", size=len(batch))
-                return self._one_by_one(batch)
+                return self._one_by_one(mine)
 
     def _one_by_one(self, batch: list[Inbound]) -> Outcome:
         total = Outcome()
