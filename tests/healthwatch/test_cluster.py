@@ -10,6 +10,7 @@ import redis as redis_lib
 
 from daemons.cli.localstack import start_redis_cluster
 from healthwatch.device import DeviceState
+from healthwatch.store import HealthStore
 from tests.healthwatch.test_replicas import beat
 from tests.support import Daemon, env_for
 
@@ -28,6 +29,7 @@ def test_two_replicas_on_redis_cluster(cluster, broker, probe, prefixes):
     replicas = [Daemon("healthwatch", env_for(cluster.nodes[0], broker, p, o, FLEET_REDIS_CLUSTER="1",
                                               FLEET_MQTT_CLIENT_ID=f"hw-cluster-{n}-{p}")) for n in range(2)]
     client = redis_lib.RedisCluster.from_url(cluster.url, decode_responses=True)
+    store = HealthStore(client)
     try:
         for d in replicas:
             d.start()
@@ -37,7 +39,7 @@ def test_two_replicas_on_redis_cluster(cluster, broker, probe, prefixes):
                 sender.client.publish(f"{p}/cl-{n}/heartbeat", json.dumps(beat(i)), qos=1)
 
         def counted() -> list[int]:
-            raws = [client.hget(f"fleet:hw:{{cl-{n}}}", "st") for n in range(DEVICES)]
+            raws = [client.hget(store.key(f"cl-{n}"), "st") for n in range(DEVICES)]
             return [DeviceState.from_json(json.loads(r)).n if r else 0 for r in raws]
 
         deadline = time.monotonic() + 60
@@ -46,7 +48,7 @@ def test_two_replicas_on_redis_cluster(cluster, broker, probe, prefixes):
             time.sleep(0.1)
         time.sleep(0.5)  # a write counted twice would land now
         assert counted() == [BEATS] * DEVICES
-        counts = {k: int(v) for k, v in client.hgetall("fleet:hw:{idx}:counts").items()}
+        counts = {k: int(v) for k, v in client.hgetall(store.counts_key).items()}
         assert sum(v for k, v in counts.items() if k.startswith("status:")) == DEVICES, counts
     finally:
         client.close()

@@ -21,7 +21,7 @@ def beat(i: int) -> dict[str, object]:
 
 
 def state(r: redis_lib.Redis, device_id: str) -> DeviceState | None:
-    raw = r.hget(f"fleet:hw:{{{device_id}}}", "st")
+    raw = r.hget(HealthStore(r).key(device_id), "st")
     return DeviceState.from_json(json.loads(raw)) if raw else None
 
 
@@ -44,9 +44,9 @@ def test_two_replicas_count_every_heartbeat_once(daemon, probe, prefixes, redis)
     time.sleep(0.5)  # a write counted twice would land now
     states = [state(redis, f"rep-{n}") for n in range(DEVICES)]
     assert [s.n for s in states if s] == [BEATS] * DEVICES, "every heartbeat folded in exactly once"
-    counts = {k: int(v) for k, v in redis.hgetall("fleet:hw:{idx}:counts").items()}
+    counts = {k: int(v) for k, v in redis.hgetall(HealthStore(redis).counts_key).items()}
     assert sum(v for k, v in counts.items() if k.startswith("status:")) == DEVICES, counts
-    revs = [int(redis.hget(f"fleet:hw:{{rep-{n}}}", "rev")) for n in range(DEVICES)]
+    revs = [int(redis.hget(HealthStore(redis).key(f"rep-{n}"), "rev")) for n in range(DEVICES)]
     assert all(rev <= BEATS for rev in revs), revs
 
 
@@ -58,7 +58,7 @@ def test_a_write_from_a_stale_read_is_refused(redis):
     stale = DeviceWrite("cas-1", DeviceState(n=1, wall=1.0), "c|1", None, {"status:ok": 1}, rev)
     assert store.write([first]) == set()
     assert store.write([stale]) == {"cas-1"}, "the second writer read before the first wrote"
-    assert redis.hget("fleet:hw:{idx}:counts", "status:ok") == "1"
+    assert redis.hget(store.counts_key, "status:ok") == "1"
     (st, rev), = store.read(["cas-1"]).values()
     assert st is not None and st.n == 1 and rev == "1"
 
