@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 from daemons.protocol.errors import ConfigError
@@ -21,9 +22,6 @@ from otaplanner.rollout import ABORTED, COMPLETED, DEVICE_STATES, ROLLOUT_STATES
 from otaplanner.rollout_store import RolloutStore
 from otaplanner.signing import Signer
 
-# The HTTP server of the local artifact store lives as long as the process; kept referenced here.
-_servers: list[Any] = []
-
 
 def readings(store: RolloutStore) -> Iterator[Any]:
     """Rollouts by state; devices by job state for each rollout not yet finished.
@@ -32,7 +30,7 @@ def readings(store: RolloutStore) -> Iterator[Any]:
     trailing) leave the series.
     """
     states = store.states()
-    by_state: dict[tuple[str, ...], float] = {(s,): 0.0 for s in ROLLOUT_STATES}
+    by_state: dict[tuple[str, ...], float] = {(s.value,): 0.0 for s in ROLLOUT_STATES}
     for state in states.values():
         if state in ROLLOUT_STATES:
             by_state[(state,)] += 1
@@ -44,18 +42,21 @@ def readings(store: RolloutStore) -> Iterator[Any]:
             continue
         counts, _ = store.counts(rid)
         for device_state in DEVICE_STATES:
-            jobs[(rid, device_state)] = counts.get(device_state)
+            jobs[(rid, device_state.value)] = counts.get(device_state)
     yield gauge("fleet_ota_rollout_devices", "Devices of an unfinished rollout by job state",
                 ["rollout", "state"], jobs)
 
 
-def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> Planner:
+def build(settings: Settings, redis: Any, metrics: DaemonMetrics, resources: ExitStack) -> Planner:
+    """The planner; the local artifact store's HTTP server (if any) is stopped by `resources`."""
     if not settings.ota_master_key and not settings.ota_ecdsa_key:
         raise ConfigError("FLEET_OTA_MASTER_KEY (ota_master_key) or FLEET_OTA_ECDSA_KEY (ota_ecdsa_key) "
                           "is required to sign jobs")
     artifacts = store_from_settings(settings)
     if isinstance(artifacts, LocalStore) and settings.artifact_http_port > 0:
-        _servers.append(serve_local_store(artifacts, "0.0.0.0", settings.artifact_http_port))
+        server, _thread = serve_local_store(artifacts, "0.0.0.0", settings.artifact_http_port)
+        resources.callback(server.server_close)
+        resources.callback(server.shutdown)
         get_logger("otaplanner").info("artifact_http", port=settings.artifact_http_port)
     owner = settings.mqtt_client_id or f"otaplanner-{socket.gethostname()}"
     jobs = JobFactory(Signer.from_settings(settings), artifacts)

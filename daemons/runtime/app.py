@@ -1,12 +1,19 @@
-"""Entry point plumbing shared by the daemons: config, logs, metrics, Redis, MQTT, run loop."""
+"""Entry point plumbing shared by the daemons: config, logs, metrics, Redis, MQTT, run loop.
+
+`run_daemon` owns the process lifecycle: everything a daemon starts (the metrics server, Redis,
+the broker session, and any server its `build` starts) is entered on one `contextlib.ExitStack`
+and stopped in reverse order on the way out, whether the daemon stops on SIGTERM or fails.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import redis
@@ -20,11 +27,39 @@ from daemons.runtime.notify import Notifier
 from daemons.runtime.once import ClaimOnce
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
+# build(settings, redis, metrics[, resources]) -> Handler. A build that starts servers takes the
+# fourth argument and registers how to stop each one on it (`resources.callback(server.close)`).
+Build = Callable[..., Handler]
+
 
 def connect_redis(settings: Settings) -> Any:
     if settings.redis_cluster:
         return redis.RedisCluster.from_url(settings.redis_url, decode_responses=True)
     return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def parse_args(daemon: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"fleet-{daemon}", description=f"fleet {daemon} daemon")
+    parser.add_argument("--config", help="TOML configuration file (default: $FLEET_CONFIG)")
+    return parser.parse_args(argv)
+
+
+def open_session(settings: Settings, daemon: str, topics: list[str], metrics: DaemonMetrics,
+                 resources: ExitStack) -> MqttSession:
+    """Connect the daemon's broker session, closed by `resources`.
+
+    `fleet_mqtt_connected{daemon}` follows the connection: 1 from each CONNACK, 0 from each loss
+    (paho's connect/disconnect callbacks) and once the session is closed.
+    """
+    gauge = metrics.connected.labels(daemon)
+    session = MqttSession(settings, daemon, topics, on_connection=lambda up: gauge.set(1 if up else 0))
+    session.on_round_trip = metrics.broker_rtt.labels(daemon).observe
+    resources.callback(gauge.set, 0)
+    resources.callback(session.close)
+    session.connect()
+    if not session.wait_subscribed(15.0):
+        raise FleetError(f"broker did not grant the subscriptions {session.refused_topics or ''}")
+    return session
 
 
 def watch_redis(metrics: DaemonMetrics, redis: Any, stop: StopFlag, every_s: float = 5.0) -> None:
@@ -40,22 +75,21 @@ def watch_redis(metrics: DaemonMetrics, redis: Any, stop: StopFlag, every_s: flo
     threading.Thread(target=run, name="redis-rtt", daemon=True).start()
 
 
-def parse_args(daemon: str, argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"fleet-{daemon}", description=f"fleet {daemon} daemon")
-    parser.add_argument("--config", help="TOML configuration file (default: $FLEET_CONFIG)")
-    return parser.parse_args(argv)
+def _build(build: Build, settings: Settings, store: Any, metrics: DaemonMetrics,
+           resources: ExitStack) -> Handler:
+    if len(inspect.signature(build).parameters) >= 4:
+        return build(settings, store, metrics, resources)
+    return build(settings, store, metrics)
 
 
-def run_daemon(
-    daemon: str,
-    build: Callable[[Settings, Any, DaemonMetrics], Handler],
-    argv: list[str] | None = None,
-    once: Callable[[Settings], list[str]] | None = None,
-) -> int:
-    """Run one daemon until SIGTERM. Returns the process exit code.
+def run_daemon(daemon: str, build: Build, argv: list[str] | None = None,
+               once: Callable[[Settings], list[str]] | None = None) -> int:
+    """Run one daemon until SIGTERM. Returns the process exit code (0, 1 fatal, 2 configuration).
 
-    `once(settings)`: topic filters whose messages one replica must handle, not each (operator
-    commands); on a broker without shared subscriptions the replicas claim them in Redis.
+    sd_notify (daemons.runtime.notify): READY=1 once subscribed, WATCHDOG=1 from the run loop,
+    STOPPING=1 on drain. `once(settings)`: topic filters whose messages one replica must handle,
+    not each (operator requests); on a broker without shared subscriptions the replicas claim them
+    in Redis (daemons.runtime.once).
     """
     args = parse_args(daemon, argv)
     try:
@@ -68,31 +102,24 @@ def run_daemon(
     stop = StopFlag()
     stop.install()
     metrics = DaemonMetrics(daemon)
-    store = connect_redis(settings)
-    session: MqttSession | None = None
-    notifier = Notifier()  # sd_notify: READY=1 once subscribed, WATCHDOG=1 from the run loop
-    try:
-        metrics.serve(settings.metrics_port_for(daemon))
-        handler = build(settings, store, metrics)
-        session = MqttSession(settings, daemon, handler.topics())
-        session.on_round_trip = metrics.broker_rtt.labels(daemon).observe
-        watch_redis(metrics, store, stop)
-        session.connect()
-        if not session.wait_subscribed(15.0):
-            raise FleetError(f"broker did not grant the subscriptions {session.refused_topics or ''}")
-        metrics.connected.labels(daemon).set(1)
-        log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
-                 shared=session.shared, client_id=session.client_id)
-        notifier.ready(f"subscribed to {settings.mqtt_url}")
-        claim = ClaimOnce(store, session.client_id, once(settings)) if once and not session.shared else None
-        RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier, claim=claim).run()
-        log.info("stopped")
-        return 0
-    except FleetError as exc:
-        log.error("fatal", error=str(exc))
-        return 1
-    finally:
-        if session is not None:
-            session.close()
-        store.close()
-        notifier.close()
+    with ExitStack() as resources:
+        try:
+            notifier = Notifier()
+            resources.callback(notifier.close)
+            store = connect_redis(settings)
+            resources.callback(store.close)
+            metrics.serve(settings.metrics_port_for(daemon), resources)
+            watch_redis(metrics, store, stop)
+            handler = _build(build, settings, store, metrics, resources)
+            session = open_session(settings, daemon, handler.topics(), metrics, resources)
+            log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
+                     shared=session.shared, client_id=session.client_id)
+            notifier.ready(f"subscribed to {settings.mqtt_url}")
+            shared = session.shared
+            claim = ClaimOnce(store, session.client_id, once(settings)) if once and not shared else None
+            RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier, claim=claim).run()
+            log.info("stopped")
+            return 0
+        except FleetError as exc:
+            log.error("fatal", error=str(exc))
+            return 1
