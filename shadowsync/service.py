@@ -32,7 +32,6 @@ class _Device:
         self.info = DeviceInfo.from_fields(device_id, fields.get("hw"), fields.get("fw"), fields.get("tags"))
         self.new_hw: str | None = None
         self.new_fw: str | None = None
-        self.online: bool | None = None  # set when a status message says so
 
     def delta_pending(self) -> bool:
         """Whether any of the device's shadows has a non-empty delta."""
@@ -158,8 +157,8 @@ class ShadowService:
                 # Index writes only when something indexed changes or the device is new.
                 if d.new_hw or d.new_fw or not d.write.expected_rev:
                     self.registry.observe(pipe, d.info, d.new_hw, d.new_fw)
-                if d.online is not None:
-                    self.registry.set_online(pipe, d.id, d.online)
+                if (connected := d.write.sets.get("connected")) is not None:
+                    self.registry.set_connected(pipe, d.id, connected)
                 if any(k.startswith("sh:") for k in (*d.write.sets, *d.write.deletes)):
                     self.store.mark_delta(pipe, d.id, d.delta_pending(), now)
         return write
@@ -321,7 +320,6 @@ class ShadowService:
         was_online = device.fields.get("connected") == "1"
         stamp = str(body.get("ts", ""))
         device.set("connected", "1" if online else "0")
-        device.online = online
         # A retained status redelivered to us is not a new connection; a new `ts` or a
         # transition is. On a new connection the device gets every non-empty delta.
         if online and (not was_online or stamp != device.fields.get("status_ts")):

@@ -101,11 +101,12 @@ class Registry:
 
     @property
     def online_index(self) -> str:
-        """set: devices whose last status message said online."""
-        return self._idx("online")
+        """set: devices whose last status message said online (`connected` = "1" in the hash)."""
+        return self._idx("connected")
 
-    def set_online(self, pipe: Any, device_id: str, online: bool) -> None:
-        (pipe.sadd if online else pipe.srem)(self.online_index, device_id)
+    def set_connected(self, pipe: Any, device_id: str, connected: str) -> None:
+        """Index the device hash's `connected` field ("1" or "0") as shadow-sync writes it."""
+        (pipe.sadd if connected == "1" else pipe.srem)(self.online_index, device_id)
 
     # -- reads -------------------------------------------------------------------------------
 

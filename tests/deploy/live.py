@@ -9,6 +9,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import redis as redis_lib
+
 from tests.support import Daemon, Probe, Server, env_for, free_port, iter_unique
 
 MASTER_KEY = "8d1f6a0e4b2c79d35f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6"
@@ -46,6 +48,10 @@ def wait_metric(port: int, check: Callable[[str], bool], timeout: float = 20.0) 
 def run_fleet(redis: Server, broker: Server, workdir: Path) -> Iterator[dict[str, str]]:
     """Start every daemon, drive a device, a shadow, a heartbeat and a rollout; yield the scrapes."""
     name = next(_names)
+    # The figures read from Redis are fleet-wide (namespace "fleet"): start from an empty Redis.
+    flush = redis_lib.Redis.from_url(redis.url)
+    flush.flushall()
+    flush.close()
     p, o = f"fl{name}", f"ops{name}"
     artifacts = workdir / "artifacts"
     artifacts.mkdir(parents=True)

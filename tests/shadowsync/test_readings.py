@@ -23,8 +23,8 @@ def check_readings(client) -> None:
     for n in range(6):
         pipe.sadd("fleet:{idx}:all", f"d{n}")
     for n in range(4):
-        registry.set_online(pipe, f"d{n}", True)
-    registry.set_online(pipe, "d3", False)
+        registry.set_connected(pipe, f"d{n}", "1")
+    registry.set_connected(pipe, "d3", "0")
     store.mark_delta(pipe, "d0", True, 100.0)
     store.mark_delta(pipe, "d0", True, 200.0)  # still pending: the first time stays
     store.mark_delta(pipe, "d1", True, 150.0)
