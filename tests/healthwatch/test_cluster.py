@@ -11,7 +11,7 @@ import redis as redis_lib
 from daemons.cli.localstack import start_redis_cluster
 from healthwatch.device import DeviceState
 from healthwatch.store import HealthStore
-from tests.healthwatch.test_replicas import beat
+from tests.healthwatch.test_replicas import all_scored, beat
 from tests.support import Daemon, env_for
 
 DEVICES, BEATS = 24, 25
@@ -38,16 +38,14 @@ def test_two_replicas_on_redis_cluster(cluster, broker, probe, prefixes):
             for n in range(DEVICES):
                 sender.client.publish(f"{p}/cl-{n}/heartbeat", json.dumps(beat(i)), qos=1)
 
-        def counted() -> list[int]:
+        def states() -> list[DeviceState | None]:
             raws = [client.hget(store.key(f"cl-{n}"), "st") for n in range(DEVICES)]
-            return [DeviceState.from_json(json.loads(r)).n if r else 0 for r in raws]
+            return [DeviceState.from_json(json.loads(r)) if r else None for r in raws]
 
         deadline = time.monotonic() + 60
-        while min(counted()) < BEATS:
-            assert time.monotonic() < deadline, counted()
+        while not all(all_scored(s, BEATS) for s in states()):
+            assert time.monotonic() < deadline, [(s.seq, bin(s.win)) if s else None for s in states()]
             time.sleep(0.1)
-        time.sleep(0.5)  # a write counted twice would land now
-        assert counted() == [BEATS] * DEVICES
         counts = {k: int(v) for k, v in client.hgetall(store.counts_key).items()}
         assert sum(v for k, v in counts.items() if k.startswith("status:")) == DEVICES, counts
     finally:
