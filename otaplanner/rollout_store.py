@@ -115,6 +115,14 @@ class RolloutStore:
     def untrail(self, rid: str) -> None:
         self.redis.srem("ota:trailing", rid)
 
+    def states(self) -> dict[str, str]:
+        """Every rollout id -> its state (one pipelined read of each meta)."""
+        rids = sorted(self.redis.smembers("ota:rollouts"))
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in rids:
+            pipe.hget(self.key(rid, "meta"), "state")
+        return {rid: state or "" for rid, state in zip(rids, pipe.execute() if rids else [], strict=True)}
+
     def in_progress(self, rid: str) -> int:
         return sum(int(self.redis.zcard(self.key(rid, k))) for k in ("deadline", "rb:deadline"))
 

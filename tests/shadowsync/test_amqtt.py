@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import paho.mqtt.client as paho
 import pytest
 
@@ -21,7 +19,7 @@ def test_shadowsync_falls_back_to_311_on_amqtt(amqtt, redis, redis_server, prefi
     p, o = prefixes
     sync = Daemon("shadowsync", env_for(redis_server, amqtt, p, o, FLEET_MQTT_CLIENT_ID="ss-amqtt")).start()
     try:
-        started = next(json.loads(line) for line in sync.lines if '"started"' in line)
+        started = sync.event("started")
         assert started["protocol"] == 4 and started["shared"] is False
         dev = Probe(amqtt.url, protocol=paho.MQTTv311).connect().subscribe(f"{p}/a1/shadow/#")
         r = dev.request(f"{p}/a1/shadow/update", {"state": {"desired": {"x": 1}}, "clientToken": "z"})
