@@ -11,12 +11,13 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from daemons.protocol.errors import ConfigError
+from daemons.protocol.keys import KeyError_, parse_hex_key
 
 # Topic prefixes become MQTT topic levels: no wildcards, no empty levels.
 _PREFIX_FORBIDDEN = set("+#\x00")
@@ -31,11 +32,11 @@ DEFAULT_METRICS_PORTS = {
 
 @dataclass(frozen=True)
 class Settings:
-    """Configuration shared by every daemon (PROTOCOL §7)."""
+    """Configuration shared by every daemon (PROTOCOL §7). Secrets are left out of the repr."""
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
-    mqtt_password: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
     # "auto" tries MQTT 5 and falls back to 3.1.1; "5" or "3.1.1" forces one.
     mqtt_protocol: str = "auto"
     # "auto" uses $share/<daemon>/ when the broker says it offers shared subscriptions (MQTT 5).
@@ -55,15 +56,22 @@ class Settings:
     artifact_public_url: str | None = None
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
-    s3_secret_key: str | None = None
+    s3_secret_key: str | None = field(default=None, repr=False)
     s3_region: str = "us-east-1"
-    ota_master_key: str | None = None
+    ota_master_key: str | None = field(default=None, repr=False)
     ota_ecdsa_key: str | None = None
     ota_kid: str = "k1"
     debug_http_port: int = 8090
     debug_http_host: str = "127.0.0.1"
-    debug_link_key: str | None = None
+    debug_link_key: str | None = field(default=None, repr=False)
     debug_public_url: str | None = None
+    # Hex fleet secret (>= 16 bytes): every device's broker password derives from it
+    # (daemons.protocol.keys.device_password), for the amqtt plugin, the simulator and `fleetctl creds`.
+    secret: str | None = field(default=None, repr=False)
+    # The embedded broker (daemons.broker): accounts of daemons and operators (mosquitto password
+    # file format) and the ACL (mosquitto acl_file format; default: the shipped mosquitto/acl.conf).
+    broker_passwd_file: str | None = None
+    broker_acl_file: str | None = None
 
     def metrics_port_for(self, daemon: str) -> int:
         if self.metrics_port >= 0:
@@ -139,6 +147,11 @@ def _validate(s: Settings) -> None:
                 raise bad("ota_master_key", "must be at least 16 bytes of hex")
         except ValueError:
             raise bad("ota_master_key", "not hex") from None
+    if s.secret is not None:
+        try:
+            parse_hex_key(s.secret)
+        except KeyError_ as exc:
+            raise bad("secret", str(exc)) from None
 
 
 def load_settings(
