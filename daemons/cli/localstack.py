@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,6 +90,64 @@ max_inflight_messages 1000
 max_queued_messages 200000
 max_packet_size 1048576
 """
+
+
+#: The shipped broker configuration (mosquitto.conf, acl.conf) at the top of the source tree.
+SHIPPED_MOSQUITTO = Path(__file__).resolve().parents[2] / "mosquitto"
+
+
+@dataclass
+class ShippedMosquitto(Server):
+    """mosquitto on the shipped config: `port` is the loopback password listener, `url` its URL."""
+
+    mtls_port: int  # devices, client certificates
+    tls_port: int  # daemons and operators, TLS + password
+    pki: Path
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads the password file, the ACL and the CRL."""
+        self.process.send_signal(signal.SIGHUP)
+
+
+def render_shipped_conf(pki: Path, passwd: Path, data: Path, ports: tuple[int, int, int]) -> str:
+    """The shipped mosquitto.conf with only its paths and ports replaced (listeners on 127.0.0.1).
+
+    `ports` = (mTLS, TLS + password, loopback password listener). Raises RuntimeError when the shipped
+    file no longer has the lines this substitutes, so a test never runs a config other than the shipped one.
+    """
+    text = (SHIPPED_MOSQUITTO / "mosquitto.conf").read_text()
+    subs = [("/etc/mosquitto/certs/", f"{pki}/"), ("/etc/mosquitto/passwd", str(passwd)),
+            ("/etc/mosquitto/acl.conf", str(SHIPPED_MOSQUITTO / "acl.conf")),
+            ("/var/lib/mosquitto/", f"{data}/")]
+    for old, new in subs:
+        if old not in text:
+            raise RuntimeError(f"shipped mosquitto.conf has no {old}")
+        text = text.replace(old, new)
+    for shipped, port in zip(("8883", "8884", "1883 127.0.0.1"), ports, strict=True):
+        text, n = re.subn(rf"^listener {shipped}$", f"listener {port} 127.0.0.1", text, flags=re.M)
+        if n != 1:
+            raise RuntimeError(f"shipped mosquitto.conf has no `listener {shipped}`")
+    if os.geteuid() == 0:
+        # As root mosquitto drops to the `mosquitto` user, which cannot read a root-owned 0600 file.
+        text += "\nuser root\n"
+    return text
+
+
+def start_mosquitto_shipped(workdir: Path, pki: Path, passwd: Path, port: int = 0) -> ShippedMosquitto:
+    """mosquitto with the shipped mosquitto.conf and acl.conf: authentication and ACL on.
+
+    `pki` is a `fleetctl pki init` directory, `passwd` a password file (daemons.protocol.passwd).
+    """
+    ports = (free_port(), free_port(), free_port(port))
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(render_shipped_conf(pki, passwd, data, ports))
+    log = (workdir / "mosquitto.log").open("wb")
+    proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)], stdout=log, stderr=log)
+    for p in ports:
+        wait_port(p)
+    return ShippedMosquitto(proc, ports[2], f"mqtt://127.0.0.1:{ports[2]}", workdir, ports[0], ports[1], pki)
 
 
 def start_mosquitto(workdir: Path, port: int = 0) -> Server:
