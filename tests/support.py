@@ -60,7 +60,7 @@ class Probe:
     """A paho client standing in for a device or an operator, with waits on messages."""
 
     def __init__(self, url: str, client_id: str | None = None, clean: bool = True,
-                 protocol: int = paho.MQTTv5) -> None:
+                 protocol: int = paho.MQTTv5, auth: tuple[str, str] | None = None) -> None:
         self.port = int(url.rsplit(":", 1)[1])
         self.client_id = client_id or f"probe-{os.getpid()}-{id(self)}"
         self.clean = clean
@@ -70,6 +70,8 @@ class Probe:
         self.will: tuple[str, bytes] | None = None
         self._subscribed = threading.Event()
         self.client = self._make()
+        if auth:
+            self.client.username_pw_set(*auth)
 
     def _make(self) -> paho.Client:
         v5 = self.protocol == paho.MQTTv5

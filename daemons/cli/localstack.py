@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -161,30 +162,46 @@ def start_mosquitto(workdir: Path, port: int = 0) -> Server:
     return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
 
 
-AMQTT_CONF = """\
-listeners:
-  default:
-    type: tcp
-    bind: 127.0.0.1:{port}
-plugins:
-  amqtt.plugins.authentication.AnonymousAuthPlugin:
-    allow_anonymous: true
-"""
+@dataclass
+class AmqttServer(Server):
+    """The embedded broker with authentication: `secret` (hex) gives every device's password
+    (keys.device_password), `accounts` the clear passwords of the accounts in its password file."""
+
+    secret: str
+    accounts: dict[str, str]
 
 
-def start_amqtt(workdir: Path, port: int = 0) -> Server:
-    """amqtt 0.12, the embedded broker: MQTT 3.1.1 only, no shared subscriptions."""
+def start_amqtt(workdir: Path, port: int = 0, *, secret: str | None = None,
+                accounts: dict[str, str] | None = None, env: dict[str, str] | None = None) -> AmqttServer:
+    """The embedded broker (daemons.broker: amqtt 0.12 + the fleet plugin), MQTT 3.1.1, no shared
+    subscriptions, authentication and the shipped ACL always on.
+
+    Without `secret` one is made; without `accounts` every account of the ACL gets a random password.
+    `env` adds FLEET_* settings (e.g. FLEET_TOPIC_PREFIX, FLEET_OPS_PREFIX: the ACL follows them).
+    """
+    from daemons.protocol.acl import load_acl
+    from daemons.protocol.passwd import write_passwd
+
     port = free_port(port)
     workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "amqtt.yaml"
-    conf.write_text(AMQTT_CONF.format(port=port))
-    amqtt = Path(sys.executable).parent / "amqtt"
-    proc = subprocess.Popen([str(amqtt), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_port(port, 20)
-    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
-
-
+    secret = secret or secrets.token_hex(32)
+    if accounts is None:
+        accounts = {name: secrets.token_urlsafe(18) for name in load_acl().users}
+    passwd = workdir / "accounts.passwd"
+    write_passwd(passwd, accounts.items())
+    child_env = {**os.environ, **(env or {}), "FLEET_SECRET": secret,
+                 "FLEET_BROKER_PASSWD_FILE": str(passwd), "FLEET_MQTT_URL": f"mqtt://127.0.0.1:{port}"}
+    if "FLEET_CONFIG" not in (env or {}):
+        child_env.pop("FLEET_CONFIG", None)  # the caller's settings file is not this broker's
+    log = (workdir / "broker.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "daemons.broker"], env=child_env, stdout=log,
+                            stderr=log)
+    try:
+        wait_port(port, 20)
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError(f"the embedded broker did not start; see {workdir / 'broker.log'}") from None
+    return AmqttServer(proc, port, f"mqtt://127.0.0.1:{port}", workdir, secret, accounts)
 
 
 @dataclass

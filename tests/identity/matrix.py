@@ -136,9 +136,10 @@ class Client:
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
-    def received_until(self, topic: str, payload: bytes, timeout: float = 15.0, grace: float = 0.3,
-                       ) -> list[tuple[str, bytes, bool]]:
-        """Everything received up to the sentinel (topic, payload), plus `grace` s after it."""
+    def received_until(self, topic: str, payload: bytes | None, timeout: float = 15.0, grace: float = 0.3,
+                       match: Any = None) -> list[tuple[str, bytes, bool]]:
+        """Everything received up to the sentinel (topic, and payload unless None, and `match(payload)`
+        if given), plus `grace` s after it."""
         out: list[tuple[str, bytes, bool]] = []
         deadline = time.monotonic() + timeout
         while True:
@@ -149,7 +150,7 @@ class Client:
             except queue.Empty:
                 continue
             out.append(m)
-            if m[0] == topic and m[1] == payload:
+            if m[0] == topic and payload in (None, m[1]) and (match is None or match(m[1])):
                 break
         end = time.monotonic() + grace
         while (left := end - time.monotonic()) > 0:
