@@ -81,7 +81,7 @@ class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
 
     def is_device(self, session: Session | None) -> bool:
         username = session.username if session else None
-        return bool(username) and not self._acl.is_account(username) and username not in self._accounts
+        return bool(username) and not self._acl.is_account(str(username)) and username not in self._accounts
 
     # -- ACL ------------------------------------------------------------------------------------
 

@@ -113,6 +113,9 @@ def _validate(s: Settings) -> None:
         return ConfigError(f"{env_name(field_name)} ({field_name}): {why}")
 
     url = urlparse(s.mqtt_url)
+    if url.username is not None or url.password is not None:
+        # Not echoed: the URL holds a secret.
+        raise bad("mqtt_url", "no credentials in the URL: use FLEET_MQTT_USERNAME and FLEET_MQTT_PASSWORD")
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
         raise bad("mqtt_url", f"expected mqtt://host:port or mqtts://host:port, got {s.mqtt_url!r}")
     try:
