@@ -40,7 +40,8 @@ def test_daemon_and_broker_logs_hold_no_password(tmp_path: Path, redis, redis_se
     password = amqtt.accounts["shadowsync"]
     try:
         env = env_for(redis_server, amqtt, p, o, FLEET_MQTT_USERNAME="shadowsync",
-                      FLEET_MQTT_PASSWORD=password, FLEET_MQTT_CLIENT_ID="ss-secrets", FLEET_LOG_LEVEL="debug")
+                      FLEET_MQTT_PASSWORD=password, FLEET_MQTT_CLIENT_ID="ss-secrets",
+                      FLEET_LOG_LEVEL="debug")
         sync = Daemon("shadowsync", env).start()
         sync.terminate()
         # A wrong password: the daemon stops with an error that names the refusal, not the password.
