@@ -8,6 +8,10 @@
   first levels renamed to FLEET_TOPIC_PREFIX/FLEET_OPS_PREFIX. PUBLISH needs a write rule; SUBSCRIBE is
   refused (SUBACK 0x80) unless every topic the filter can match is readable (amqtt sends retained
   messages on SUBSCRIBE without another check); each delivery is checked again (RECEIVE).
+- Sessions: a client id stays with the identity that first used it (amqtt would otherwise hand its
+  queued messages to whoever logs in with it). A Last Will must be on a topic the client may write.
+  daemons.broker.core.FleetBroker closes the holes of amqtt itself (session handling before
+  authentication, retained messages on CONNECT).
 - Presence: when a device's connection opens the broker publishes `{p}/{id}/status` `{"online": true,
   "ts"}` (not retained: the device's own retained status, with its fw, stays); when its last connection
   closes, for whatever reason and with or without a Last Will, the retained `{"online": false, "ts"}`,
@@ -59,11 +63,24 @@ class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
         self._acl = load_acl(cfg.acl_file).with_prefixes(cfg.topic_prefix, cfg.ops_prefix)
         self._prefix = cfg.topic_prefix
         self._connections: Counter[str] = Counter()
+        # client id -> the identity that opened its session: amqtt sends the messages queued in a
+        # persistent session, without a RECEIVE check, to whoever resumes it.
+        self._owners: dict[str, str] = {}
 
     # -- authentication -------------------------------------------------------------------------
 
     async def authenticate(self, *, session: Session) -> bool:
         ok = self.check_password(session.username, session.password)
+        owner = self._owners.get(session.client_id or "")
+        if ok and owner is not None and owner != session.username:
+            log.info("refused %r: client id %r belongs to another identity", session.username,
+                     session.client_id)
+            ok = False
+        if ok and session.will_flag and not self._acl.may_write(
+                session.username or "", session.client_id or "", session.will_topic or ""):
+            # amqtt publishes a Will without the PUBLISH check: a Will must be a topic the client may write.
+            log.info("refused %r: Last Will on %r not allowed", session.username, session.will_topic)
+            ok = False
         if not ok:
             # The username only: a password never reaches a log.
             log.info("refused %r from %s", session.username, session.remote_address)
@@ -101,6 +118,8 @@ class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
     # -- presence -------------------------------------------------------------------------------
 
     async def on_broker_client_connected(self, *, client_id: str, client_session: Session) -> None:
+        if client_session.username:
+            self._owners[client_id] = client_session.username
         if not self.is_device(client_session):
             return
         device = client_session.username or ""
@@ -109,6 +128,8 @@ class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
             f"{self._prefix}/{device}/status", encode({"online": True, "ts": int(time.time())}), 1)
 
     async def on_broker_client_disconnected(self, *, client_id: str, client_session: Session) -> None:
+        if client_session.clean_session:
+            self._owners.pop(client_id, None)  # a clean session ends with its connection
         if not self.is_device(client_session):
             return
         device = client_session.username or ""

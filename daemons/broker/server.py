@@ -21,8 +21,7 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
-from amqtt.broker import Broker
-
+from daemons.broker.core import FleetBroker
 from daemons.protocol.acl import AclError, load_acl
 from daemons.protocol.errors import ConfigError
 from daemons.protocol.passwd import PasswdError, read_passwd
@@ -60,7 +59,7 @@ async def serve(config: dict[str, Any], host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    broker = Broker(config)
+    broker = FleetBroker(config)
     await broker.start()
     log = logs.get_logger("broker")
     log.info("started", listen=f"{host}:{port}", url=f"mqtt://{host}:{port}")

@@ -80,13 +80,14 @@ class Identity:
 class Client:
     """A paho MQTT 3.1.1 client that reports refusals instead of retrying."""
 
-    def __init__(self, who: Identity, client_id: str | None = None) -> None:
+    def __init__(self, who: Identity, client_id: str | None = None, clean: bool = True,
+                 will: tuple[str, bytes] | None = None) -> None:
         self.who = who
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self.granted: list[int] = []
         self._acked = threading.Event()
         self._result: queue.Queue[str] = queue.Queue()
-        c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311, clean_session=True,
+        c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311, clean_session=clean,
                         client_id=client_id or f"{who.name}-{os.getpid()}-{id(self)}")
         if who.username is not None:
             c.username_pw_set(who.username, who.password)
@@ -94,6 +95,8 @@ class Client:
             c.tls_set(ca_certs=who.cafile, certfile=who.cert[0] if who.cert else None,
                       keyfile=who.cert[1] if who.cert else None, cert_reqs=ssl.CERT_REQUIRED)
         c.max_inflight_messages_set(1000)
+        if will:
+            c.will_set(will[0], will[1], qos=1)
         c.on_connect = lambda _c, _u, _f, rc, _p: self._result.put(
             "ok" if not rc.is_failure else f"refused {rc}")
         c.on_disconnect = lambda *a: self._result.put("lost")
@@ -163,6 +166,13 @@ class Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def kill(self) -> None:
+        """The connection dies: no DISCONNECT (the broker sends the Last Will, if any)."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
 
 
 @dataclass
@@ -268,3 +278,79 @@ def run_matrix(roles: Roles, broker: str) -> Tally:
     feeder.close()
     print(tally.report(broker, len(topics)))
     return tally
+
+
+def takeover_leaks(port: int, victim: Identity, thief: Identity, feeder: Identity) -> tuple[bool, bool]:
+    """A device's persistent session gets a message while it is offline; another device then logs in
+    with its client id. Returns (the victim gets it back when it returns, the thief got anything)."""
+    topic, secret = f"{P}/{victim.name}/shadow/update/delta", f"queued-{time.monotonic_ns()}".encode()
+    cid = f"{victim.name}-session"
+
+    def persistent(who: Identity, will: tuple[str, bytes] | None = None) -> Client:
+        return Client(who, client_id=cid, clean=False, will=will)
+
+    f = Client(feeder).connect()
+    status = f"{P}/{victim.name}/status"
+    assert f.subscribe(status) == [1]
+    v = persistent(victim, will=(status, b"gone")).connect()
+    assert v.subscribe(topic) == [1]
+    v.kill()
+    # Once the Will is out, the broker holds the session offline: the next message is queued in it.
+    f.received_until(status, b"gone")
+    f.publish(topic, secret)
+    thief_client = persistent(thief)
+    stolen: list[tuple[str, bytes, bool]] = []
+    if thief_client.try_connect() == "ok":
+        thief_client.subscribe(f"{P}/{thief.name}/sentinel")
+        f.publish(f"{P}/{thief.name}/sentinel", b"s")
+        stolen = [m for m in thief_client.received_until(f"{P}/{thief.name}/sentinel", b"s") if m[0] == topic]
+        thief_client.close()
+    back = persistent(victim).connect()
+    back.subscribe(f"{P}/{victim.name}/sentinel")
+    f.publish(f"{P}/{victim.name}/sentinel", b"s")
+    got = back.received_until(f"{P}/{victim.name}/sentinel", b"s")
+    back.close()
+    f.close()
+    return any(m[:2] == (topic, secret) for m in got), bool(stolen)
+
+
+def retained_leak_on_connect(device_a: Identity, device_b: str, operator: Identity, feeder: Identity
+                             ) -> list[tuple[str, bytes, bool]]:
+    """What device A receives of B's retained job and status when it connects while an operator holds
+    `fleet/+/...` subscriptions (amqtt 0.12 sends the retained messages of every client's filters)."""
+    op = Client(operator).connect()
+    op.subscribe(f"{P}/+/ota/job", f"{P}/+/status")
+    f = Client(feeder).connect()
+    for t in (f"{P}/{device_b}/ota/job", f"{P}/{device_b}/status"):
+        f.publish(t, b"retained-of-b", retain=True)
+    a = Client(device_a).connect()
+    a.subscribe(f"{P}/{device_a.name}/#")
+    f.publish(f"{P}/{device_a.name}/sentinel", b"s")
+    got = [m for m in a.received_until(f"{P}/{device_a.name}/sentinel", b"s") if device_b in m[0]]
+    for t in (f"{P}/{device_b}/ota/job", f"{P}/{device_b}/status"):
+        f.publish(t, b"", retain=True)
+    for c in (a, f, op):
+        c.close()
+    return got
+
+
+def will_breaches(device_a: Identity, device_b: str, observer: Identity) -> tuple[int, list[str]]:
+    """Device A tries, one connection each, a Last Will on topics it may not write; the observer (a
+    daemon reading everything) must never see one. A Will on its own status is the positive control.
+    Returns (Wills tried, breaches)."""
+    a = device_a.name
+    forbidden = [f"{P}/{device_b}/status", f"{P}/{device_b}/ota/job", f"{P}/{device_b}/shadow/update",
+                 f"{P}/{a}/ota/job", f"{P}/{a}/health", f"{P}/{a}/shadow/update/accepted",
+                 f"{P}/{a}/shadow/update/delta", f"{OPS}/ota/rollouts/r1/command", f"{OPS}/shadow/bulk"]
+    obs = Client(observer).connect()
+    obs.subscribe(f"{P}/#", f"{OPS}/#")
+    tag = f"will-{time.monotonic_ns()}".encode()
+    for topic in forbidden:
+        c = Client(device_a, will=(topic, tag))
+        if c.try_connect() == "ok":
+            c.kill()
+    control = Client(device_a, will=(f"{P}/{a}/status", tag + b"-control")).connect()
+    control.kill()
+    got = obs.received_until(f"{P}/{a}/status", tag + b"-control")
+    obs.close()
+    return len(forbidden), [f"Will on {t}" for t, p, _r in got if p == tag]

@@ -10,7 +10,15 @@ import pytest
 
 from daemons.cli.localstack import AmqttServer, start_amqtt
 from daemons.protocol.keys import device_password, parse_hex_key
-from tests.identity.matrix import Client, Identity, Roles, run_matrix
+from tests.identity.matrix import (
+    Client,
+    Identity,
+    Roles,
+    retained_leak_on_connect,
+    run_matrix,
+    takeover_leaks,
+    will_breaches,
+)
 from tests.support import Daemon, env_for
 
 
@@ -93,3 +101,23 @@ def test_a_device_dying_without_a_will_is_seen_offline(amqtt: AmqttServer, redis
         op.close()
     finally:
         sync.kill()
+
+
+def test_another_device_cannot_take_over_a_persistent_session(amqtt: AmqttServer) -> None:
+    returned, stolen = takeover_leaks(amqtt.port, device(amqtt, "dev-v"), device(amqtt, "dev-t"),
+                                      account(amqtt, "otaplanner"))
+    assert not stolen
+    assert returned  # the thief was refused, so the victim's queue is intact
+
+
+def test_connecting_never_sends_retained_messages_of_other_clients_filters(amqtt: AmqttServer) -> None:
+    """amqtt 0.12 would; daemons.broker.server.FleetBroker does not."""
+    got = retained_leak_on_connect(device(amqtt, "dev-a"), "dev-b", account(amqtt, "operator"),
+                                   account(amqtt, "otaplanner"))
+    assert got == []
+
+
+def test_a_last_will_cannot_write_what_the_device_may_not(amqtt: AmqttServer) -> None:
+    tried, breaches = will_breaches(device(amqtt, "dev-a"), "dev-b", account(amqtt, "healthwatch"))
+    print(f"Last Will on amqtt: {tried} forbidden topics tried, breaches: {len(breaches)}")
+    assert breaches == []

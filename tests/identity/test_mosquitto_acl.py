@@ -11,7 +11,15 @@ from daemons.cli import pki
 from daemons.cli.localstack import ShippedMosquitto, start_mosquitto_shipped
 from daemons.protocol.passwd import write_passwd
 from tests.identity.conftest import Fleet
-from tests.identity.matrix import Client, Identity, Roles, run_matrix
+from tests.identity.matrix import (
+    Client,
+    Identity,
+    Roles,
+    retained_leak_on_connect,
+    run_matrix,
+    takeover_leaks,
+    will_breaches,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +111,27 @@ def test_the_matrix_sees_breaches_on_an_open_broker(broker) -> None:
                              anyone("healthwatch"), anyone("shadowsync")), "open mosquitto")
     assert "open mosquitto: device published on fleet/dev-b/shadow/update" in tally.breaches
     assert any("device received fleet/dev-b/" in b for b in tally.breaches)
+
+
+def test_another_device_cannot_take_over_a_persistent_session(
+        fleet: Fleet, mosquitto: ShippedMosquitto) -> None:
+    victim = device_cert(fleet, mosquitto, "dev-v")
+    thief = device_cert(fleet, mosquitto, "dev-t")
+    feeder = account(fleet, mosquitto, "otaplanner")
+    returned, stolen = takeover_leaks(mosquitto.mtls_port, victim, thief, feeder)
+    assert not stolen
+    assert returned  # use_username_as_clientid: the thief got a session of its own
+
+
+def test_connecting_never_sends_retained_messages_of_other_clients_filters(
+        fleet: Fleet, mosquitto: ShippedMosquitto) -> None:
+    operator, feeder = account(fleet, mosquitto, "operator"), account(fleet, mosquitto, "otaplanner")
+    got = retained_leak_on_connect(device_cert(fleet, mosquitto, "dev-a"), "dev-b", operator, feeder)
+    assert got == []
+
+
+def test_a_last_will_cannot_write_what_the_device_may_not(fleet: Fleet, mosquitto: ShippedMosquitto) -> None:
+    tried, breaches = will_breaches(device_cert(fleet, mosquitto, "dev-a"), "dev-b",
+                                    account(fleet, mosquitto, "healthwatch"))
+    print(f"Last Will on mosquitto: {tried} forbidden topics tried, breaches: {len(breaches)}")
+    assert breaches == []
