@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemons.cli import pki
+from daemons.cli.localstack import Server, start_amqtt, start_mosquitto_shipped
 from daemons.protocol.acl import load_acl
 from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.protocol.passwd import write_passwd
@@ -88,3 +89,11 @@ def prepare(workdir: Path) -> LocalAuth:
 def sim_device_ids(count: int, prefix: str = "sim", first: int = 0) -> list[str]:
     """The simulator's device ids (daemons.sim's naming: `<prefix>-<n:05d>`), for mosquitto's file."""
     return [f"{prefix}-{first + i:05d}" for i in range(count)]
+
+
+def start_broker(kind: str, workdir: Path, port: int, auth: LocalAuth, devices: Iterable[str]) -> Server:
+    """mosquitto on the shipped config (its password file lists `devices`) or the embedded broker,
+    both with authentication and the ACL on; `port` is the loopback password listener (0: any)."""
+    if kind == "amqtt":
+        return start_amqtt(workdir, port, secret=auth.secret, accounts=auth.accounts)
+    return start_mosquitto_shipped(workdir, auth.pki(), auth.mosquitto_passwd(devices), port)

@@ -175,6 +175,15 @@ class Client:
             sock.close()
 
 
+def accepted(who: Identity) -> bool:
+    """Does the broker accept this login? (The connection is closed again.)"""
+    c = Client(who)
+    ok = c.try_connect() == "ok"
+    if ok:
+        c.close()
+    return ok
+
+
 @dataclass
 class Tally:
     """Counts of the matrix: checks tried per role and direction, breaches and wrongful denials."""

@@ -56,3 +56,16 @@ def test_a_daemon_and_simulated_devices_log_in_on_the_shipped_mosquitto(
             sync.kill()
     finally:
         broker.stop()
+
+
+def test_start_broker_runs_either_broker_with_authentication(tmp_path: Path) -> None:
+    auth = localauth.prepare(tmp_path)
+    for kind in ("mosquitto", "amqtt"):
+        broker = localauth.start_broker(kind, tmp_path / kind, 0, auth, ["sim-00000"])
+        try:
+            device = Identity("sim-00000", broker.port, "sim-00000", auth.device_password("sim-00000"))
+            for who in (device, Identity("operator", broker.port, *auth.operator)):
+                Client(who).connect().close()
+            assert Client(Identity("anon", broker.port)).try_connect() != "ok", kind
+        finally:
+            broker.stop()
