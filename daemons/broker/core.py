@@ -31,7 +31,7 @@ _RESUMED = ("will_flag", "will_retain", "will_message", "will_topic", "will_qos"
             "username", "password")
 
 
-class FleetBroker(Broker):
+class FleetBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     """amqtt's Broker: authenticate before any session is touched; retained messages by the ACL."""
 
     async def _initialize_client_session(self, reader: ReaderAdapter, writer: WriterAdapter,
@@ -42,7 +42,7 @@ class FleetBroker(Broker):
                 reader, writer, self.plugins_manager)
         except (AMQTTError, MQTTError, NoDataError) as exc:
             raise AMQTTError(exc) from exc  # amqtt's _client_connected logs it and frees the slot
-        if not await self._authenticate(incoming, None):  # type: ignore[arg-type]
+        if not await self._authenticate(incoming, None):
             incoming.parent = 0
             handler.attach(incoming, reader, writer)
             await handler.mqtt_connack_authorize(False)

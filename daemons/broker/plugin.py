@@ -44,7 +44,7 @@ from daemons.protocol.passwd import read_passwd, verify_password
 log = logging.getLogger("daemons.broker")
 
 
-class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
+class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # amqtt is untyped
     """Authentication, topic ACL and presence for the embedded broker (see the module docstring)."""
 
     @dataclass
@@ -57,7 +57,7 @@ class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
 
     def __init__(self, context: Any) -> None:
         super().__init__(context)
-        cfg: FleetPlugin.Config = self.context.config  # type: ignore[assignment]
+        cfg: FleetPlugin.Config = self.context.config
         self._secret = parse_hex_key(cfg.secret) if cfg.secret else None
         self._accounts = read_passwd(cfg.passwd_file) if cfg.passwd_file else {}
         self._acl = load_acl(cfg.acl_file).with_prefixes(cfg.topic_prefix, cfg.ops_prefix)
@@ -124,7 +124,7 @@ class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
             return
         device = client_session.username or ""
         self._connections[device] += 1
-        await self.context.broadcast_message(  # type: ignore[attr-defined]
+        await self.context.broadcast_message(
             f"{self._prefix}/{device}/status", encode({"online": True, "ts": int(time.time())}), 1)
 
     async def on_broker_client_disconnected(self, *, client_id: str, client_session: Session) -> None:
@@ -138,5 +138,5 @@ class FleetPlugin(BaseAuthPlugin, BaseTopicPlugin):
             return  # another connection of the device is still open (e.g. a take-over)
         self._connections.pop(device, None)
         topic, body = f"{self._prefix}/{device}/status", encode({"online": False, "ts": int(time.time())})
-        await self.context.broadcast_message(topic, body, 1)  # type: ignore[attr-defined]
-        await self.context.retain_message(topic, body, 1)  # type: ignore[attr-defined]
+        await self.context.broadcast_message(topic, body, 1)
+        await self.context.retain_message(topic, body, 1)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+
+from daemons.runtime.mqtt import make_client
 
 P, OPS = "fleet", "fleetops"
 NAMED = "cfg"
@@ -87,14 +88,12 @@ class Client:
         self.granted: list[int] = []
         self._acked = threading.Event()
         self._result: queue.Queue[str] = queue.Queue()
-        c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311, clean_session=clean,
-                        client_id=client_id or f"{who.name}-{os.getpid()}-{id(self)}")
-        if who.username is not None:
-            c.username_pw_set(who.username, who.password)
+        cid = client_id or f"{who.name}-{os.getpid()}-{id(self)}"
+        c, _ = make_client(f"mqtt://127.0.0.1:{who.port}", cid, protocol=paho.MQTTv311, username=who.username,
+                           password=who.password, clean_session=clean, max_inflight=1000)
         if who.cafile:
             c.tls_set(ca_certs=who.cafile, certfile=who.cert[0] if who.cert else None,
                       keyfile=who.cert[1] if who.cert else None, cert_reqs=ssl.CERT_REQUIRED)
-        c.max_inflight_messages_set(1000)
         if will:
             c.will_set(will[0], will[1], qos=1)
         c.on_connect = lambda _c, _u, _f, rc, _p: self._result.put(
