@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from daemons.cli import pki
+from daemons.protocol.acl import load_acl
 from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.protocol.passwd import write_passwd
-
-ACCOUNTS = ("shadowsync", "otaplanner", "healthwatch", "debug-gateway", "operator", "api")
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     d = tmp_path_factory.mktemp("fleet")
     pki.init(d / "pki", ["localhost", "127.0.0.1"])
-    accounts = {name: secrets.token_urlsafe(16) for name in ACCOUNTS}
+    accounts = {name: secrets.token_urlsafe(16) for name in load_acl().users}
     passwd = d / "passwd"
     write_passwd(passwd, accounts.items())
     return Fleet(d, secrets.token_hex(32), accounts, passwd)

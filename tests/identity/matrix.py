@@ -195,10 +195,13 @@ class Tally:
         self.tried[(role, direction)] = self.tried.get((role, direction), 0) + n
 
     def report(self, broker: str, topics: int) -> str:
+        roles = sorted({r for r, _ in self.tried})
+        directions = sorted({d for _, d in self.tried if not d.endswith("wildcard")})
+        wildcards = sum(n for (_, d), n in self.tried.items() if d.endswith("wildcard"))
         total = sum(self.tried.values())
-        parts = ", ".join(f"{r} {d} {n}" for (r, d), n in sorted(self.tried.items()))
-        return (f"ACL matrix on {broker}: {topics} topics, {total} checks ({parts}); "
-                f"breaches: {len(self.breaches)}, legitimate operations refused: {len(self.denied_jobs)}")
+        return (f"ACL matrix on {broker}: {topics} topics × {len(directions)} directions "
+                f"({', '.join(directions)}) × {len(roles)} roles ({', '.join(roles)}) + {wildcards} wildcard "
+                f"filters = {total} checks; breaches: {len(self.breaches)}, legitimate operations refused: {len(self.denied_jobs)}")
 
 
 @dataclass
