@@ -201,7 +201,8 @@ class Tally:
         total = sum(self.tried.values())
         return (f"ACL matrix on {broker}: {topics} topics × {len(directions)} directions "
                 f"({', '.join(directions)}) × {len(roles)} roles ({', '.join(roles)}) + {wildcards} wildcard "
-                f"filters = {total} checks; breaches: {len(self.breaches)}, legitimate operations refused: {len(self.denied_jobs)}")
+                f"filters = {total} checks; breaches: {len(self.breaches)}, "
+                f"legitimate operations refused: {len(self.denied_jobs)}")
 
 
 @dataclass
