@@ -2,7 +2,8 @@
 
 Everything lives in the run's directory, made once and reused (mode 0600): `fleet-secret` (hex; every
 simulated device's password derives from it, keys.device_password), `accounts.json` (one random
-password per account of the shipped ACL: each daemon, `operator`, `api`), `pki/` (fleetctl pki init)
+password per account of the shipped ACL: each daemon, `operator`, `api`; `operator.password` holds
+the operator's alone, for `mosquitto_sub -P "$(cat ...)"`), `pki/` (fleetctl pki init)
 and, for mosquitto, `passwd` (the accounts and the simulated devices, `$7$` hashes). mosquitto 2.0.11
 cannot derive passwords itself, so the devices it should accept are written into its password file;
 the embedded broker derives them and its password file holds the accounts only.
@@ -83,6 +84,8 @@ def prepare(workdir: Path) -> LocalAuth:
     if missing:
         accounts.update({name: secrets.token_urlsafe(18) for name in missing})
         _private(accounts_file, json.dumps(accounts, indent=1, sort_keys=True))
+    # For the shell: mosquitto_sub -u operator -P "$(cat <workdir>/operator.password)" ...
+    _private(workdir / f"{OPERATOR}.password", accounts[OPERATOR])
     return LocalAuth(workdir, secret, accounts)
 
 

@@ -16,7 +16,7 @@ def test_prepare_is_stable_and_private(tmp_path: Path) -> None:
     again = localauth.prepare(tmp_path)
     assert (first.secret, first.accounts) == (again.secret, again.accounts)
     assert set(localauth.DAEMON_ACCOUNTS) | {"operator", "api"} <= set(first.accounts)
-    for name in ("fleet-secret", "accounts.json"):
+    for name in ("fleet-secret", "accounts.json", "operator.password"):
         assert (tmp_path / name).stat().st_mode & 0o077 == 0
     assert first.secret not in repr(first) and first.accounts["operator"] not in repr(first)
 
