@@ -259,7 +259,8 @@ def run_matrix(roles: Roles, broker: str) -> Tally:
     # -- subscribe: retained then live messages on every topic; each subject subscribes to each topic
     # exactly (and the device to wildcards too) and must receive exactly what it may read.
     wildcards = ["#", "+/#", f"{P}/#", f"{P}/+/#", f"{P}/+/status", f"{P}/+/shadow/#", f"{P}/{b}/#",
-                 f"{P}/+/shadow/update/delta", "+/+/ota/job", f"{P}/+/health", f"{OPS}/#", f"{OPS}/+/+"]
+                 f"{P}/+/shadow/update/delta", "+/+/ota/job", f"{P}/+/health", f"{OPS}/#", f"{OPS}/+/+",
+                 f"$share/g/{P}/+/status", "$share/g/#", f"$share/shadowsync/{P}/#"]
     feeder = Client(roles.feeder).connect()
     for t in topics:
         feeder.publish(t, f"{tag}|retained|{t}".encode(), retain=True)
