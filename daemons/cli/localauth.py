@@ -23,10 +23,16 @@ from daemons.cli.localstack import Server, start_amqtt, start_mosquitto_shipped
 from daemons.protocol.acl import load_acl
 from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.protocol.passwd import write_passwd
+from daemons.runtime.config import DEFAULT_METRICS_PORTS
 
-#: Daemons with a `[name]` section in the settings file, each logging in with its own account.
-DAEMON_ACCOUNTS = ("shadowsync", "otaplanner", "healthwatch", "debug-gateway")
 OPERATOR = "operator"
+
+
+def daemon_accounts() -> list[str]:
+    """Daemons that get a `[name]` section with their own account: those the settings file may have a
+    section for (runtime.config's daemons) and the ACL has an account for."""
+    users = load_acl().users
+    return [name for name in DEFAULT_METRICS_PORTS if name in users]
 
 
 def _private(path: Path, text: str) -> None:
@@ -53,7 +59,7 @@ class LocalAuth:
         top level (fleetctl, the scenario), then one section per daemon with its own account."""
         lines = [f"secret = {json.dumps(self.secret)}", f"mqtt_username = {json.dumps(OPERATOR)}",
                  f"mqtt_password = {json.dumps(self.accounts[OPERATOR])}"]
-        for name in DAEMON_ACCOUNTS:
+        for name in daemon_accounts():
             lines += ["", f"[{name}]", f"mqtt_username = {json.dumps(name)}",
                       f"mqtt_password = {json.dumps(self.accounts[name])}"]
         return "\n".join(lines) + "\n"

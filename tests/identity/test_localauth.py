@@ -15,7 +15,7 @@ def test_prepare_is_stable_and_private(tmp_path: Path) -> None:
     first = localauth.prepare(tmp_path)
     again = localauth.prepare(tmp_path)
     assert (first.secret, first.accounts) == (again.secret, again.accounts)
-    assert set(localauth.DAEMON_ACCOUNTS) | {"operator", "api"} <= set(first.accounts)
+    assert {"shadowsync", "otaplanner", "healthwatch", "operator", "api"} <= set(first.accounts)
     for name in ("fleet-secret", "accounts.json", "operator.password"):
         assert (tmp_path / name).stat().st_mode & 0o077 == 0
     assert first.secret not in repr(first) and first.accounts["operator"] not in repr(first)
@@ -25,7 +25,8 @@ def test_settings_give_each_daemon_its_account(tmp_path: Path) -> None:
     auth = localauth.prepare(tmp_path)
     config = tmp_path / "fleet.toml"
     config.write_text('mqtt_url = "mqtt://127.0.0.1:1"\n' + auth.settings_toml())
-    for name in localauth.DAEMON_ACCOUNTS:
+    assert {"shadowsync", "otaplanner", "healthwatch"} <= set(localauth.daemon_accounts())
+    for name in localauth.daemon_accounts():
         s = load_settings(name, str(config), environ={})
         assert (s.mqtt_username, s.mqtt_password) == (name, auth.accounts[name])
     s = load_settings("fleetctl", str(config), environ={})
