@@ -157,6 +157,8 @@ class DebugGateway:
                 body, _ = decode(message.payload)
                 reply = Reply(message.topic, client_token_of(body), "debug_open")
                 return parse_open(body, reply)
+            except CodecError as exc:  # answered with the token when the payload named one
+                return Refused(Reply(message.topic, exc.token, "debug_open"), exc)
             except Rejected as exc:
                 return Refused(reply, exc)
         split = device_topic(message.topic, self.p)
