@@ -62,7 +62,8 @@ class Probe:
     """A paho client standing in for a device or an operator, with waits on messages."""
 
     def __init__(self, url: str, client_id: str | None = None, clean: bool = True,
-                 protocol: paho.MQTTProtocolVersion = paho.MQTTv5) -> None:
+                 protocol: paho.MQTTProtocolVersion = paho.MQTTv5,
+                 auth: tuple[str, str] | None = None) -> None:
         self.url = url
         self.port = int(url.rsplit(":", 1)[1])
         self.client_id = client_id or f"probe-{os.getpid()}-{id(self)}"
@@ -72,11 +73,13 @@ class Probe:
         self.seen: list[Received] = []
         self.will: tuple[str, bytes] | None = None
         self._subscribed = threading.Event()
+        self.auth = auth
         self.client = self._make()
 
     def _make(self) -> paho.Client:
+        user, password = self.auth or (None, None)
         c, self.addr = make_client(self.url, self.client_id, protocol=self.protocol, clean_session=self.clean,
-                                   max_inflight=1000)
+                                   max_inflight=1000, username=user, password=password)
         c.on_message = lambda _c, _u, m: self.messages.put(
             Received(m.topic, bytes(m.payload), bool(m.retain)))
         c.on_subscribe = lambda *a: self._subscribed.set()
