@@ -23,9 +23,9 @@ from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
 from daemons.runtime.metrics import DaemonMetrics, time_redis
 from daemons.runtime.mqtt import MqttSession
-from daemons.runtime.prefixes import check_prefixes
 from daemons.runtime.notify import Notifier
 from daemons.runtime.once import ClaimOnce
+from daemons.runtime.prefixes import check_prefixes
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
 # build(settings, redis, metrics[, resources]) -> Handler. A build that starts servers takes the
