@@ -22,14 +22,18 @@ QOS1 = mqtt.QoS.AT_LEAST_ONCE  # the SDK takes awscrt's enum, not an int
 class SdkConnection:
     """One awscrt connection to `mqtt://127.0.0.1:port`; `.connection` is what a service client takes."""
 
-    def __init__(self, url: str, client_id: str, kind: str = "mqtt311") -> None:
+    def __init__(self, url: str, client_id: str, kind: str = "mqtt311",
+                 auth: tuple[str, str] | None = None) -> None:
+        """`auth`: (username, password), 3.1.1 only; the SDK's metrics then stay out of the username."""
         port = int(url.rsplit(":", 1)[1])
         bootstrap = io.ClientBootstrap.get_or_create_static_default()
         self.kind = kind
         self._client5: mqtt5.Client | None = None
         if kind == "mqtt311":
+            username, password = auth or (None, None)
             self._conn = mqtt.Connection(mqtt.Client(bootstrap, None), "127.0.0.1", port, client_id,
-                                         clean_session=True, keep_alive_secs=30)
+                                         clean_session=True, keep_alive_secs=30, username=username,
+                                         password=password, disable_metrics=auth is not None)
             self._conn.connect().result(10)
             self.connection: Any = self._conn
         else:

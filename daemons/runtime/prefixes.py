@@ -38,19 +38,22 @@ def probe_prefix(url: str, prefix: str, variable: str, username: str | None = No
     """Publish one QoS 1 message on `<prefix>/fleet-probe-<uuid>` and wait for it on a plain subscription.
 
     The topic has a single level under the prefix, so no daemon filter (`<prefix>/+/...`) sees it.
-    Raises ConfigError naming `variable` when the broker drops the message or the connection.
-    Runs on its own short connection (clean session): on amqtt, the client that published is mute after.
+    Raises ConfigError naming `variable` when the broker refuses the subscription (its ACL), drops the
+    message or the connection. A refused CONNECT (credentials) or an unreachable broker is left to the
+    caller's own connection to report. Runs on its own short connection (clean session): on amqtt,
+    the client that published is mute after.
     """
     topic = f"{prefix}/fleet-probe-{uuid.uuid4().hex[:12]}"
     got = threading.Event()
     lost = threading.Event()
+    refused: list[str] = []  # why the broker said no before the message could go
     done = threading.Event()
     client, addr = make_client(url, f"fleet-probe-{uuid.uuid4().hex[:12]}", protocol=paho.MQTTv311,
                                username=username, password=password, clean_session=True)
 
     def on_connect(c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            lost.set()
+            refused.append("connect")
             done.set()
         else:
             c.subscribe(topic, qos=1)
@@ -59,7 +62,7 @@ def probe_prefix(url: str, prefix: str, variable: str, username: str | None = No
         if all(not code.is_failure for code in codes):
             c.publish(topic, b"probe", qos=1)
         else:
-            lost.set()
+            refused.append("subscribe")
             done.set()
 
     def on_message(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
@@ -86,6 +89,11 @@ def probe_prefix(url: str, prefix: str, variable: str, username: str | None = No
     finally:
         client.disconnect()
         client.loop_stop()
+    if refused == ["connect"]:
+        return
+    if refused:
+        raise ConfigError(f"{variable} ({prefix!r}): the broker at {url} refused a subscription to {topic!r} "
+                          f"(its ACL must let this account read and write {prefix}/#)")
     if not got.is_set():
         raise ConfigError(
             f"{variable} ({prefix!r}): the broker at {url} does not carry topics that begin with '$' "

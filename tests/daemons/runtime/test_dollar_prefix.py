@@ -12,12 +12,12 @@ import subprocess
 import sys
 import time
 
-import paho.mqtt.client as paho
 import pytest
 
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import load_settings
 from daemons.runtime.mqtt import subscription_filter
+from daemons.runtime.prefixes import probe_prefix
 from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_amqtt
 
 _names = iter_unique("d")
@@ -30,13 +30,6 @@ def prefixes() -> tuple[str, str]:
     """Both prefixes begin with `$`; unique per test so retained messages never leak."""
     name = next(_names)
     return f"$fl{name}/things", f"$ops{name}"
-
-
-@pytest.fixture(scope="module")
-def amqtt(tmp_path_factory: pytest.TempPathFactory):
-    server = start_amqtt(tmp_path_factory.mktemp("amqtt"))
-    yield server
-    server.stop()
 
 
 def test_subscription_filter_never_shares_a_dollar_topic():
@@ -127,42 +120,60 @@ def test_simulator_on_a_dollar_prefix(broker, probe, prefixes):
         sim.wait(10)
 
 
-# -- amqtt: refused at start, naming the variable --------------------------------------------------
+# -- amqtt (the embedded broker: authentication and an ACL that follows the prefixes) ---------------
+
+ACCOUNTS = {"shadowsync": "shadowsync", "otaplanner": "otaplanner", "healthwatch": "healthwatch",
+            "daemons.debug.gateway": "debug-gateway"}
 
 
-def _refused(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
-    started = time.monotonic()
-    done = subprocess.run(argv, env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
-    assert time.monotonic() - started < 30
-    return done.returncode, done.stderr
+def _amqtt_for(tmp_path, p: str, o: str):
+    """One broker whose ACL grants its accounts these prefixes: what is refused is the `$`, not the ACL."""
+    return start_amqtt(tmp_path / "amqtt", env={"FLEET_TOPIC_PREFIX": p, "FLEET_OPS_PREFIX": o})
 
 
 @pytest.mark.parametrize("module", MODULES)
 @pytest.mark.parametrize("dollar", ["FLEET_TOPIC_PREFIX", "FLEET_OPS_PREFIX"])
-def test_amqtt_refuses_dollar_prefixes_at_start(module, dollar, amqtt: Server, redis_server: Server,
-                                                tmp_path):
+def test_amqtt_refuses_dollar_prefixes_at_start(module, dollar, redis_server: Server, tmp_path):
     name = next(_names)
     p = f"$fl{name}" if dollar == "FLEET_TOPIC_PREFIX" else f"fl{name}"
     o = f"$ops{name}" if dollar == "FLEET_OPS_PREFIX" else f"ops{name}"
-    env = env_for(redis_server, amqtt, p, o, FLEET_OTA_MASTER_KEY="11" * 32,
-                  FLEET_ARTIFACT_STORE=f"local:{tmp_path}", FLEET_ARTIFACT_HTTP_PORT="0",
-                  FLEET_DEBUG_HTTP_PORT="0", FLEET_DEBUG_LINK_KEY=LINK_KEY)
-    code, err = _refused([sys.executable, "-m", module], env)
-    assert code != 0 and dollar in err and "does not carry topics that begin with '$'" in err, err
-
-
-def test_amqtt_refuses_the_simulator_on_a_dollar_prefix(amqtt: Server):
-    code, err = _refused([sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", amqtt.url,
-                          "--prefix", "$aws/things", "--devices", "1"], {})
-    assert code == 2 and "--prefix" in err and "does not carry" in err, err
-
-
-def test_amqtt_still_serves_plain_prefixes(amqtt: Server):
-    """The probe runs only for `$` prefixes: a plain one on amqtt is not probed, and works."""
-    dev = Probe(amqtt.url, protocol=paho.MQTTv311).connect().subscribe("plain/+/x")
+    amqtt = _amqtt_for(tmp_path, p, o)
     try:
-        dev.publish("plain/d/x", {"ok": True})
-        assert dev.wait("plain/d/x").body == {"ok": True}
+        env = env_for(redis_server, amqtt, p, o, FLEET_OTA_MASTER_KEY="11" * 32,
+                      FLEET_ARTIFACT_STORE=f"local:{tmp_path}", FLEET_ARTIFACT_HTTP_PORT="0",
+                      FLEET_DEBUG_HTTP_PORT="0", FLEET_DEBUG_LINK_KEY=LINK_KEY,
+                      FLEET_MQTT_USERNAME=ACCOUNTS[module],
+                      FLEET_MQTT_PASSWORD=amqtt.accounts[ACCOUNTS[module]])
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert time.monotonic() - started < 30
+        assert done.returncode != 0, done.stderr
+        assert dollar in done.stderr, done.stderr
+        assert "does not carry topics that begin with '$'" in done.stderr, done.stderr
     finally:
-        dev.close()
+        amqtt.stop()
+
+
+def test_amqtt_probe_the_simulator_runs_refuses_a_dollar_prefix(tmp_path):
+    """`probe_prefix`, which the simulator runs on its --prefix (here with the operator's account, whose
+    ACL grants the `$` ops prefix: the broker itself drops the message)."""
+    o = f"$ops{next(_names)}"
+    amqtt = _amqtt_for(tmp_path, f"fl{next(_names)}", o)
+    try:
+        with pytest.raises(ConfigError, match=r"--prefix .*does not carry topics that begin with '\$'"):
+            probe_prefix(amqtt.url, o, "--prefix", "operator", amqtt.accounts["operator"])
+    finally:
+        amqtt.stop()
+
+
+def test_the_probe_leaves_bad_credentials_to_the_session_and_names_an_acl_refusal(tmp_path):
+    o = f"$ops{next(_names)}"
+    amqtt = _amqtt_for(tmp_path, f"fl{next(_names)}", o)
+    try:
+        probe_prefix(amqtt.url, o, "--prefix", "operator", "wrong")  # CONNACK refused: the session's to say
+        with pytest.raises(ConfigError, match=r"FLEET_TOPIC_PREFIX .*refused a subscription"):
+            probe_prefix(amqtt.url, "$elsewhere", "FLEET_TOPIC_PREFIX", "operator",
+                         amqtt.accounts["operator"])
+    finally:
+        amqtt.stop()
