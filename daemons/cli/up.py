@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             _wait_started(logs / f"{name}.log", stop)
         sim_log = (logs / "simulator.log").open("wb")
         children.append(subprocess.Popen(
-            [sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", broker.url,
+            [sys.executable, "-m", "daemons.sim", "--mqtt-url", broker.url,
              "--devices", str(args.devices), "--interval", str(args.interval)],
             env=env, stderr=sim_log, stdout=sim_log))
         port = broker.port
