@@ -80,8 +80,12 @@ def start_redis(workdir: Path, port: int = 0) -> Server:
     return Server(proc, port, f"redis://127.0.0.1:{port}/0", workdir)
 
 
+# max_connections -1: no limit but the open-files limit (fleet up raises it to the hard limit). The
+# listen backlog is not configurable in mosquitto 2.0 (a fixed 100, capped by net.core.somaxconn): a
+# connection storm is paced by the clients (fleet sim --connect-rate).
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
+max_connections -1
 allow_anonymous true
 persistence false
 max_inflight_messages 1000

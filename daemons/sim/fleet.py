@@ -35,7 +35,7 @@ from daemons.protocol.codec import Encoding
 from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.sim.device import Device, FleetContext
 from daemons.sim.device_model import DeviceModel
-from daemons.sim.faults import assign, parse_faults
+from daemons.sim.faults import DIAGNOSIS, assign, parse_faults
 from daemons.sim.heartbeats import FAULTS, make_device
 
 DEFAULT_FAULTS = "temp_drift=0.5%,heap_leak=0.5%,reboot_loop=0.2%,silent=0.2%,flaky_link=1%"
@@ -119,15 +119,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes to split the fleet over")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--ota-threads", type=int, default=16, help="concurrent OTA downloads per process")
-    p.add_argument("--plan", type=Path, help="write the fault plan here as JSON {device id: fault}")
+    p.add_argument("--bad-fw-share", type=float, default=0.5,
+                   help="share of devices on which a --bad-fw version fails (a bad release rarely fails "
+                        "everywhere: the others keep it, so a rollback has devices to return)")
+    p.add_argument("--plan", type=Path, help="write the fault plan here: JSON {device id: {fault, expect}}")
     p.add_argument("--stats-every", type=float, default=5.0, help="seconds between counter lines")
     return p
 
 
-def fault_plan(args: argparse.Namespace) -> dict[str, str]:
-    """{device id: fault} of this fleet: what `--plan` writes, recomputable from the arguments."""
+def fault_plan(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
+    """{device id: {"fault", "expect"}} of this fleet, `expect` the health reason (or status) that
+    diagnoses the fault: what `--plan` writes, recomputable from the arguments."""
     plan = assign(args.devices, parse_faults(args.faults), args.seed)
-    return {device_id(args, i): fault for i, fault in sorted(plan.items())}
+    return {device_id(args, i): {"fault": fault, "expect": DIAGNOSIS[fault]}
+            for i, fault in sorted(plan.items())}
 
 
 def device_id(args: argparse.Namespace, i: int) -> str:
@@ -164,10 +169,14 @@ def build(args: argparse.Namespace, ctx: FleetContext, worker: int, workers: int
     mix = parse_hw(args.hw)
     verifier = _verifiers()
     secret = _secret(args)
-    bad = args.bad_fw
+    bad, share = args.bad_fw, args.bad_fw_share
 
-    def selftest_fails(_id: str, manifest: dict[str, Any]) -> bool:
-        return fnmatch.fnmatchcase(str(manifest.get("version", "")), bad)
+    def selftest_fails(device: str, manifest: dict[str, Any]) -> bool:
+        version = str(manifest.get("version", ""))
+        if not fnmatch.fnmatchcase(version, bad):
+            return False
+        # Which devices fail is fixed by (seed, device, version), like a hardware-dependent bug.
+        return random.Random(f"{args.seed}:{device}:{version}").random() < share
 
     devices = []
     for i in range(worker, args.devices, workers):
@@ -253,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         _secret(args)
     except (ValueError, OSError) as exc:
         p.error(str(exc))
-    if args.devices < 0 or args.interval <= 0 or args.workers < 1 or not 0 <= args.json_share <= 1:
-        p.error("--devices >= 0, --interval > 0, --workers >= 1, 0 <= --json-share <= 1")
+    if (args.devices < 0 or args.interval <= 0 or args.workers < 1 or not 0 <= args.json_share <= 1
+            or not 0 <= args.bad_fw_share <= 1):
+        p.error("--devices >= 0, --interval > 0, --workers >= 1, --json-share and --bad-fw-share in [0, 1]")
     _raise_nofile()
     if args.worker is None:
         if args.plan is not None:
