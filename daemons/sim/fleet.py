@@ -36,7 +36,7 @@ from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.sim.device import Device, FleetContext
 from daemons.sim.device_model import DeviceModel
 from daemons.sim.faults import DIAGNOSIS, assign, parse_faults
-from daemons.sim.heartbeats import FAULTS, make_device
+from daemons.sim.heartbeats import FAULTS, SimDevice, make_device
 
 DEFAULT_FAULTS = "temp_drift=0.5%,heap_leak=0.5%,reboot_loop=0.2%,silent=0.2%,flaky_link=1%"
 
@@ -164,6 +164,21 @@ def _secret(args: argparse.Namespace) -> bytes | None:
     return parse_hex_key(text) if text else None
 
 
+def device_vitals(args: argparse.Namespace, i: int, fault: str | None, mix: list[tuple[str, float]]
+                  ) -> tuple[SimDevice, Encoding, random.Random]:
+    """Device i's vitals model (daemons.sim.heartbeats), encoding and random source: a function of
+    (seed, i, fault) only, so every run and every worker makes the same device."""
+    rng = random.Random(f"{args.seed}:{i}")
+    vital = fault if fault in FAULTS else None
+    vitals = make_device(i, rng, vital, args.fault_after * 60.0 if vital else float("inf"))
+    vitals.device_id = device_id(args, i)
+    vitals.hw = rng.choices([h for h, _ in mix], [w for _, w in mix])[0]
+    vitals.fw = args.fw
+    vitals.fault_rate *= args.fault_severity
+    encoding: Encoding = "json" if rng.random() < args.json_share else "msgpack"
+    return vitals, encoding, rng
+
+
 def build(args: argparse.Namespace, ctx: FleetContext, worker: int, workers: int) -> list[Device]:
     plan = assign(args.devices, parse_faults(args.faults), args.seed)
     mix = parse_hw(args.hw)
@@ -180,21 +195,13 @@ def build(args: argparse.Namespace, ctx: FleetContext, worker: int, workers: int
 
     devices = []
     for i in range(worker, args.devices, workers):
-        rng = random.Random(f"{args.seed}:{i}")
-        fault = plan.get(i)
-        vital = fault if fault in FAULTS else None
-        vitals = make_device(i, rng, vital, args.fault_after * 60.0 if vital else float("inf"))
-        vitals.device_id = device_id(args, i)
-        vitals.hw = rng.choices([h for h, _ in mix], [w for _, w in mix])[0]
-        vitals.fw = args.fw
-        vitals.fault_rate *= args.fault_severity
-        encoding: Encoding = "json" if rng.random() < args.json_share else "msgpack"
+        vitals, encoding, rng = device_vitals(args, i, plan.get(i), mix)
         model = None
         if verifier is not None:
             model = DeviceModel(vitals.device_id, vitals.hw, args.fw, verifier(vitals.device_id),
                                 selftest_fails=selftest_fails)
         password = device_password(secret, vitals.device_id) if secret else None
-        devices.append(Device(ctx, vitals, model, encoding, fault, password, rng))
+        devices.append(Device(ctx, vitals, model, encoding, plan.get(i), password, rng))
     return devices
 
 
