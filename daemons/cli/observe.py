@@ -3,8 +3,8 @@
 The observer is an operator-side MQTT client (paho, its own thread). It keeps only what the topics
 say: presence from `{p}/+/status` (online with a `ts` from this run), health from `{p}/+/health`,
 reported shadow values from `{p}/+/shadow/update/accepted`, device OTA progress from
-`{p}/+/ota/status`, rollout status from `{o}/ota/rollouts/+/status`, and every answer on
-`{o}/.../accepted|rejected`. It never looks into the simulator.
+`{p}/+/ota/status`, shadow reads from `{p}/+/shadow/get/accepted`, rollout status from
+`{o}/ota/rollouts/+/status`, and every answer on `{o}/.../accepted|rejected`. It never looks into the simulator.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.panel import Panel
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from daemons.protocol.codec import CodecError, decode, encode
@@ -34,6 +35,7 @@ class Seen:
     offline: set[str] = field(default_factory=set)
     health: dict[str, dict[str, Any]] = field(default_factory=dict)
     reasons_ever: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> {code: detail}
+    shadow_read: set[str] = field(default_factory=set)  # devices answered on shadow/get/accepted
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> merged reported
     reported_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (device, key) -> time
     ota: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> last ota/status
@@ -66,7 +68,8 @@ class Observer:
     def _on_connect(self, client: paho.Client, *_a: Any) -> None:
         p, o = self.p, self.o
         client.subscribe([(t, 1) for t in (
-            f"{p}/+/status", f"{p}/+/health", f"{p}/+/shadow/update/accepted", f"{p}/+/ota/status",
+            f"{p}/+/status", f"{p}/+/health", f"{p}/+/shadow/update/accepted", f"{p}/+/shadow/get/accepted",
+            f"{p}/+/ota/status",
             f"{o}/ota/rollouts/+/status", f"{o}/ota/rollouts/+/command/+", f"{o}/shadow/bulk/+",
             f"{o}/debug/open/+")])
 
@@ -125,6 +128,8 @@ class Observer:
                     s.reported.setdefault(device, {}).update(reported)
                     for key in reported:
                         s.reported_at[(device, key)] = now
+            elif rest == "shadow/get/accepted":
+                s.shadow_read.add(device)
             elif rest == "ota/status":
                 s.ota[device] = body
             return
@@ -147,15 +152,20 @@ class Observer:
             rollouts = [(rid, dict(r)) for rid, r in s.rollouts.items()]
             messages = s.messages
         fleet = Table.grid(padding=(0, 2))
-        fleet.add_row("online", f"[bold]{online}[/] / {devices}",
-                      "health", "  ".join(f"{k} [bold]{v}[/]" for k, v in sorted(counts.items())) or "-")
+        fleet.add_row("online", ProgressBar(total=max(devices, 1), completed=online, width=30),
+                      f"[bold]{online}[/] / {devices}")
+        healthy = counts.get("ok", 0)
+        fleet.add_row("healthy", ProgressBar(total=max(sum(counts.values()), 1), completed=healthy, width=30),
+                      "  ".join(f"{k} [bold]{v}[/]" for k, v in sorted(counts.items())) or "-")
         for rid, r in rollouts[-2:]:
             c = r.get("counts", {})
-            stage = f"stage {r.get('stage', 0) + 1}/{len(r.get('stages', []))} ({r.get('stage_pct')}%)"
-            fleet.add_row(f"rollout {rid}", f"{r.get('version')} {r.get('state')}", stage,
-                          f"succeeded {c.get('succeeded', 0)}  failed {c.get('failed', 0)}  "
-                          f"rolled back {c.get('rolled_back', 0)}")
-        fleet.add_row("messages seen", str(messages), "", "")
+            stages = r.get("stages", [])
+            fleet.add_row(f"rollout {rid}",
+                          ProgressBar(total=max(devices, 1), completed=c.get("succeeded", 0), width=30),
+                          f"{r.get('version')} [bold]{r.get('state')}[/], stage {r.get('stage', 0) + 1}/"
+                          f"{len(stages)} ({r.get('stage_pct')} %): succeeded {c.get('succeeded', 0)}, "
+                          f"failed {c.get('failed', 0) + c.get('rolled_back', 0)}")
+        fleet.add_row("messages seen", "", str(messages))
         return Panel(fleet, title=title, border_style="cyan")
 
 

@@ -124,10 +124,11 @@ class Scenario:
         step.facts.update(online=len(s.ever_online), devices=self.devices,
                           online_s=round(time.monotonic() - t0, 1))
         self._wait(lambda: len(s.health) >= self.devices, 10 * self.interval + 10)
-        step.facts["health_published"] = len(s.health)
+        step.facts.update(health_published=len(s.health), shadows_read=len(s.shadow_read))
         step.ok = ok
-        step.summary = (f"{len(s.ever_online)} of {self.devices} devices said online on their status topic; "
-                        f"health published for {len(s.health)}")
+        step.summary = (f"{len(s.ever_online)} of {self.devices} devices said online on their status topic "
+                        f"in {step.facts['online_s']} s; {len(s.shadow_read)} shadows read; health "
+                        f"published for {len(s.health)}")
 
     # -- (2) ---------------------------------------------------------------------------------------
 
