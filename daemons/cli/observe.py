@@ -4,7 +4,8 @@ The observer is an operator-side MQTT client (paho, its own thread). It keeps on
 say: presence from `{p}/+/status` (online with a `ts` from this run), health from `{p}/+/health`,
 reported shadow values from `{p}/+/shadow/update/accepted`, device OTA progress from
 `{p}/+/ota/status`, shadow reads from `{p}/+/shadow/get/accepted`, rollout status from
-`{o}/ota/rollouts/+/status`, and every answer on `{o}/.../accepted|rejected`. It never looks into the simulator.
+`{o}/ota/rollouts/+/status`, and every answer on `{o}/.../accepted|rejected`. It never looks into
+the simulator.
 """
 
 from __future__ import annotations
