@@ -94,11 +94,16 @@ max_packet_size 1048576
 """
 
 
-def start_mosquitto(workdir: Path, port: int = 0) -> Server:
+def start_mosquitto(workdir: Path, port: int = 0, persistence: bool = False) -> Server:
+    """mosquitto on `port` (0: a free one). With `persistence`, sessions, their queued messages and
+    retained messages are saved in `workdir` on shutdown and restored by the next start there."""
     port = free_port(port)
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port))
+    text = MOSQUITTO_CONF.format(port=port)
+    if persistence:
+        text = text.replace("persistence false", f"persistence true\npersistence_location {workdir}/")
+    conf.write_text(text)
     proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)

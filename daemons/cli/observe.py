@@ -3,7 +3,7 @@
 The observer is an operator-side MQTT client (paho, its own thread). It keeps only what the topics
 say: presence from `{p}/+/status` (online with a `ts` from this run), health from `{p}/+/health`,
 reported shadow values from `{p}/+/shadow/update/accepted`, device OTA progress from
-`{p}/+/ota/status`, shadow reads from `{p}/+/shadow/get/accepted`, rollout status from
+`{p}/+/ota/status`, shadow reads from `{p}/+/shadow/get/+`, rollout status from
 `{o}/ota/rollouts/+/status`, and every answer on `{o}/.../accepted|rejected`. It never looks into
 the simulator.
 """
@@ -36,7 +36,7 @@ class Seen:
     offline: set[str] = field(default_factory=set)
     health: dict[str, dict[str, Any]] = field(default_factory=dict)
     reasons_ever: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> {code: detail}
-    shadow_read: set[str] = field(default_factory=set)  # devices answered on shadow/get/accepted
+    shadow_read: set[str] = field(default_factory=set)  # devices whose shadow get was answered
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> merged reported
     reported_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (device, key) -> time
     ota: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> last ota/status
@@ -69,7 +69,7 @@ class Observer:
     def _on_connect(self, client: paho.Client, *_a: Any) -> None:
         p, o = self.p, self.o
         client.subscribe([(t, 1) for t in (
-            f"{p}/+/status", f"{p}/+/health", f"{p}/+/shadow/update/accepted", f"{p}/+/shadow/get/accepted",
+            f"{p}/+/status", f"{p}/+/health", f"{p}/+/shadow/update/accepted", f"{p}/+/shadow/get/+",
             f"{p}/+/ota/status",
             f"{o}/ota/rollouts/+/status", f"{o}/ota/rollouts/+/command/+", f"{o}/shadow/bulk/+",
             f"{o}/debug/open/+")])
@@ -129,7 +129,7 @@ class Observer:
                     s.reported.setdefault(device, {}).update(reported)
                     for key in reported:
                         s.reported_at[(device, key)] = now
-            elif rest == "shadow/get/accepted":
+            elif rest in ("shadow/get/accepted", "shadow/get/rejected"):  # 404: no shadow yet
                 s.shadow_read.add(device)
             elif rest == "ota/status":
                 s.ota[device] = body

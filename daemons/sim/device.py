@@ -91,6 +91,7 @@ class Device:
         self.reported: dict[str, dict[str, Any]] = {}
         self.debug_until = 0.0
         self.connected = False
+        self.connects = 0
         self.dead = False  # silent_death: gone for good
         self.attempts = 0
         self.next_delay: float | None = None  # set by a reboot: reconnect after this, not the backoff
@@ -142,6 +143,7 @@ class Device:
         if reason.is_failure:
             return  # paho closes the socket; _on_disconnect retries
         self.connected = True
+        self.connects += 1
         self.attempts = 0
         self.ctx.stats.online += 1
         self.ctx.stats.connects += 1
@@ -158,6 +160,8 @@ class Device:
             self._trial_beat()
         elif self.pending_beat is not None:
             self._send("heartbeat", self.pending_beat)
+        elif self.connects == 1:
+            self._tick()  # as firmware does: a heartbeat right after boot, then on the timer
         self.pending_beat = None
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, _r: Any, _p: Any) -> None:
@@ -208,10 +212,14 @@ class Device:
     # -- heartbeats ----------------------------------------------------------------------------------
 
     def beat(self) -> None:
-        """The heartbeat timer (every interval): vitals, faults, reboots; reschedules itself."""
+        """The heartbeat timer (every interval, from a random phase); reschedules itself."""
         if self.dead or self.ctx.stopping:
             return
         self.ctx.loop.call_later(self.ctx.interval_s, self.beat)
+        self._tick()
+
+    def _tick(self) -> None:
+        """One heartbeat: vitals, faults, reboots."""
         t = self.ctx.sim_time()
         hb = self.vitals.heartbeat(t, ambient(t), self.ctx.epoch)
         if self.vitals.fault == "silent_death" and t >= self.vitals.fault_at:

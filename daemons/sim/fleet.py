@@ -77,6 +77,11 @@ class Binding:
             await asyncio.sleep(1.0)
 
 
+def say(event: dict[str, Any]) -> None:
+    """One JSON line on stderr, in one write: the workers share the pipe, lines must not interleave."""
+    os.write(2, (json.dumps(event) + "\n").encode())
+
+
 def parse_hw(spec: str) -> list[tuple[str, float]]:
     """`esp32-c3=70,esp32-s3=30` (or just names, equal weights) → [(hw, weight)]; ValueError if bad."""
     mix = []
@@ -154,7 +159,7 @@ def _verifiers() -> Any:
     try:
         return Signer.from_settings(load_settings("simulator")).verifier
     except Exception as exc:  # no key configured: the devices ignore jobs
-        print(json.dumps({"event": "ota_disabled", "reason": str(exc)}), file=sys.stderr, flush=True)
+        say({"event": "ota_disabled", "reason": str(exc)})
         return None
 
 
@@ -226,15 +231,14 @@ async def run(args: argparse.Namespace, worker: int, workers: int) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(json.dumps({"event": "started", "worker": worker, "devices": len(devices)}), file=sys.stderr,
-          flush=True)
+    say({"event": "started", "worker": worker, "devices": len(devices)})
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), args.stats_every)
         s = ctx.stats
-        print(json.dumps({"event": "stats", "worker": worker, "devices": len(devices), "online": s.online,
-                          "connects": s.connects, "disconnects": s.disconnects, "sent": s.sent,
-                          "deltas_applied": s.deltas_applied, "jobs": s.jobs}), file=sys.stderr, flush=True)
+        say({"event": "stats", "worker": worker, "devices": len(devices), "online": s.online,
+             "connects": s.connects, "disconnects": s.disconnects, "sent": s.sent,
+             "deltas_applied": s.deltas_applied, "jobs": s.jobs})
     ctx.stopping = True
     for d in devices:
         d.stop()
