@@ -111,7 +111,10 @@ def _storm(url: str, env: dict[str, str], since: float, full: bool) -> tuple[Sim
     times: dict[str, float] = {}
     checks = {"online": lambda: len(s.online) >= DEVICES}
     if full:
+        # A simulated device loses a heartbeat now and then (heartbeats.py, 0.2 %): the last few healths
+        # wait for the next heartbeat, so 99 % is timed as well.
         checks.update(shadows_read=lambda: len(s.shadow_read) >= DEVICES,
+                      health_99=lambda: len(s.health) >= 0.99 * DEVICES,
                       health=lambda: len(s.health) >= DEVICES)
     for name, pred in checks.items():
         if not obs.wait(pred, 600, NEVER):
@@ -180,8 +183,9 @@ def main() -> str:
         "|---|---:|---:|---:|",
         f"| connection storm, {DEVICES:,} devices: all online | {full_t['online']:.1f} s | "
         f"{bare_t['online']:.1f} s | {full_t['online'] / bare_t['online']:.2f} |",
-        f"| ... every shadow read (get/accepted seen) | {full_t['shadows_read']:.1f} s | | |",
-        f"| ... every device's health published | {full_t['health']:.1f} s | | |",
+        f"| ... every shadow read (get answered) | {full_t['shadows_read']:.1f} s | | |",
+        f"| ... health published for 99 % of the devices | {full_t['health_99']:.1f} s | | |",
+        f"| ... every device (a few first heartbeats are lost: simulated) | {full_t['health']:.1f} s | | |",
         f"| broker restart with {DEVICES:,} connected: all online again | {restart['online']:.1f} s | | |",
         f"| ... and the desired change made meanwhile applied and reported by all | "
         f"{restart['reported']:.1f} s | | |",
