@@ -32,6 +32,7 @@ from daemons.sim.heartbeats import SimDevice, ambient
 
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
+CONNECT_TIMEOUT_S = 2.0
 LOG_PERIOD_S = 1.0  # one batch of log lines a second while a debug session is open
 FLAKY_DROP_P = 0.1  # a flaky link drops the connection on about one heartbeat in ten
 
@@ -92,6 +93,7 @@ class Device:
         self.debug_until = 0.0
         self.connected = False
         self.connects = 0
+        self.subscribed = False  # SUBACK received in the current session
         self.dead = False  # silent_death: gone for good
         self.attempts = 0
         self.next_delay: float | None = None  # set by a reboot: reconnect after this, not the backoff
@@ -113,7 +115,9 @@ class Device:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
         c.max_inflight_messages_set(100)
+        c.connect_timeout = CONNECT_TIMEOUT_S  # the TCP connect blocks the loop: keep a stall short
         ctx.bind(c)
         c.connect_async(ctx.host, ctx.port, keepalive=ctx.keepalive)
         self.client = c
@@ -147,10 +151,13 @@ class Device:
         self.attempts = 0
         self.ctx.stats.online += 1
         self.ctx.stats.connects += 1
-        if not flags.session_present:  # the persistent session keeps them otherwise
+        # The persistent session keeps the subscriptions, once the broker has acknowledged them: a link
+        # that broke between CONNACK and SUBACK leaves a session without them.
+        if not (flags.session_present and self.subscribed):
             subs = ["shadow/update/delta", "shadow/get/accepted", "ota/job"]
             if self.ctx.named_shadows:
                 subs += ["shadow/name/+/update/delta", "shadow/name/+/get/accepted"]
+            self.subscribed = False
             client.subscribe([(f"{self.base}/{s}", 1) for s in subs])
         self._send("status", {"online": True, "fw": self._fw(), "ts": int(time.time())}, retain=True)
         self._send("shadow/get", {})
@@ -163,6 +170,9 @@ class Device:
         elif self.connects == 1:
             self._tick()  # as firmware does: a heartbeat right after boot, then on the timer
         self.pending_beat = None
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+        self.subscribed = not any(getattr(c, "is_failure", False) for c in codes)
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, _r: Any, _p: Any) -> None:
         if self.connected:
