@@ -265,6 +265,10 @@ class Scenario:
             if example:
                 code = str(self.plan[example]["expect"])
                 why = f"; e.g. {example}: {code} ({s.reasons_ever[example][code]})"
+            if not any(f["expect"] for f in self.plan.values() if f["fault"] == fault):
+                self.say(f"    {fault}: {row['injected']} devices, no health verdict expected "
+                         f"({row['flagged']} had a reason now and then)")
+                continue
             self.say(f"    {fault}: {row['right_reason']}/{row['injected']} flagged with the right "
                      f"reason{why}")
         healthy_flagged = sorted(d for d, h in s.health.items()
