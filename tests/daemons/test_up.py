@@ -76,3 +76,36 @@ def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
         up.send_signal(signal.SIGTERM)
         code = up.wait(60)
     assert code == 0
+
+
+def test_a_child_that_dies_is_reported_at_once_with_its_log_tail(tmp_path):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from daemons.cli.up import Children
+
+    out = io.StringIO()
+    stop = threading.Event()
+    children = Children(dict(os.environ), tmp_path, Console(file=out, width=200), stop)
+    try:
+        code = "import sys; print('disk full', flush=True); sys.exit(3)"
+        children.start("doomed", [sys.executable, "-c", code])
+        deadline = time.monotonic() + 10
+        while "exited" not in out.getvalue() and time.monotonic() < deadline:
+            stop.wait(0.1)
+        assert "doomed exited (3)" in out.getvalue() and "disk full" in out.getvalue()
+    finally:
+        stop.set()
+        children.stop_all()
+
+
+def test_fleet_dispatches_up_and_sim_and_refuses_the_rest():
+    from daemons.cli.fleet import main
+
+    assert main([]) == 2
+    assert main(["nosuch"]) == 2
+    sim = subprocess.run([sys.executable, "-m", "daemons.cli.fleet", "sim", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert sim.returncode == 0 and "--connect-rate" in sim.stdout
