@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from daemons.registry import device_key
+from otaplanner.records import DeviceRecord, Release
 from otaplanner.rollout import Counts
 from otaplanner.rollout_scripts import (
     ASSIGN,
@@ -66,11 +67,11 @@ class RolloutStore:
 
     # -- releases -------------------------------------------------------------------------
 
-    def release(self, version: str) -> dict[str, Any] | None:
+    def release(self, version: str) -> Release | None:
         raw = self.redis.hget("ota:releases", version)
-        return json.loads(raw) if raw else None
+        return cast(Release, json.loads(raw)) if raw else None
 
-    def add_release(self, version: str, release: dict[str, Any]) -> bool:
+    def add_release(self, version: str, release: Release) -> bool:
         return bool(self.redis.hsetnx("ota:releases", version, json.dumps(release, sort_keys=True)))
 
     # -- rollout meta -----------------------------------------------------------------------
@@ -149,16 +150,25 @@ class RolloutStore:
     def device_ids(self, rid: str) -> set[str]:
         return set(self.redis.hkeys(self.key(rid, "dev")))
 
-    def records(self, rid: str) -> dict[str, dict[str, Any]]:
-        return {k: json.loads(v) for k, v in self.redis.hgetall(self.key(rid, "dev")).items()}
+    def records(self, rid: str) -> dict[str, DeviceRecord]:
+        return {k: DeviceRecord.from_json(json.loads(v))
+                for k, v in self.redis.hgetall(self.key(rid, "dev")).items()}
 
-    def assign(self, rid: str, records: dict[str, dict[str, Any]], kind: str = "") -> int:
+    def records_of(self, rid: str, device_ids: Iterable[str]) -> dict[str, DeviceRecord]:
+        """The records of these devices (those the rollout has taken in)."""
+        ids = list(device_ids)
+        if not ids:
+            return {}
+        rows = self.redis.hmget(self.key(rid, "dev"), ids)
+        return {d: DeviceRecord.from_json(json.loads(r)) for d, r in zip(ids, rows, strict=True) if r}
+
+    def assign(self, rid: str, records: dict[str, DeviceRecord], kind: str = "") -> int:
         """Take devices in (pending, or succeeded when already on the version); never twice."""
         if not records:
             return 0
         args: list[Any] = []
         for device_id, rec in records.items():
-            args.extend((device_id, json.dumps(rec, separators=(",", ":")), rec["s"]))
+            args.extend((device_id, json.dumps(rec.to_json(), separators=(",", ":")), str(rec.state)))
         keys = self._keys(rid, kind + "dev", kind + "cnt", kind + "pending")
         return int(self._assign(keys=keys, args=args))
 
@@ -207,8 +217,14 @@ class RolloutStore:
 
     def report(self, rid: str, device_id: str, job_id: str, state: str, now: float, timeout_s: int,
                kind: str = "") -> str:
-        return str(self._report(keys=self._keys(rid, kind + "dev", kind + "cnt", kind + "deadline"),
-                                args=[device_id, job_id, state, int(now), timeout_s]))
+        """Apply a device's report. Returns the state it replaced, `nojob`, `terminal` or `same`;
+        or, for a terminal report replacing `timed_out`, the stored `late` event as JSON."""
+        late_event = {"rollout_id": rid, "event": "late_report", "device_id": device_id, "job_id": job_id,
+                      "job_state": state, "replaces": "timed_out", "late": True,
+                      "reason": f"{state} reported after the job timed out", "timestamp": int(now)}
+        keys = self._keys(rid, kind + "dev", kind + "cnt", kind + "deadline", "meta", "events")
+        return str(self._report(keys=keys, args=[device_id, job_id, state, int(now), timeout_s,
+                                                 json.dumps(late_event)]))
 
     def expire(self, rid: str, now: float, kind: str = "") -> dict[str, str]:
         """Time out in-progress jobs past their deadline; returns device -> job id."""

@@ -19,12 +19,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from daemons.protocol.codec import CodecError, decode, encode
+from daemons.runtime.mqtt import make_client
 
 
 @dataclass
@@ -54,14 +54,12 @@ class Observer:
         self.seen = Seen()
         self.cond = threading.Condition()
         self._subscribed = threading.Event()
-        u = urlparse(mqtt_url)
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-up-{int(since)}",
-                                  protocol=paho.MQTTv311)
-        self.client.max_inflight_messages_set(1000)
+        self.client, addr = make_client(mqtt_url, f"fleet-up-{int(since)}", protocol=paho.MQTTv311,
+                                        max_inflight=1000)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+        self.client.connect(addr.host, addr.port, keepalive=30)
         self.client.loop_start()
         if not self._subscribed.wait(15):
             raise TimeoutError(f"no SUBACK from {mqtt_url}")

@@ -215,7 +215,7 @@ class Scenario:
 
         def settled() -> bool:  # the devices that had started finish: their results count
             c = status.get("canary-bad", {}).get("counts", {})
-            return c.get("in_progress", 0) + c.get("issued", 0) == 0
+            return bool(c.get("in_progress", 0) + c.get("issued", 0) == 0)
 
         self._wait(settled, 120)
         r = dict(status.get("canary-bad", r))

@@ -16,6 +16,8 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
@@ -23,13 +25,14 @@ from prometheus_client import Counter
 from daemons.debug import links as debug_links
 from daemons.debug.http import DebugHttp, FanOut
 from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.errors import FleetError
+from daemons.protocol.errors import FleetError, Rejected
 from daemons.protocol.messages import (
     Inbound,
     Outcome,
+    Refused,
+    Reply,
     client_token_of,
     device_topic,
-    error_body,
     valid_device_id,
 )
 from daemons.runtime.app import run_daemon
@@ -80,6 +83,49 @@ def parse_logs(payload: bytes) -> dict[str, Any] | None:
     return out
 
 
+@dataclass(frozen=True)
+class OpenRequest:
+    """A valid `{o}/debug/open` request (PROTOCOL §4) and the reply that answers it."""
+
+    device_id: str
+    ttl_s: int
+    operator: str
+    level: str
+    reply: Reply
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    device_id: str
+    batch: dict[str, Any]  # as parse_logs returns it
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A log message with nothing to relay, counted as `logs/<result>`; `topic` is logged once."""
+
+    result: str
+    topic: str | None = None
+
+
+def parse_open(body: dict[str, Any], reply: Reply) -> OpenRequest:
+    """Validate a debug/open request; Rejected (400) naming the field otherwise."""
+    device_id = body.get("device_id")
+    if not isinstance(device_id, str) or not valid_device_id(device_id):
+        raise Rejected(400, "device_id: not a valid device id")
+    ttl = body.get("ttl_s")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= TTL_MAX_S:
+        raise Rejected(400, f"ttl_s: an integer from 1 to {TTL_MAX_S} expected")
+    operator = body.get("operator")
+    if not isinstance(operator, str) or not 1 <= len(operator) <= 128:
+        raise Rejected(400, "operator: a non-empty string (at most 128 characters) expected")
+    if "level" in body and body["level"] not in LEVELS:
+        raise Rejected(400, f"level: one of {', '.join(LEVELS)} expected")
+    if "clientToken" in body and client_token_of(body) is None:
+        raise Rejected(400, "clientToken: a string of at most 64 characters expected")
+    return OpenRequest(device_id, ttl, operator, str(body.get("level", "debug")), reply)
+
+
 class DebugGateway:
     """The MQTT side: open requests and log batches. The HTTP side lives in daemons.debug.http."""
 
@@ -103,75 +149,56 @@ class DebugGateway:
     def tick(self, now: float) -> Outcome:
         return Outcome()
 
+    def route(self, message: Inbound) -> OpenRequest | Refused | LogBatch | Dropped:
+        """Decode once at the door: what one inbound message asks for."""
+        if message.topic == f"{self.o}/debug/open":
+            reply = Reply(message.topic, None, "debug_open")
+            try:
+                body, _ = decode(message.payload)
+                reply = Reply(message.topic, client_token_of(body), "debug_open")
+                return parse_open(body, reply)
+            except CodecError as exc:  # answered with the token when the payload named one
+                return Refused(Reply(message.topic, exc.token, "debug_open"), exc)
+            except Rejected as exc:
+                return Refused(reply, exc)
+        split = device_topic(message.topic, self.p)
+        if split is None or split[1] != "logs" or not valid_device_id(split[0]):
+            return Dropped("bad_id", message.topic)
+        batch = parse_logs(message.payload)
+        return Dropped("malformed") if batch is None else LogBatch(split[0], batch)
+
     def handle(self, batch: list[Inbound]) -> Outcome:
         out = Outcome()
         for message in batch:
-            if message.topic == f"{self.o}/debug/open":
-                self._open(message, out)
+            routed = self.route(message)
+            if isinstance(routed, OpenRequest):
+                self._open(routed, out)
+            elif isinstance(routed, LogBatch):
+                self._relay(routed.device_id, routed.batch, out)
+            elif isinstance(routed, Refused):
+                routed.reply.reject(out, routed.error)
             else:
-                self._logs(message, out)
+                out.count("logs", routed.result)
+                if routed.topic is not None and self._once.first(routed.topic):
+                    self.log.warning("bad_device_id", topic=routed.topic)
         return out
 
-    def _open(self, message: Inbound, out: Outcome) -> None:
-        topic = f"{self.o}/debug/open"
-        token: Any = None
-        try:
-            request, _ = decode(message.payload)
-            token = client_token_of(request)
-            problem = self._check_open(request)
-        except CodecError as exc:
-            problem = (exc.code, exc.message)
-        if problem is not None:
-            out.publish(f"{topic}/rejected", error_body(problem[0], problem[1], token))
-            out.count("debug_open", f"rejected_{problem[0]}")
-            return
-        device_id, ttl_s = request["device_id"], request["ttl_s"]
+    def _open(self, request: OpenRequest, out: Outcome) -> None:
         # Rounded up: the link lives at least ttl_s seconds.
-        expires_at = math.ceil(self.clock()) + ttl_s
+        expires_at = math.ceil(self.clock()) + request.ttl_s
         session_id = debug_links.new_session_id()
-        level = request.get("level", "debug")
+        device_id = request.device_id
         out.publish(f"{self.p}/{device_id}/shadow/update", {
-            "state": {"desired": {"debug": {"enabled": True, "until": expires_at, "level": level}}},
+            "state": {"desired": {"debug": {"enabled": True, "until": expires_at, "level": request.level}}},
             "clientToken": f"debug-{session_id}"[:64]})
-        answer: dict[str, Any] = {
+        request.reply.accept(out, {
             "session_id": session_id, "device_id": device_id, "expires_at": expires_at,
-            "link": self.base_url + debug_links.link_path(self.key, session_id, device_id, expires_at)}
-        if token is not None:
-            answer["clientToken"] = token
-        out.publish(f"{topic}/accepted", answer)
-        out.count("debug_open", "accepted")
+            "link": self.base_url + debug_links.link_path(self.key, session_id, device_id, expires_at)})
         self.gm.sessions.inc()
         self.log.info("session_opened", session_id=session_id, device_id=device_id,
-                      operator=request["operator"], expires_at=expires_at)
+                      operator=request.operator, expires_at=expires_at)
 
-    @staticmethod
-    def _check_open(request: dict[str, Any]) -> tuple[int, str] | None:
-        if not valid_device_id(request.get("device_id")):
-            return 400, "device_id: not a valid device id"
-        ttl = request.get("ttl_s")
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= TTL_MAX_S:
-            return 400, f"ttl_s: an integer from 1 to {TTL_MAX_S} expected"
-        operator = request.get("operator")
-        if not isinstance(operator, str) or not 1 <= len(operator) <= 128:
-            return 400, "operator: a non-empty string (at most 128 characters) expected"
-        if "level" in request and request["level"] not in LEVELS:
-            return 400, f"level: one of {', '.join(LEVELS)} expected"
-        if "clientToken" in request and client_token_of(request) is None:
-            return 400, "clientToken: a string of at most 64 characters expected"
-        return None
-
-    def _logs(self, message: Inbound, out: Outcome) -> None:
-        split = device_topic(message.topic, self.p)
-        device_id = split[0] if split is not None else ""
-        if split is None or split[1] != "logs" or not valid_device_id(device_id):
-            out.count("logs", "bad_id")
-            if self._once.first(message.topic):
-                self.log.warning("bad_device_id", topic=message.topic)
-            return
-        batch = parse_logs(message.payload)
-        if batch is None:
-            out.count("logs", "malformed")
-            return
+    def _relay(self, device_id: str, batch: dict[str, Any], out: Outcome) -> None:
         if batch.get("dropped"):
             self.gm.dropped.labels("device").inc(batch["dropped"])
         reached, lost = self.fanout.publish(device_id, {"device_id": device_id, **batch})
@@ -184,7 +211,8 @@ def base_url(settings: Settings, port: int) -> str:
     return settings.debug_public_url or f"http://127.0.0.1:{port}"
 
 
-def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> DebugGateway:
+def build(settings: Settings, redis: Any, metrics: DaemonMetrics, resources: ExitStack) -> DebugGateway:
+    """The gateway; its HTTP server (links and streams) is stopped by `resources`."""
     log = get_logger(DAEMON)
     key = debug_links.link_key(settings.debug_link_key, settings.ota_master_key)
     if key.ephemeral:
@@ -201,6 +229,7 @@ def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> DebugGatewa
         raise FleetError(f"FLEET_DEBUG_HTTP_PORT (debug_http_port): cannot listen on "
                          f"{settings.debug_http_host}:{settings.debug_http_port}: {exc}") from None
     http.start()
+    resources.callback(http.close)
     url = base_url(settings, http.port)
     log.info("http_listening", host=settings.debug_http_host, port=http.port, public_url=url,
              key_source=key.source)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from daemons.protocol.codec import CodecError, Encoding, decode, encode
+from daemons.runtime.mqtt import make_client
 from daemons.sim.device_model import TRIAL_S, DeviceModel, Status
 from daemons.sim.heartbeats import SimDevice, ambient
 
@@ -59,9 +59,7 @@ class FleetContext:
     loop: asyncio.AbstractEventLoop
     executor: Executor
     bind: Callable[[paho.Client], None]  # attaches a client's socket to the loop
-    host: str
-    port: int
-    tls: bool
+    url: str  # mqtt://host:port or mqtts://
     prefix: str
     interval_s: float
     scale: float  # simulated seconds per real second (60 / interval: one heartbeat = one minute)
@@ -104,22 +102,18 @@ class Device:
         self.trial_mid: int | None = None
         self.trial_timer: asyncio.TimerHandle | None = None
         self.log_timer: asyncio.TimerHandle | None = None
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.id, clean_session=False,
-                        protocol=paho.MQTTv311)
-        if password is not None:
-            c.username_pw_set(self.id, password)
-        if ctx.tls:
-            c.tls_set()
+        # Devices speak MQTT 3.1.1 as esp-mqtt does by default; a persistent session per client id.
+        c, addr = make_client(ctx.url, self.id, protocol=paho.MQTTv311, clean_session=False, max_inflight=100,
+                              username=self.id if password is not None else None, password=password)
         c.will_set(f"{self.base}/status", encode({"online": False}, encoding), qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
-        c.max_inflight_messages_set(100)
         c.connect_timeout = CONNECT_TIMEOUT_S  # the TCP connect blocks the loop: keep a stall short
         ctx.bind(c)
-        c.connect_async(ctx.host, ctx.port, keepalive=ctx.keepalive)
+        c.connect_async(addr.host, addr.port, keepalive=ctx.keepalive)
         self.client = c
 
     # -- connection ----------------------------------------------------------------------------------

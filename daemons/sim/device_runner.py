@@ -12,9 +12,9 @@ import queue
 import threading
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 from daemons.protocol.codec import CodecError, decode
+from daemons.runtime.mqtt import make_client
 from daemons.sim.device_model import DeviceModel, Status
 
 
@@ -23,27 +23,20 @@ class DeviceRunner:
 
     def __init__(self, model: DeviceModel, mqtt_url: str, prefix: str, heartbeat_s: float = 60.0,
                  username: str | None = None, password: str | None = None) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
         self.model = model
         self.prefix = prefix
         self.heartbeat_s = heartbeat_s
         self.base = f"{prefix}/{model.device_id}"
+        self.status_ts = 0  # ts of the last status published
         self.statuses: list[Status] = []  # everything published on ota/status, in order
         self.seq = 0
         self.started_at = time.monotonic()
         self._jobs: queue.Queue[bytes | None] = queue.Queue()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name=f"device-{model.device_id}", daemon=True)
-        u = urlparse(mqtt_url)
-        self._addr = (u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883))
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{model.device_id}",
-                                  protocol=paho.MQTTv311)
-        if username:
-            self.client.username_pw_set(username, password)
-        if u.scheme == "mqtts":
-            self.client.tls_set()
+        self.client, addr = make_client(mqtt_url, f"{prefix}-{model.device_id}", protocol="3.1.1",
+                                        username=username, password=password, clean_session=True)
+        self._addr = (addr.host, addr.port)
         self.client.will_set(f"{self.base}/status", json.dumps({"online": False}), qos=1, retain=True)
         self.client.on_message = lambda _c, _u, m: self._jobs.put(bytes(m.payload))
         self.client.on_connect = self._on_connect
@@ -51,6 +44,7 @@ class DeviceRunner:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         client.subscribe(f"{self.base}/ota/job", qos=1)
+        self._presence()  # on every connection, reconnects included (PROTOCOL §4)
         self._connected.set()
 
     def start(self, timeout: float = 10.0) -> DeviceRunner:
@@ -58,7 +52,6 @@ class DeviceRunner:
         self.client.loop_start()
         if not self._connected.wait(timeout):
             raise TimeoutError(f"{self.model.device_id}: no CONNACK")
-        self._presence()
         self.heartbeat()
         self._worker.start()
         return self
@@ -75,8 +68,10 @@ class DeviceRunner:
         return self.client.publish(f"{self.base}/{suffix}", json.dumps(body), qos=1, retain=retain)
 
     def _presence(self) -> None:
-        self._publish("status", {"online": True, "fw": self.model.version, "ts": int(self.model.clock())},
-                     retain=True)
+        # A fresh ts per connection, even two within one second: shadow-sync tells a new
+        # connection from a redelivered retained status by it.
+        self.status_ts = max(int(self.model.clock()), self.status_ts + 1)
+        self._publish("status", {"online": True, "fw": self.model.version, "ts": self.status_ts}, retain=True)
 
     def publish_status(self, status: Status) -> None:
         self.statuses.append(status)

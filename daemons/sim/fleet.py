@@ -27,12 +27,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
 
 from daemons.protocol.codec import Encoding
+from daemons.protocol.errors import FleetError
 from daemons.protocol.keys import device_password, parse_hex_key
+from daemons.runtime.mqtt import BrokerAddress
 from daemons.sim.device import Device, FleetContext
 from daemons.sim.device_model import DeviceModel
 from daemons.sim.faults import DIAGNOSIS, assign, parse_faults
@@ -196,7 +197,7 @@ def build(args: argparse.Namespace, ctx: FleetContext, worker: int, workers: int
         if not fnmatch.fnmatchcase(version, bad):
             return False
         # Which devices fail is fixed by (seed, device, version), like a hardware-dependent bug.
-        return random.Random(f"{args.seed}:{device}:{version}").random() < share
+        return bool(random.Random(f"{args.seed}:{device}:{version}").random() < share)
 
     devices = []
     for i in range(worker, args.devices, workers):
@@ -212,12 +213,10 @@ def build(args: argparse.Namespace, ctx: FleetContext, worker: int, workers: int
 
 async def run(args: argparse.Namespace, worker: int, workers: int) -> None:
     loop = asyncio.get_running_loop()
-    u = urlparse(args.mqtt_url)
     binding = Binding(loop)
     ctx = FleetContext(
         loop=loop, executor=ThreadPoolExecutor(args.ota_threads, thread_name_prefix="ota"), bind=binding,
-        host=u.hostname or "127.0.0.1", port=u.port or (8883 if u.scheme == "mqtts" else 1883),
-        tls=u.scheme == "mqtts", prefix=args.prefix, interval_s=args.interval, scale=60.0 / args.interval,
+        url=args.mqtt_url, prefix=args.prefix, interval_s=args.interval, scale=60.0 / args.interval,
         epoch=time.time(), started=loop.time(),
         named_shadows=tuple(n for n in args.named_shadows.split(",") if n))
     devices = build(args, ctx, worker, workers)
@@ -271,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = fault_plan(args)
         parse_hw(args.hw)
         _secret(args)
-    except (ValueError, OSError) as exc:
+        BrokerAddress.parse(args.mqtt_url)
+    except (ValueError, OSError, FleetError) as exc:
         p.error(str(exc))
     if (args.devices < 0 or args.interval <= 0 or args.workers < 1 or not 0 <= args.json_share <= 1
             or not 0 <= args.bad_fw_share <= 1):

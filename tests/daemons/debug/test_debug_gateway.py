@@ -167,6 +167,14 @@ def test_bad_links_and_bad_requests_get_nothing(daemon, probe, prefixes):
         assert r.topic == f"{o}/debug/open/rejected", bad
         assert r.body["code"] == 400 and r.body["clientToken"] == "bad" and r.body["message"]
     assert ops.request(f"{o}/debug/open", raw=b"{broken").body["code"] == 400
+    # Hostile payloads (issue 11): answered with their clientToken, never an internal error.
+    for raw in (b'{"clientToken":"h","device_id":"d1","x":' + b"[" * 300 + b"1" + b"]" * 300 + b"}",
+                b'{"clientToken":"h","device_id":"d1","ttl_s":60,"ttl_s":3600,"operator":"x"}',
+                b'{"clientToken":"h","device_id":"d1","ttl_s":9223372036854775808,"operator":"x"}',
+                b'{"clientToken":"h","device_id":"d1","ttl_s":60,"operator":"\xff"}'):
+        r = ops.request(f"{o}/debug/open", raw=raw)
+        assert r.topic == f"{o}/debug/open/rejected" and r.body["code"] == 400, raw
+        assert r.body["clientToken"] == "h", r.body
 
     a = open_session(ops, o, "dev-a")
     b = open_session(ops, o, "dev-b")
@@ -197,7 +205,7 @@ def test_bad_links_and_bad_requests_get_nothing(daemon, probe, prefixes):
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     assert 'fleet_debug_links_refused_total{reason="bad_signature"} 8.0' in text
     assert 'fleet_debug_links_refused_total{reason="expired"} 2.0' in text
-    assert 'fleet_messages_total{daemon="debug-gateway",kind="debug_open",result="rejected_400"} 8.0' in text
+    assert 'fleet_messages_total{daemon="debug-gateway",kind="debug_open",result="rejected_400"} 12.0' in text
 
 
 def test_fanout_drops_and_counts_for_a_slow_browser():
