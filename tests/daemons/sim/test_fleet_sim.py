@@ -13,10 +13,11 @@ from collections import Counter
 import pytest
 
 from daemons.cli.localstack import start_mosquitto
+from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.sim.faults import assign, parse_faults
 from daemons.sim.fleet import device_vitals, fault_plan, parse_hw, parser
 from daemons.sim.heartbeats import ambient
-from tests.support import ROOT, Daemon, Probe, Received, env_for
+from tests.support import ROOT, Daemon, Probe, Received, env_for, free_port, need, wait_port
 
 SPEC = "temp_drift=0.5%,heap_leak=0.5%,reboot_loop=0.2%,silent=0.2%,flaky_link=1%"
 
@@ -136,3 +137,48 @@ def test_devices_come_back_after_a_broker_restart_and_report_nothing_twice(tmp_p
         sync.kill()
         broker.stop()
     assert code == 0
+
+
+def test_with_a_fleet_secret_each_device_logs_in_as_itself(tmp_path):
+    """Device i's account is its id with keys.device_password(secret, id): a broker that knows only
+    those accounts (mosquitto with a password file, anonymous refused) lets every device in."""
+    secret = "5e" * 16
+    ids = [f"sim-{i:05d}" for i in range(5)]
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for d in ids:
+        subprocess.run([need("mosquitto_passwd"), "-b", str(passwd), d,
+                        device_password(parse_hex_key(secret), d)], check=True, capture_output=True)
+    subprocess.run([need("mosquitto_passwd"), "-b", str(passwd), "operator", "op-secret"], check=True,
+                   capture_output=True)
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+                    # As root, mosquitto would read the file as user mosquitto, who cannot enter tmp_path.
+                    "persistence false\nuser root\n")
+    broker = subprocess.Popen([need("mosquitto"), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    sim = None
+    try:
+        wait_port(port)
+        url = f"mqtt://127.0.0.1:{port}"
+        op = Probe(url)
+        op.client.username_pw_set("operator", "op-secret")
+        op.connect().subscribe("fl/+/status")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "daemons.sim", "--mqtt-url", url, "--prefix", "fl", "--devices", "5",
+             "--faults", "", "--interval", "5"],
+            cwd=ROOT, env={**env, "FLEET_SECRET": secret}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        online = set()
+        while online != set(ids):
+            m = op.wait("fl/*/status", lambda m: m.body.get("online") is True, timeout=20)
+            online.add(m.topic.split("/")[1])
+        op.close()
+    finally:
+        if sim is not None:
+            sim.send_signal(signal.SIGTERM)
+            sim.wait(20)
+        broker.terminate()
+        broker.wait(10)
