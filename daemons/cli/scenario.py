@@ -11,7 +11,9 @@
 6. a debug link for one device streams its log lines (the gateway's event stream).
 
 Rollout stages are 1/5/20/100 %; in fleets under 1,000 devices the first stage is widened so that it
-holds about ten devices, else a canary of one or two devices decides nothing.
+holds about ten devices, else a canary of one or two devices decides nothing. Gates: success 80 %
+(the injected faults include devices that die and never answer their job), failure 10 % with at
+least 3 devices decided, a soak of two heartbeats per stage.
 """
 
 from __future__ import annotations
