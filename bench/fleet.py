@@ -204,9 +204,9 @@ def main() -> str:
         f"Simulator: {WORKERS} worker processes, connect rate {CONNECT_RATE:g}/s; every device its own MQTT "
         "3.1.1 connection with a persistent session and a Last Will, one named shadow, JSON or "
         "MessagePack (half each). Connection storm times are from the simulator's start. The broker "
-        "restart loses heartbeats that devices publish while mosquitto shuts down (persistence on, shared "
-        "subscriptions on or off alike); a restart while the fleet is quiet lost none in a separate check "
-        "with 300 devices.",
+        "restart loses some heartbeats published around it (while mosquitto shuts down, or before "
+        "healthwatch is back; persistence on, shared subscriptions on or off alike); a restart while the "
+        "fleet is quiet lost none in a separate check with 300 devices.",
     ]
     return "\n".join(rows)
 
