@@ -10,8 +10,8 @@
    which devices were made faulty comes from the simulator's published plan (`--plan`);
 6. a debug link for one device streams its log lines (the gateway's event stream).
 
-Rollout stages are 1/5/20/100 %; in fleets under 1,000 devices the first stage is widened so that it
-holds about ten devices, else a canary of one or two devices decides nothing. Gates: success 80 %
+Rollout stages are 1/5/20/100 %; in fleets under 1,000 devices they start at the first stage that
+holds about ten devices (5 % of 200), else a canary of one or two devices decides nothing. Gates: success 80 %
 (the injected faults include devices that die and never answer their job), failure 10 % with at
 least 3 devices decided, a soak of two heartbeats per stage.
 """
@@ -164,8 +164,10 @@ class Scenario:
     # -- (3), (4) ----------------------------------------------------------------------------------
 
     def _stages(self) -> list[int]:
-        first = min(20, max(1, math.ceil(1000 / max(self.devices, 1))))
-        return sorted({first, *(s for s in (1, 5, 20, 100) if s > first)})
+        """1/5/20/100 %, starting at the first stage that holds about ten devices."""
+        ladder = (1, 5, 20, 100)
+        first = next(s for s in ladder if s == 100 or s * self.devices >= 1000)
+        return [s for s in ladder if s >= first]
 
     def _release(self, version: str) -> None:
         image = self.workdir / f"fw-{version}.bin"
