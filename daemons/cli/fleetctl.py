@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from daemons.cli import pki
 from daemons.protocol.codec import CodecError, decode
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import Settings, load_settings
@@ -54,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--object", help="object name in the store (default: firmware/<version>/<file name>)")
     pub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the planner")
     pub.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    pki.add_commands(sub)
     return p
 
 
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings("fleetctl", args.config)
         except ConfigError as exc:
             raise CliError(USAGE, f"configuration: {exc}") from None
+        if hasattr(args, "handler"):  # commands registered by pki.add_commands
+            return int(args.handler(args, settings))
         result = publish(args, settings)
     except CliError as exc:
         if args is not None and getattr(args, "json", False):

@@ -26,8 +26,9 @@ from typing import IO
 from rich.console import Console
 
 from daemons.cli.localstack import Server, start_amqtt, start_mosquitto, start_redis
+from daemons.runtime.notify import ReadinessListener
 
-# Started in this order, each awaited (its `started` log line) before the devices come.
+# Started in this order, each awaited (its READY=1) before the devices come.
 DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
 SIM_FAULTS = "temp_drift=0.5%,heap_leak=0.5%,reboot_loop=0.2%,silent=0.2%,flaky_link=1%"
 
@@ -71,21 +72,29 @@ class Children:
         self._files: list[IO[bytes]] = []
         threading.Thread(target=self._watch, daemon=True).start()
 
-    def start(self, name: str, argv: list[str]) -> Path:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
         log = self.logs / f"{name}.log"
-        f = log.open("wb")  # fresh each run: wait_started reads it
+        f = log.open("wb")  # fresh each run
         self._files.append(f)
-        self.procs.append((name, subprocess.Popen(argv, env=self.env, stdout=f, stderr=f), log))
-        return log
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=f, stderr=f)
+        self.procs.append((name, proc, log))
+        return proc
 
-    def wait_started(self, name: str, log: Path, timeout: float = 60.0) -> None:
-        """Wait for a daemon's `started` log line (it is connected and subscribed)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.stop.is_set():
-            if log.exists() and '"event": "started"' in log.read_text(errors="replace"):
-                return
-            self.stop.wait(0.1)
-        self.console.print(f"[yellow]{name} has not started yet; see {log}")
+    def start_daemons(self, names: list[str], timeout: float = 60.0) -> None:
+        """Start the daemons, then wait for each one's READY=1 (sd_notify: connected and subscribed)."""
+        started = []
+        for name in names:
+            ready = ReadinessListener()
+            started.append((name, ready, self.start(name, [sys.executable, "-m", name], ready.env())))
+        for name, ready, proc in started:
+
+            def alive(proc: subprocess.Popen[bytes] = proc) -> bool:
+                return proc.poll() is None and not self.stop.is_set()
+
+            if not ready.wait_ready(timeout, alive=alive):
+                self.console.print(f"[yellow]{name} has not started yet; see {self.logs / name}.log")
+            ready.close()
 
     def _watch(self) -> None:
         reported: set[int] = set()
@@ -163,10 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "FLEET_CONFIG": str(config)}
         children = Children(env, logs, console, stop)
         started = [name for name in DAEMONS if _available(name)]
-        daemon_logs = [(name, children.start(name, [sys.executable, "-m", name])) for name in started]
         # Devices and users come after the daemons have subscribed, so nothing is missed.
-        for name, log in daemon_logs:
-            children.wait_started(name, log)
+        children.start_daemons(started)
         since = time.time()
         plan_file = workdir / "fault-plan.json"
         plan_file.unlink(missing_ok=True)  # the simulator writes this run's

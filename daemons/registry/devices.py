@@ -99,7 +99,24 @@ class Registry:
         pipe.sadd(self._idx("all"), device_id)
         pipe.hset(self.key(device_id), "tags", json.dumps(tags, sort_keys=True))
 
+    @property
+    def online_index(self) -> str:
+        """set: devices whose last status message said online (`connected` = "1" in the hash)."""
+        return self._idx("connected")
+
+    def set_connected(self, pipe: Any, device_id: str, connected: str) -> None:
+        """Index the device hash's `connected` field ("1" or "0") as shadow-sync writes it."""
+        (pipe.sadd if connected == "1" else pipe.srem)(self.online_index, device_id)
+
     # -- reads -------------------------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        """(devices known, devices whose last status said online)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.scard(self._idx("all"))
+        pipe.scard(self.online_index)
+        known, online = pipe.execute()
+        return int(known), int(online)
 
     def read_many(self, device_ids: Iterable[str]) -> dict[str, DeviceInfo]:
         ids = list(dict.fromkeys(device_ids))

@@ -31,9 +31,10 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from daemons.protocol.codec import Encoding
-from daemons.protocol.errors import FleetError
+from daemons.protocol.errors import ConfigError, FleetError
 from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.runtime.mqtt import BrokerAddress
+from daemons.runtime.prefixes import probe_prefix
 from daemons.sim.device import Device, FleetContext
 from daemons.sim.device_model import DeviceModel
 from daemons.sim.faults import DIAGNOSIS, assign, parse_faults
@@ -276,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     if (args.devices < 0 or args.interval <= 0 or args.workers < 1 or not 0 <= args.json_share <= 1
             or not 0 <= args.bad_fw_share <= 1):
         p.error("--devices >= 0, --interval > 0, --workers >= 1, --json-share and --bad-fw-share in [0, 1]")
+    if args.prefix.startswith("$") and args.worker is None:
+        try:  # a '$' prefix the broker drops (amqtt) is refused here, not found as a silent fleet
+            probe_prefix(args.mqtt_url, args.prefix, "--prefix")
+        except ConfigError as exc:
+            p.error(str(exc))
     _raise_nofile()
     if args.worker is None:
         if args.plan is not None:
