@@ -48,14 +48,15 @@ class Seen:
 class Observer:
     """Subscribe, then read `seen` under `cond`; `wait(pred, timeout)` returns when pred() holds."""
 
-    def __init__(self, mqtt_url: str, prefix: str, ops: str, since: float) -> None:
+    def __init__(self, mqtt_url: str, prefix: str, ops: str, since: float, username: str | None = None,
+                 password: str | None = None) -> None:
         self.p, self.o = prefix, ops
         self.since = since
         self.seen = Seen()
         self.cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client, addr = make_client(mqtt_url, f"fleet-up-{int(since)}", protocol=paho.MQTTv311,
-                                        max_inflight=1000)
+                                        max_inflight=1000, username=username, password=password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()

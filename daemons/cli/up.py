@@ -30,6 +30,7 @@ from daemons.runtime.notify import ReadinessListener
 
 # Started in this order, each awaited (its READY=1) before the devices come.
 DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
+ACCOUNTS = {"daemons.debug.gateway": "debug-gateway"}  # broker account of a daemon, when not its name
 SIM_FAULTS = "temp_drift=0.5%,heap_leak=0.5%,reboot_loop=0.2%,silent=0.2%,flaky_link=1%"
 
 
@@ -81,12 +82,17 @@ class Children:
         self.procs.append((name, proc, log))
         return proc
 
-    def start_daemons(self, names: list[str], timeout: float = 60.0) -> None:
-        """Start the daemons, then wait for each one's READY=1 (sd_notify: connected and subscribed)."""
+    def start_daemons(self, names: list[str], accounts: dict[str, str], timeout: float = 60.0) -> None:
+        """Start the daemons (each with its broker account when `accounts` has one), then wait for
+        each one's READY=1 (sd_notify: connected and subscribed)."""
         started = []
         for name in names:
             ready = ReadinessListener()
-            started.append((name, ready, self.start(name, [sys.executable, "-m", name], ready.env())))
+            env = ready.env()
+            account = ACCOUNTS.get(name, name)
+            if account in accounts:
+                env.update(FLEET_MQTT_USERNAME=account, FLEET_MQTT_PASSWORD=accounts[account])
+            started.append((name, ready, self.start(name, [sys.executable, "-m", name], env)))
         for name, ready, proc in started:
 
             def alive(proc: subprocess.Popen[bytes] = proc) -> bool:
@@ -157,23 +163,31 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(start_redis(workdir / "redis", args.redis_port))
             redis_url = servers[-1].url
         mqtt_url = args.mqtt_url
+        accounts: dict[str, str] = {}  # broker account -> password (the embedded broker's only)
+        secret_env: dict[str, str] = {}
         if not mqtt_url:
-            start_broker = start_amqtt if args.broker == "amqtt" else start_mosquitto
-            servers.append(start_broker(workdir / "broker", args.mqtt_port))
+            if args.broker == "amqtt":  # authentication always on: accounts and device passwords
+                amqtt = start_amqtt(workdir / "broker", args.mqtt_port)
+                servers.append(amqtt)
+                accounts, secret_env = amqtt.accounts, {"FLEET_SECRET": amqtt.secret}
+            else:
+                servers.append(start_mosquitto(workdir / "broker", args.mqtt_port))
             mqtt_url = servers[-1].url
         config = workdir / "fleet.toml"
         master_key = os.environ.get("FLEET_OTA_MASTER_KEY", _master_key(workdir))
         store = os.environ.get("FLEET_ARTIFACT_STORE", f"local:{workdir / 'artifacts'}")
+        operator = (f'mqtt_username = "operator"\nmqtt_password = "{accounts["operator"]}"\n'
+                    if "operator" in accounts else "")  # fleetctl and the scenario's observer
         config.write_text(
             f'mqtt_url = "{mqtt_url}"\nredis_url = "{redis_url}"\n'
             f"heartbeat_interval_s = {max(1, round(args.interval))}\n"
-            f'ota_master_key = "{master_key}"\nartifact_store = "{store}"\n')
+            f'ota_master_key = "{master_key}"\nartifact_store = "{store}"\n{operator}')
         # One file for the daemons, the simulator and fleetctl alike.
         env = {**os.environ, "FLEET_CONFIG": str(config)}
         children = Children(env, logs, console, stop)
         started = [name for name in DAEMONS if _available(name)]
         # Devices and users come after the daemons have subscribed, so nothing is missed.
-        children.start_daemons(started)
+        children.start_daemons(started, accounts)
         since = time.time()
         plan_file = workdir / "fault-plan.json"
         plan_file.unlink(missing_ok=True)  # the simulator writes this run's
@@ -181,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.executable, "-m", "daemons.sim", "--mqtt-url", mqtt_url, "--devices", str(args.devices),
             "--interval", str(args.interval), "--faults", args.faults, "--hw", args.hw,
             "--seed", str(args.seed), "--workers", str(args.sim_workers), "--plan", str(plan_file),
-            "--fault-severity", "20", "--connect-rate", "1000"])
+            "--fault-severity", "20", "--connect-rate", "1000"], secret_env)
         console.print(f"[bold]fleet is up[/]: {args.broker if not args.mqtt_url else 'broker'} {mqtt_url}, "
                       f"redis {redis_url}; daemons: {', '.join(started)}; {args.devices} simulated devices "
                       f"(sim-00000 ...), heartbeat every {args.interval:g} s; open files {nofile[0]}; "
@@ -207,7 +221,8 @@ def _play(args: argparse.Namespace, console: Console, mqtt_url: str, config: Pat
     from daemons.runtime.config import load_settings
 
     settings = load_settings("fleet-up", str(config))
-    obs = Observer(mqtt_url, settings.topic_prefix, settings.ops_prefix, since)
+    obs = Observer(mqtt_url, settings.topic_prefix, settings.ops_prefix, since, settings.mqtt_username,
+                   settings.mqtt_password)
     try:
         deadline = time.monotonic() + 30
         while not plan_file.exists() and time.monotonic() < deadline and not stop.wait(0.1):
