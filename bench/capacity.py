@@ -39,8 +39,10 @@ PUBLISHERS = 2
 T0 = 1_700_000_000
 
 
-def _client(url: str) -> paho.Client:
+def _client(url: str, account: tuple[str, str] | None = None) -> paho.Client:
     c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    if account is not None:
+        c.username_pw_set(*account)
     c.max_inflight_messages_set(200)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", int(url.rsplit(":", 1)[1]), keepalive=60)
@@ -131,14 +133,15 @@ def healthwatch_cpu(url: str, hw_pid: int) -> dict[str, float]:
     return {"cpu_pct": 100.0 * (b - a) / WINDOW_S}
 
 
-def _latency(url: str, rate: float, seconds: float = 10.0) -> dict[str, float]:
+def _latency(url: str, rate: float, account: tuple[str, str] | None, seconds: float = 10.0
+             ) -> dict[str, float]:
     got: list[float] = []
-    sub = _client(url)
+    sub = _client(url, account)
     sub.on_message = lambda _c, _u, m: got.append(time.time() - float(json.loads(m.payload)["sent"]))
-    sub.subscribe("lat/#", qos=1)
+    sub.subscribe("fleetops/lat/#", qos=1)  # the operator account's own subtree (the amqtt ACL)
     sub.loop_start()
     time.sleep(0.5)
-    pub = _client(url)
+    pub = _client(url, account)
     pub.loop_start()
     n = int(rate * seconds)
     start = time.perf_counter()
@@ -147,7 +150,7 @@ def _latency(url: str, rate: float, seconds: float = 10.0) -> dict[str, float]:
         while time.perf_counter() < due:
             time.sleep(max(0.0, min(0.002, due - time.perf_counter())))
         body = json.dumps({"sent": time.time(), **_heartbeat(i, 1)})
-        pub.publish(f"lat/d{i % 1000}/heartbeat", body, qos=1)
+        pub.publish(f"fleetops/lat/d{i % 1000}/heartbeat", body, qos=1)
     deadline = time.monotonic() + 30
     while len(got) < n and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -162,8 +165,9 @@ def broker_capacity(start: Any, work: Path) -> list[dict[str, float]]:
     rows = []
     for rate in (250.0, 500.0, 1000.0, 2000.0, 4000.0):
         broker = start(work / f"cap-{start.__name__}-{int(rate)}")
+        accounts = getattr(broker, "accounts", None)  # the embedded broker authenticates
         try:
-            row = _latency(broker.url, rate)
+            row = _latency(broker.url, rate, ("operator", accounts["operator"]) if accounts else None)
         finally:
             broker.stop()
         rows.append(row)
