@@ -117,11 +117,11 @@ def test_debug_gateway_on_dollar_prefixes(daemon, probe, prefixes):
 def test_simulator_on_a_dollar_prefix(broker, probe, prefixes):
     p, _ = prefixes
     watch = probe(f"{p}/+/heartbeat")
-    sim = subprocess.Popen([sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", broker.url,
+    sim = subprocess.Popen([sys.executable, "-m", "daemons.sim", "--mqtt-url", broker.url,
                             "--prefix", p, "--devices", "2", "--interval", "0.5"], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert watch.wait(f"{p}/sim-0001/heartbeat", timeout=20).body["fw"] == "1.0.0"
+        assert watch.wait(f"{p}/sim-00000/heartbeat", timeout=20).body["fw"] == "1.0.0"
     finally:
         sim.terminate()
         sim.wait(10)
@@ -153,7 +153,7 @@ def test_amqtt_refuses_dollar_prefixes_at_start(module, dollar, amqtt: Server, r
 
 
 def test_amqtt_refuses_the_simulator_on_a_dollar_prefix(amqtt: Server):
-    code, err = _refused([sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", amqtt.url,
+    code, err = _refused([sys.executable, "-m", "daemons.sim", "--mqtt-url", amqtt.url,
                           "--prefix", "$aws/things", "--devices", "1"], {})
     assert code == 2 and "--prefix" in err and "does not carry" in err, err
 
