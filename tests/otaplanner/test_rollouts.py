@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import urllib.request
 
 from cryptography.hazmat.primitives import hashes
