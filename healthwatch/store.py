@@ -4,6 +4,7 @@
   device, so it works on Redis Cluster; other daemons (ota-planner) may read `status` and `score`.
 - `fleet:hw:{idx}:seen` sorted set: wall clock of the last heartbeat of every device not offline (the
   offline timer reads its oldest members); `:scores` sorted set: latest score (the worst devices);
+  `:status:<status>` sets: the devices in each status;
   `:counts` hash: devices per status and per active reason.
 - `fleet:hw:{cohorts}:levels:<hw>|<fw>` hash: each device's current levels, for the cohort baselines of
   every replica; `fleet:hw:{cohorts}:names` set: the cohorts.
@@ -56,6 +57,9 @@ class HealthStore:
     def key(self, device_id: str) -> str:
         return f"{self.ns}:hw:{{{device_id}}}"
 
+    def status_key(self, status: str) -> str:
+        return f"{self.ns}:hw:{{idx}}:status:{status}"
+
     def levels_key(self, cohort: str) -> str:
         return f"{self.ns}:hw:{{cohorts}}:levels:{cohort}"
 
@@ -87,6 +91,10 @@ class HealthStore:
                 "status": ("ok", "watch", "critical", "offline")[st.status], "score": st.score,
                 "hw": st.hw or "", "fw": st.fw or ""})
             scores[w.device_id] = st.score
+            # One set per status, for the operator API's `health=` filter (daemons.api.fleetindex).
+            status = ("ok", "watch", "critical", "offline")[st.status]
+            for other in ("ok", "watch", "critical", "offline"):
+                (pipe.sadd if other == status else pipe.srem)(self.status_key(other), w.device_id)
             if offline:
                 pipe.zrem(self.seen_key, w.device_id)
             else:

@@ -10,8 +10,8 @@ import orjson
 
 from daemons.protocol.codec import CodecError, Encoding, decode
 from daemons.protocol.messages import Inbound, Outcome, client_token_of, error_body
-from daemons.protocol.selector import parse_selector, tag_value
-from daemons.registry import DeviceInfo, Registry
+from daemons.protocol.selector import parse_selector
+from daemons.registry import DeviceInfo, Registry, parse_tags
 from daemons.runtime.logs import OncePerKey, get_logger
 from shadowsync import document as doc
 from shadowsync.store import DeviceWrite, ShadowStore
@@ -150,6 +150,9 @@ class ShadowService:
                 # Index writes only when something indexed changes or the device is new.
                 if d.new_hw or d.new_fw or not d.write.expected_rev:
                     self.registry.observe(pipe, d.info, d.new_hw, d.new_fw)
+                seen, connected = d.write.sets.get("last_seen_at"), d.write.sets.get("connected")
+                if seen is not None or connected is not None:
+                    self.registry.presence(pipe, d.id, seen, connected)
         return write
 
     # -- device topics -----------------------------------------------------------------------
@@ -331,14 +334,10 @@ class ShadowService:
         if message.payload:
             try:
                 body, _ = decode(message.payload)
-                for k, v in body.items():
-                    text = tag_value(v)
-                    if text is None or not k or len(k) > 64 or len(text) > 256:
-                        raise CodecError(400, f"tag {k!r} must be a short string")
-                    tags[k] = text
-            except CodecError as exc:
+                tags = parse_tags(body)
+            except (CodecError, ValueError) as exc:
                 out.count("tags", "rejected")
-                self.log.warning("tags_rejected", device_id=r.device_id, error=exc.message)
+                self.log.warning("tags_rejected", device_id=r.device_id, error=str(exc))
                 return out
         old = self.registry.read_many([r.device_id])[r.device_id]
         pipe = self.store.redis.pipeline(transaction=False)

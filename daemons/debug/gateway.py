@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from daemons.debug import links as debug_links
+from daemons.api import links as debug_links
 from daemons.debug.http import DebugHttp, FanOut
 from daemons.protocol.codec import CodecError, decode
 from daemons.protocol.errors import FleetError

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from daemons.debug.links import verify
+from daemons.api.links import verify
 from daemons.runtime.logs import get_logger
 
 QUEUE_MAX = 256  # log batches waiting per browser

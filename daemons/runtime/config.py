@@ -26,6 +26,7 @@ DEFAULT_METRICS_PORTS = {
     "otaplanner": 9102,
     "healthwatch": 9103,
     "debug-gateway": 9104,
+    "api": 0,  # fleet-api serves /metrics on its own HTTP port
 }
 
 
@@ -51,7 +52,8 @@ class Settings:
     batch_max: int = 500
     log_level: str = "info"
     artifact_store: str = "local:./var/artifacts"
-    artifact_http_port: int = 8080
+    # 8081: the operator API (fleet-api) has 8080.
+    artifact_http_port: int = 8081
     artifact_public_url: str | None = None
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
@@ -64,6 +66,10 @@ class Settings:
     debug_http_host: str = "127.0.0.1"
     debug_link_key: str | None = None
     debug_public_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    # The API's address as browsers see it (debug links, console), when not http://api_host:api_port.
+    api_public_url: str | None = None
 
     def metrics_port_for(self, daemon: str) -> int:
         if self.metrics_port >= 0:
@@ -126,7 +132,7 @@ def _validate(s: Settings) -> None:
     for name in ("heartbeat_interval_s", "batch_max", "session_expiry_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be positive")
-    for name in ("metrics_port", "artifact_http_port", "debug_http_port"):
+    for name in ("metrics_port", "artifact_http_port", "debug_http_port", "api_port"):
         if not -1 <= getattr(s, name) <= 65535:
             raise bad(name, "not a port number")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

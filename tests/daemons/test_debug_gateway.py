@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from daemons.debug import links as debug_links
+from daemons.api import links as debug_links
 from daemons.debug.gateway import parse_logs
 from daemons.debug.http import FanOut
 from daemons.protocol.errors import ConfigError

@@ -1,0 +1,166 @@
+"""The ASGI application: FastAPI routes under /api/v1, the console at /, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from daemons.api import problems, routes_devices, routes_ops, routes_ota
+from daemons.api.audit import Audit
+from daemons.api.auth import TokenStore
+from daemons.api.bridge import Bridge
+from daemons.api.debug import DebugSessions
+from daemons.api.deps import Context
+from daemons.api.fleetindex import FleetIndex
+from daemons.api.links import link_key
+from daemons.registry import Registry
+from daemons.runtime.config import Settings
+from daemons.runtime.logs import get_logger
+from otaplanner.control import Control
+from otaplanner.rollout_store import RolloutStore
+
+STATIC = Path(__file__).parent / "static"
+API = "/api/v1"
+
+
+class ApiMetrics:
+    """Labels are bounded: the route template (`/api/v1/devices/{device_id}`), never the path."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("fleet_api_requests_total", "HTTP requests answered",
+                                ["method", "route", "status"], registry=self.registry)
+        self.seconds = Histogram("fleet_api_request_seconds", "Time to answer a request", ["route"],
+                                 registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+
+
+def public_url(settings: Settings) -> str:
+    return (settings.api_public_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+
+
+def build_context(settings: Settings, redis: Any, bridge: Bridge) -> Context:
+    from otaplanner.artifacts import store_from_settings
+
+    tokens = TokenStore(redis)
+    audit = Audit(redis, bridge, settings.ops_prefix)
+    key = link_key(settings.debug_link_key, settings.ota_master_key)
+    url = public_url(settings)
+    c = Context(settings, redis, bridge, tokens, audit, FleetIndex(redis), key.key, url)
+    c.debug = DebugSessions(redis, bridge, audit, key.key, url, settings.topic_prefix, settings.ops_prefix)
+    c.artifacts = store_from_settings(settings)
+    c.rollouts = RolloutStore(redis)
+    # Only its `status` is used: the body the planner publishes, built from the same Redis state.
+    c.control = Control(c.rollouts, Registry(redis), None, settings.topic_prefix,  # type: ignore[arg-type]
+                        settings.ops_prefix, "fleet-api")
+    return c
+
+
+async def _start_listeners(c: Context) -> list[int]:
+    """Permanent subscriptions: alerts and the health summary kept in Redis, the MQTT debug door."""
+    loop = asyncio.get_running_loop()
+    o = c.settings.ops_prefix
+
+    def on_summary(topic: str, payload: bytes) -> None:
+        if payload:
+            c.redis.set("fleet:api:health:summary", payload)
+
+    def on_debug_open(topic: str, payload: bytes) -> None:
+        asyncio.run_coroutine_threadsafe(c.debug.open_from_mqtt(payload), loop)
+
+    return [await c.bridge.listen(f"{o}/health/alerts", lambda t, p: routes_ops.store_alert(c, p)),
+            await c.bridge.listen(f"{o}/health/summary", on_summary),
+            await c.bridge.listen(f"{o}/debug/open", on_debug_open)]
+
+
+def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> FastAPI:
+    """The application. The bridge is connected in the lifespan (and stopped after it)."""
+    log = get_logger("api")
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        c: Context = app.state.ctx
+        await asyncio.to_thread(c.bridge.start)
+        c.index.backfill()
+        handles = await _start_listeners(c)
+        expiry = asyncio.ensure_future(c.debug.run_expiry())
+        log.info("started", url=public_url(settings), mqtt=settings.mqtt_url)
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            for h in handles:
+                c.bridge.unlisten(h)
+            c.bridge.stop()
+
+    app = FastAPI(title="fleet operator API", version="1", lifespan=lifespan,
+                  openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,
+                  description="API.md: the operator's HTTP door to the fleet. Errors are RFC 9457 "
+                              "problem details; lists page with `limit` and `cursor`.")
+    app.state.ctx = build_context(settings, redis, bridge or Bridge(settings))
+    app.state.metrics = metrics
+    problems.install(app)
+
+    async def redis_away(request: Request, exc: Exception) -> Response:
+        return problems.problem_response(503, f"redis: {type(exc).__name__}")
+
+    app.add_exception_handler(redis_lib.exceptions.ConnectionError, redis_away)
+    app.add_exception_handler(redis_lib.exceptions.TimeoutError, redis_away)
+    for r in (routes_devices.router, routes_ota.router, routes_ops.router):
+        app.include_router(r, prefix=API)
+    app.include_router(routes_ops.pages)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            # Routes of an included router know their path without the router's prefix.
+            api = request.url.path.startswith(API + "/")
+            if template != "unmatched" and api and not template.startswith(API):
+                template = API + template
+            metrics.requests.labels(request.method, template, str(status)).inc()
+            metrics.seconds.labels(template).observe(time.perf_counter() - started)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        c: Context = app.state.ctx
+        checks = {"redis": False, "broker": c.bridge.connected}
+        with contextlib.suppress(Exception):
+            checks["redis"] = bool(c.redis.ping())
+        ok = all(checks.values())
+        body = {"status": "ok" if ok else "unavailable",
+                **{k: "ok" if v else "down" for k, v in checks.items()}}
+        if ok:
+            return JSONResponse(body)
+        return problems.problem_response(503, "down: " + ", ".join(k for k, v in checks.items() if not v),
+                                         extra=body)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
