@@ -3,7 +3,10 @@ as processes (as systemd runs them), plus a token for each role and for each way
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,10 +33,18 @@ class Stack:
     env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
     daemons: dict[str, Daemon] = field(default_factory=dict)
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def client(self, who: str | None = "admin", **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def simulate(self, devices: int, interval_s: float = 1.0) -> None:
+        """daemons.sim's simulated fleet (sim-0000...): heartbeats, shadows, OTA installs, logs."""
+        self.children.append(subprocess.Popen(
+            [sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", self.broker.url, "--prefix", self.p,
+             "--devices", str(devices), "--interval", str(interval_s)],
+            env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def probe(self, *topics: str) -> Probe:
         p = Probe(self.broker.url).connect()
@@ -50,7 +61,7 @@ def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple
     r.flushall()
     port = free_port()
     env = env_for(redis_server, broker, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
-                  FLEET_ARTIFACT_STORE=f"local:{work / 'artifacts'}", FLEET_ARTIFACT_HTTP_PORT="0",
+                  FLEET_ARTIFACT_STORE=f"local:{work / 'artifacts'}", FLEET_ARTIFACT_HTTP_PORT=str(free_port()),
                   FLEET_API_PORT=str(port), **extra)
     stack = Stack(f"http://127.0.0.1:{port}", p, o, r, broker, env)
     for module in modules:
@@ -70,6 +81,12 @@ def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple
 
 
 def stop_stack(stack: Stack) -> None:
+    for child in stack.children:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
     for d in reversed(list(stack.daemons.values())):
         d.kill()
     stack.redis.close()
