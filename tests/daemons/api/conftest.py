@@ -61,7 +61,8 @@ def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple
     r.flushall()
     port = free_port()
     env = env_for(redis_server, broker, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
-                  FLEET_ARTIFACT_STORE=f"local:{work / 'artifacts'}", FLEET_ARTIFACT_HTTP_PORT=str(free_port()),
+                  FLEET_ARTIFACT_STORE=f"local:{work / 'artifacts'}",
+                  FLEET_ARTIFACT_HTTP_PORT=str(free_port()),
                   FLEET_API_PORT=str(port), **extra)
     stack = Stack(f"http://127.0.0.1:{port}", p, o, r, broker, env)
     for module in modules:

@@ -31,7 +31,8 @@ def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPat
     stop_stack(s)
 
 
-def publish_release(http: httpx.Client, version: str, hw: tuple[str, ...] = ("esp32c3", "esp32s3")) -> httpx.Response:
+def publish_release(http: httpx.Client, version: str,
+                    hw: tuple[str, ...] = ("esp32c3", "esp32s3")) -> httpx.Response:
     return http.post("/api/v1/releases", data={"version": version, "hw": list(hw), "notes": "test"},
                      files={"file": ("fw.bin", b"\x7fELF" + bytes(range(256)) * 64)})
 
@@ -127,8 +128,8 @@ def test_debug_session_streams_logs_then_expires_and_clears_desired(stack: Stack
 def test_the_mqtt_door_opens_sessions_too(stack: Stack) -> None:
     probe = stack.probe(f"{stack.o}/debug/open/+")
     try:
-        answer = probe.request(f"{stack.o}/debug/open", {"device_id": "sim-0003", "ttl_s": 30, "operator": "me",
-                                                          "clientToken": "t1"})
+        answer = probe.request(f"{stack.o}/debug/open", {"device_id": "sim-0003", "ttl_s": 30,
+                                                          "operator": "me", "clientToken": "t1"})
         assert answer.topic.endswith("/accepted") and answer.body["clientToken"] == "t1"
         assert answer.body["link"].startswith(stack.url + "/debug/")
         bad = probe.request(f"{stack.o}/debug/open", {"device_id": "a/b", "ttl_s": 30, "operator": "me"})

@@ -55,7 +55,8 @@ def test_the_table_covers_every_route_of_the_document(stack: Stack) -> None:
 
 @pytest.mark.parametrize(("method", "template", "least", "kwargs"), ROUTES,
                          ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
-def test_route_by_caller(stack: Stack, method: str, template: str, least: str, kwargs: dict[str, Any]) -> None:
+def test_route_by_caller(stack: Stack, method: str, template: str, least: str,
+                         kwargs: dict[str, Any]) -> None:
     url = _url(template)
     for bad in (None, "revoked", "expired", "bogus"):
         with stack.client(bad) as http:
