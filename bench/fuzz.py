@@ -110,12 +110,6 @@ def build_all(settings: Settings, redis: Any) -> dict[str, Any]:
         "healthwatch": build_health(settings, redis, DaemonMetrics("healthwatch")),
         "otaplanner": build_ota(settings, redis, DaemonMetrics("otaplanner")),
     }
-    try:
-        from daemons.debug.gateway import build as build_debug
-
-        handlers["debug-gateway"] = build_debug(settings, redis, DaemonMetrics("debug-gateway"))
-    except ImportError:
-        pass
     return handlers
 
 
@@ -132,7 +126,7 @@ def main(argv: list[str] | None = None) -> str:
         redis = redis_lib.Redis.from_url(server.url, decode_responses=True)
         settings = dataclasses.replace(
             Settings(), redis_url=server.url, ota_master_key="11" * 32,
-            artifact_store=f"local:{work / 'art'}", artifact_http_port=0, debug_http_port=0, metrics_port=0)
+            artifact_store=f"local:{work / 'art'}", artifact_http_port=0, metrics_port=0)
         rng = random.Random(args.seed)
         for name, handler in build_all(settings, redis).items():
             topics = handler.topics()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from daemons.cli.localstack import Server, start_amqtt, start_mosquitto, start_redis
 
-DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
+DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.api")
 
 
 def _available(module: str) -> bool:
@@ -52,6 +52,23 @@ def _wait_started(log: Path, stop: threading.Event, timeout: float = 60.0) -> No
             return
         stop.wait(0.1)
     print(f"{log.stem} has not started yet; see {log}", file=sys.stderr)
+
+
+def _console(config: Path, env: dict[str, str]) -> tuple[str, str]:
+    """The console's URL and a new admin token (stored hashed in this run's Redis)."""
+    import redis as redis_lib
+
+    from daemons.api.app import public_url
+    from daemons.api.auth import TokenStore
+    from daemons.runtime.config import load_settings
+
+    settings = load_settings("api", str(config), env)
+    client = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        token = TokenStore(client).create("fleet-up-admin", "admin", ttl_days=7)["token"]
+    finally:
+        client.close()
+    return public_url(settings), token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,9 +121,14 @@ def main(argv: list[str] | None = None) -> int:
              "--devices", str(args.devices), "--interval", str(args.interval)],
             env=env, stderr=sim_log, stdout=sim_log))
         port = broker.port
+        console, token = _console(config, env)
         print(f"""
 fleet is up: {args.broker} on 127.0.0.1:{port}, redis on 127.0.0.1:{redis.port}
 daemons: {", ".join(started)}; simulated devices: {args.devices} (sim-0000 ...); logs in {logs}
+
+Console:                 {console}/   (log in with the admin token below)
+Admin token (shown once): {token}
+HTTP API:                curl -H "Authorization: Bearer {token}" {console}/api/v1/devices
 
 Watch everything:        mosquitto_sub -p {port} -t 'fleet/#' -t 'fleetops/#' -v
 Set a desired value:     mosquitto_pub -p {port} -t fleet/sim-0001/shadow/update \\

@@ -25,7 +25,6 @@ DEFAULT_METRICS_PORTS = {
     "shadowsync": 9101,
     "otaplanner": 9102,
     "healthwatch": 9103,
-    "debug-gateway": 9104,
     "api": 0,  # fleet-api serves /metrics on its own HTTP port
 }
 
@@ -62,10 +61,7 @@ class Settings:
     ota_master_key: str | None = None
     ota_ecdsa_key: str | None = None
     ota_kid: str = "k1"
-    debug_http_port: int = 8090
-    debug_http_host: str = "127.0.0.1"
     debug_link_key: str | None = None
-    debug_public_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     # The API's address as browsers see it (debug links, console), when not http://api_host:api_port.
@@ -132,7 +128,7 @@ def _validate(s: Settings) -> None:
     for name in ("heartbeat_interval_s", "batch_max", "session_expiry_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be positive")
-    for name in ("metrics_port", "artifact_http_port", "debug_http_port", "api_port"):
+    for name in ("metrics_port", "artifact_http_port", "api_port"):
         if not -1 <= getattr(s, name) <= 65535:
             raise bad(name, "not a port number")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -9,12 +9,14 @@ import subprocess
 import sys
 import threading
 
+import httpx
+
 from tests.support import ROOT, Probe, free_port
 
 
 def test_fleet_up_runs_the_system_with_a_simulated_fleet(tmp_path):
     env = {**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
-           "FLEET_DEBUG_HTTP_PORT": str(free_port())}
+           "FLEET_API_PORT": str(free_port())}
     up = subprocess.Popen(
         [sys.executable, "-m", "daemons.cli.up", "--devices", "3", "--interval", "1",
          "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0"],
@@ -34,6 +36,11 @@ def test_fleet_up_runs_the_system_with_a_simulated_fleet(tmp_path):
         assert ready.wait(60), "".join(lines[-20:])
         text = "".join(lines)
         assert "shadowsync" in text and "otaplanner" in text and "healthwatch" in text
+        console = re.search(r"Console: +(http://\S+)/", text).group(1)  # type: ignore[union-attr]
+        token = re.search(r"Admin token \(shown once\): (\S+)", text).group(1)  # type: ignore[union-attr]
+        listed = httpx.get(f"{console}/api/v1/devices", headers={"Authorization": f"Bearer {token}"},
+                           timeout=10)
+        assert listed.status_code == 200, listed.text
         port = int(re.search(r"mosquitto on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
         operator = Probe(f"mqtt://127.0.0.1:{port}").connect().subscribe(
             "fleet/sim-0001/shadow/update/accepted", "fleet/sim-0001/health")
