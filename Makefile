@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients redis-server python3-venv gcc make cmake pkg-config \
-	libmosquitto-dev libmbedtls-dev libcmocka-dev
+	libmosquitto-dev libmbedtls-dev libcmocka-dev chromium
 
 .PHONY: setup apt venv s3rver run test pytest lint bench eval fuzz firmware-test firmware-size clean
 
