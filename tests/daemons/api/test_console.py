@@ -18,7 +18,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--no-first-run"]
 SHOTS = ROOT / "var" / "screenshots"
 DEVICES = 6
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (make apt)")
+pytestmark = pytest.mark.skipif(not shutil.which("chromium"),
+                                reason="Debian chromium not installed (make apt)")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_operator_console_fleet_device_debug_rollout_health(browser: Any, stack:
     page.select_option("#f-hw", "esp32s3")
     page.click("#fleet-filters button")
     page.wait_for_function("document.querySelectorAll('#fleet-rows tr').length === 2")
-    assert page.eval_on_selector_all("#fleet-rows tr", "rs => rs.map(r => r.dataset.id)") == ["sim-0000", "sim-0003"]
+    shown = page.eval_on_selector_all("#fleet-rows tr", "rs => rs.map(r => r.dataset.id)")
+    assert shown == ["sim-0000", "sim-0003"]
     page.screenshot(path=str(SHOTS / "fleet-filtered.png"), full_page=True)
 
     page.click("a[href='#/device/sim-0000']")
@@ -125,9 +127,11 @@ def test_viewer_sees_no_write_buttons_and_the_api_refuses_its_writes(browser: An
     page.screenshot(path=str(SHOTS / "device-viewer.png"), full_page=True)
     page.goto(stack.url + "/#/rollouts")
     page.wait_for_selector("#rollout-rows tr")
-    assert page.query_selector("#rollout-form") is None and page.query_selector("[data-action]") is None
-    status = page.evaluate("""async () => (await fetch('/api/v1/devices/sim-0001/shadow', {method: 'PATCH',
-        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({state: {desired: {x: 1}}})})).status""")
+    assert page.query_selector("#rollout-form") is None
+    assert page.query_selector("[data-action]") is None
+    status = page.evaluate("""async () => (await fetch('/api/v1/devices/sim-0001/shadow', {
+        method: 'PATCH', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({state: {desired: {x: 1}}})})).status""")
     assert status == 403
     page.click("#logout")
     page.wait_for_selector("#login-form")
