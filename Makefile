@@ -74,6 +74,7 @@ eval: setup
 
 fuzz: setup
 	$(PY) -m bench.fuzz
+	$(PY) -m bench.fuzz_api --examples 200
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
