@@ -25,7 +25,8 @@ HEALTH = ("ok", "watch", "critical", "offline")
 
 
 def model(i: int) -> dict[str, Any]:
-    return {"id": f"d{i:05d}", "hw": HW[i % 3], "fw": FW[i % 4], "site": f"s{i % 10}", "connected": i % 2 == 0,
+    return {"id": f"d{i:05d}", "hw": HW[i % 3], "fw": FW[i % 4], "site": f"s{i % 10}",
+            "connected": i % 2 == 0,
             "health": HEALTH[i % 4] if i % 7 else None, "score": (i * 37) % 101 if i % 7 else None,
             "seen": 1_700_000_000 + (i * 7919) % N}
 
@@ -41,7 +42,8 @@ def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPat
         registry.observe(pipe, info, d["hw"], d["fw"])
         registry.set_tags(pipe, info, {"site": d["site"]})
         registry.presence(pipe, d["id"], str(d["seen"]), "1" if d["connected"] else "0")
-        pipe.hset(registry.key(d["id"]), mapping={"last_seen_at": d["seen"], "connected": int(d["connected"])})
+        pipe.hset(registry.key(d["id"]),
+                  mapping={"last_seen_at": d["seen"], "connected": int(d["connected"])})
         if d["health"]:
             pipe.sadd(health.status_key(d["health"]), d["id"])
             pipe.zadd(health.scores_key, {d["id"]: d["score"]})
@@ -113,6 +115,7 @@ def test_first_page_of_a_filter_is_fast_and_items_are_complete(stack: Stack) -> 
         took = time.perf_counter() - started
     first = page["items"][0]
     m = model(int(first["id"][1:]))
-    assert first == {"id": m["id"], "hw": m["hw"], "fw": m["fw"], "connected": True, "last_seen_at": m["seen"],
-                     "health": {"score": m["score"], "status": m["health"]}, "tags": {"site": m["site"]}}
+    assert first == {"id": m["id"], "hw": m["hw"], "fw": m["fw"], "connected": True,
+                     "last_seen_at": m["seen"], "health": {"score": m["score"], "status": m["health"]},
+                     "tags": {"site": m["site"]}}
     assert took < 1.0, took
