@@ -44,6 +44,15 @@ class ApiMetrics:
         self.seconds = Histogram("fleet_api_request_seconds", "Time to answer a request", ["route"],
                                  registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+        self.debug_sessions = Counter("fleet_debug_sessions_opened_total", "Debug sessions opened",
+                                      registry=self.registry)
+        self.debug_refused = Counter("fleet_debug_links_refused_total", "Debug links refused, by reason",
+                                     ["reason"], registry=self.registry)
+        self.debug_relayed = Counter("fleet_debug_lines_relayed_total", "Log lines sent to browsers",
+                                     registry=self.registry)
+        self.debug_dropped = Counter("fleet_debug_lines_dropped_total",
+                                     "Log lines lost: by the device (reported) or by a slow browser's queue",
+                                     ["where"], registry=self.registry)
 
 
 def public_url(settings: Settings) -> str:
@@ -110,7 +119,7 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
                   description="API.md: the operator's HTTP door to the fleet. Errors are RFC 9457 "
                               "problem details; lists page with `limit` and `cursor`.")
     app.state.ctx = build_context(settings, redis, bridge or Bridge(settings))
-    app.state.metrics = metrics
+    app.state.ctx.metrics = metrics
     problems.install(app)
 
     async def redis_away(request: Request, exc: Exception) -> Response:

@@ -35,6 +35,7 @@ class Context:
     artifacts: Any = None  # the artifact store of the settings (local or S3)
     rollouts: Any = None  # otaplanner's RolloutStore
     control: Any = None  # otaplanner's Control, for the status body only
+    metrics: Any = None  # daemons.api.app.ApiMetrics
 
 
 def ctx(request: Request) -> Context:

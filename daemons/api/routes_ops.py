@@ -85,10 +85,12 @@ async def open_debug(c: Ctx, who: Operator, device_id: Annotated[str, Path(patte
                      body: Annotated[DebugOpen | None, Body()] = None) -> dict[str, Any]:
     body = body or DebugOpen(ttl_s=600, level="debug")
     try:
-        return await c.debug.open(device_id, body.ttl_s, who, who.name, body.level)  # type: ignore[no-any-return]
+        session: dict[str, Any] = await c.debug.open(device_id, body.ttl_s, who, who.name, body.level)
     except DebugError as exc:
         c.audit.record(who, "debug.open", device_id, exc.code, exc.message)
         raise Problem(exc.code, exc.message) from None
+    c.metrics.debug_sessions.inc()
+    return session
 
 
 @router.delete("/devices/{device_id}/debug", status_code=204,
@@ -141,6 +143,7 @@ def logout(c: Ctx, request: Request) -> Response:
 def debug_page(c: Ctx, session_id: str, device: str = "", expires: str = "", sig: str = "") -> HTMLResponse:
     reason = links.verify(c.link_key, session_id, device, expires, sig, time.time())
     if reason is not None:
+        c.metrics.debug_refused.labels(reason).inc()
         raise Problem(403, f"debug link refused: {reason}")
     return HTMLResponse((STATIC / "debug.html").read_text())
 
@@ -153,6 +156,7 @@ async def debug_ws(ws: WebSocket, session_id: str) -> None:
     await ws.accept()
     reason = links.verify(c.link_key, session_id, device, expires, q.get("sig", ""), time.time())
     if reason is not None:
+        c.metrics.debug_refused.labels(reason).inc()
         await ws.close(CLOSE_BAD_LINK, f"link refused: {reason}")
         return
     loop = asyncio.get_running_loop()
@@ -165,8 +169,11 @@ async def debug_ws(ws: WebSocket, session_id: str) -> None:
             return
 
         def deliver() -> None:
+            if batch.get("dropped"):
+                c.metrics.debug_dropped.labels("device").inc(batch["dropped"])
             if inbox.full():
                 lost[0] += len(batch["lines"])  # a slow browser loses lines rather than memory
+                c.metrics.debug_dropped.labels("relay").inc(len(batch["lines"]))
             else:
                 inbox.put_nowait(batch)
         loop.call_soon_threadsafe(deliver)
@@ -194,6 +201,7 @@ async def debug_ws(ws: WebSocket, session_id: str) -> None:
                 if lost[0]:
                     batch["relay_dropped"], lost[0] = lost[0], 0
                 await ws.send_json({"type": "logs", "device_id": device, **batch})
+                c.metrics.debug_relayed.inc(len(batch["lines"]))
             else:
                 getter.cancel()
     except WebSocketDisconnect:
