@@ -110,25 +110,28 @@ class DebugSessions:
         rows = [(raw, json.loads(raw)) for raw in self.redis.zrange(self.zkey, 0, -1)]
         return [(raw, s) for raw, s in rows if device_id is None or s["device_id"] == device_id]
 
-    async def _end(self, raw: str, session: dict[str, Any], who: Principal | None, why: str) -> None:
+    async def _end(self, raw: str, session: dict[str, Any], who: Principal | None, why: str) -> bool:
         if not self.redis.zrem(self.zkey, raw):
-            return  # another replica (or call) ended it
+            return False  # another replica (or call) ended it
         device_id = session["device_id"]
         if not self._sessions(device_id):  # no later session of this device still wants logs
             try:
                 await self._desired(device_id, None)
             except (BridgeTimeout, DebugError) as exc:
                 self.log.warning("debug_clear_failed", device_id=device_id, error=str(exc))
-        self.audit.record(who, f"debug.{why}", device_id, 200, f"session {session['session_id']}")
+        if why == "expire":
+            self.audit.record(who, "debug.expire", device_id, 200, f"session {session['session_id']}")
+        return True
 
     async def close(self, device_id: str, who: Principal) -> int:
         """End every session of the device now; how many there were."""
-        ended = self._sessions(device_id)
-        for raw, session in ended:
-            await self._end(raw, session, who, "close")
+        ended = [s["session_id"] for raw, s in self._sessions(device_id)
+                 if await self._end(raw, s, who, "close")]
         event = self.closed.pop(device_id, None)
         if event is not None:
             event.set()
+        self.audit.record(who, "debug.close", device_id, 204,
+                          f"sessions {', '.join(ended)}" if ended else "no open session")
         return len(ended)
 
     async def expire(self, now: float) -> None:

@@ -63,8 +63,11 @@ def principal(request: Request,
 
 
 def role(required: str) -> Any:
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    def check(request: Request, who: Annotated[Principal, Depends(principal)]) -> Principal:
         if not who.may(required):
+            if request.method not in ("GET", "HEAD"):  # a refused write is audited too
+                target = f"{request.method} {request.url.path}"[:200]
+                request.app.state.ctx.audit.record(who, "denied", target, 403)
             raise Problem(403, f"this needs the {required} role; the token {who.name!r} is {who.role}")
         return who
     return Depends(check)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -58,6 +59,7 @@ def test_the_table_covers_every_route_of_the_document(stack: Stack) -> None:
 def test_route_by_caller(stack: Stack, method: str, template: str, least: str,
                          kwargs: dict[str, Any]) -> None:
     url = _url(template)
+    audited_before = stack.redis.llen("fleet:api:audit")
     for bad in (None, "revoked", "expired", "bogus"):
         with stack.client(bad) as http:
             r = http.request(method, url, **kwargs)
@@ -71,6 +73,15 @@ def test_route_by_caller(stack: Stack, method: str, template: str, least: str,
             assert r.json()["title"] == "Forbidden"
         else:
             assert r.status_code not in (401, 403, 500), (role, r.status_code, r.text)
+    if method != "GET" and not template.endswith("/session"):
+        # Every write is audited: each allowed attempt (whatever the daemon answered) and each refusal.
+        new = stack.redis.llen("fleet:api:audit") - audited_before
+        writes = [json.loads(e) for e in stack.redis.lrange("fleet:api:audit", 0, new - 1)]
+        allowed = [w for w in writes if w["action"] != "denied"]
+        denied = [w for w in writes if w["action"] == "denied"]
+        assert len(allowed) == 3 - ROLES.index(least), writes
+        assert {w["role"] for w in allowed} == set(ROLES[ROLES.index(least):])
+        assert len(denied) == ROLES.index(least) and all(w["result"] == 403 for w in denied)
 
 
 def test_a_revoked_token_ends_its_console_sessions(stack: Stack) -> None:
