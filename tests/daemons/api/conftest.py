@@ -55,7 +55,8 @@ class Stack:
 
 def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple[str, ...],
                 **extra: str) -> Stack:
-    name = next(_names)
+    # Retained messages (a simulator's status) outlive a stack: every stack gets its own prefixes.
+    name = f"{next(_names)}{secrets.token_hex(2)}"
     p, o = f"fl{name}", f"ops{name}"
     r = redis_lib.Redis.from_url(redis_server.url, decode_responses=True)
     r.flushall()
