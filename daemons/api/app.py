@@ -132,6 +132,18 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
     app.include_router(routes_ops.pages)
 
     @app.middleware("http")
+    async def media_type(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # API.md §0: JSON bodies (multipart for a release upload); anything else is 415, not 422.
+        if request.method in ("POST", "PUT", "PATCH") and request.url.path.startswith(API + "/"):
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            headers = request.headers
+            has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+            if has_body and kind not in ("application/json", "multipart/form-data"):
+                return problems.problem_response(415, f"unsupported content type {kind or '(none)'!r}: "
+                                                      "send application/json")
+        return await call_next(request)
+
+    @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         status = 500

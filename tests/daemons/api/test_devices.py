@@ -89,6 +89,9 @@ def test_shadow_update_conflict_limits_and_audit(stack: Stack) -> None:
         too_deep = http.patch("/api/v1/devices/dev-a1/shadow", json={"state": {"desired": deep}})
         assert too_deep.status_code == 400
         assert http.patch("/api/v1/devices/dev-a1/shadow", json={"state": {"wanted": {}}}).status_code == 422
+        as_text = http.patch("/api/v1/devices/dev-a1/shadow", content=b'{"state": {"desired": {}}}',
+                             headers={"Content-Type": "text/plain"})
+        assert as_text.status_code == 415 and as_text.headers["content-type"] == PROBLEM
         named = http.patch("/api/v1/devices/dev-a1/shadow", params={"name": "cfg"},
                            json={"state": {"desired": {"x": 1}}})
         assert named.status_code == 200
