@@ -19,9 +19,10 @@ export function healthPage(root) {
     if (s) {
       counts.replaceChildren(...Object.entries(s.counts || {}).map(([k, n]) =>
         h("div", { class: "stat" }, h("b", {}, n), pill(k))), h("div", { class: "stat" }, h("b", {}, s.devices ?? 0), h("span", {}, "devices")));
-      worst.replaceChildren(...(s.worst || []).map((w) => h("tr", {}, h("td", { class: "id" }, link(w.device_id)), h("td", {}, w.score))));
+      const rows = (s.worst || []).map((w) => h("tr", {}, h("td", { class: "id" }, link(w.device_id)), h("td", {}, w.score)));
+      worst.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { class: "muted", colspan: 2 }, "every scored device is at 100"))]));
       cohorts.replaceChildren(...Object.entries(s.cohorts || {}).map(([k, c]) => h("tr", {}, h("td", {}, k), h("td", {}, c.devices ?? ""),
-        h("td", { class: "muted" }, Object.entries(c).filter(([f]) => f !== "devices").map(([f, v]) => `${f} ${typeof v === "number" ? v.toFixed(2) : v}`).join(", ")))));
+        h("td", { class: "muted" }, Object.entries(c).filter(([f]) => f !== "devices").map(([f, v]) => `${f} ${typeof v === "number" ? v.toFixed(2) : v}`).join(", ") || "not enough heartbeats yet"))));
     }
     const a = await api("GET", "/health/alerts?limit=50").catch(() => null);
     if (a) {
