@@ -56,7 +56,12 @@ class ApiMetrics:
 
 
 def public_url(settings: Settings) -> str:
-    return (settings.api_public_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+    """The API's base URL for links: FLEET_API_PUBLIC_URL, else where it listens (a wildcard
+    address is shown as 127.0.0.1, which a browser can open)."""
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    if ":" in host:
+        host = f"[{host}]"
+    return (settings.api_public_url or f"http://{host}:{settings.api_port}").rstrip("/")
 
 
 def build_context(settings: Settings, redis: Any, bridge: Bridge) -> Context:
