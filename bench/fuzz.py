@@ -15,6 +15,7 @@ import json
 import random
 import tempfile
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,8 @@ def topic_for(rng: random.Random, pattern: str) -> str:
     return "/".join(out)
 
 
-def build_all(settings: Settings, redis: Any) -> dict[str, Any]:
+def build_all(settings: Settings, redis: Any, resources: ExitStack) -> dict[str, Any]:
+    """Every daemon's handler; the servers they start are stopped by `resources`."""
     from healthwatch.__main__ import build as build_health
     from otaplanner.__main__ import build as build_ota
     from shadowsync.__main__ import build as build_shadow
@@ -108,7 +110,7 @@ def build_all(settings: Settings, redis: Any) -> dict[str, Any]:
     handlers = {
         "shadowsync": build_shadow(settings, redis, DaemonMetrics("shadowsync")),
         "healthwatch": build_health(settings, redis, DaemonMetrics("healthwatch")),
-        "otaplanner": build_ota(settings, redis, DaemonMetrics("otaplanner")),
+        "otaplanner": build_ota(settings, redis, DaemonMetrics("otaplanner"), resources),
     }
     return handlers
 
@@ -122,13 +124,14 @@ def main(argv: list[str] | None = None) -> str:
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))
     server = start_redis(work / "redis")
     rows = []
+    resources = ExitStack()
     try:
         redis = redis_lib.Redis.from_url(server.url, decode_responses=True)
         settings = dataclasses.replace(
             Settings(), redis_url=server.url, ota_master_key="11" * 32,
             artifact_store=f"local:{work / 'art'}", artifact_http_port=0, metrics_port=0)
         rng = random.Random(args.seed)
-        for name, handler in build_all(settings, redis).items():
+        for name, handler in build_all(settings, redis, resources).items():
             topics = handler.topics()
             failures: list[str] = []
             sent = 0
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> str:
                     failures.append(traceback.format_exc(limit=3))
             rows.append((name, sent, failures))
     finally:
+        resources.close()
         server.stop()
     lines = ["| daemon | messages | handler exceptions |", "|---|---:|---:|"]
     lines += [f"| {name} | {sent} | {len(failures)} |" for name, sent, failures in rows]

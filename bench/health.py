@@ -16,9 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
+from daemons.runtime.mqtt import make_client
 from tests.support import Daemon, env_for, free_port, start_mosquitto, start_redis
 
 CTX = mp.get_context("fork")
@@ -28,11 +26,8 @@ T0 = 1_700_000_000
 
 
 def _publish(url: str, devices: range, rounds: int, go: Any) -> None:
-    port = int(url.rsplit(":", 1)[1])
-    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port, keepalive=60)
+    c, addr = make_client(url, max_inflight=1000)
+    c.connect(addr.host, addr.port, keepalive=60)
     c.loop_start()
     go.wait()
     info = None

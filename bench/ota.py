@@ -19,9 +19,9 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import redis as redis_lib
-from paho.mqtt.enums import CallbackAPIVersion
 
 from daemons.registry import DeviceInfo, Registry
+from daemons.runtime.mqtt import make_client
 from tests.support import Daemon, Probe, env_for, free_port, start_mosquitto, start_redis
 
 FLEET = 10_000
@@ -36,13 +36,11 @@ class Devices:
         self.fail_prefix = fail_prefix
         self.got: dict[str, float] = {}
         self.lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-devices-{time.time_ns()}",
-                                  protocol=paho.MQTTv5)
-        self.client.max_inflight_messages_set(1000)
+        self.client, addr = make_client(url, f"bench-devices-{time.time_ns()}", max_inflight=1000)
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        self.client.connect(addr.host, addr.port)
         self.client.loop_start()
         self.client.subscribe(f"{P}/+/ota/job", qos=1)
         subscribed.wait(10)

@@ -16,18 +16,16 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+
+from daemons.runtime.mqtt import make_client
 
 CTX = mp.get_context("fork")
 
 
 def _client(url: str, client_id: str = "") -> paho.Client:
-    port = int(url.rsplit(":", 1)[1])
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     # As the daemons: paho scans its whole in-flight window on every PUBACK, so keep it modest.
-    c.max_inflight_messages_set(100)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port, keepalive=60)
+    c, addr = make_client(url, client_id, max_inflight=100)
+    c.connect(addr.host, addr.port, keepalive=60)
     return c
 
 

@@ -10,10 +10,11 @@ from prometheus_client import Gauge
 from daemons.protocol.messages import Outcome
 from daemons.runtime.app import run_daemon
 from daemons.runtime.config import Settings
+from daemons.runtime.logs import get_logger
 from daemons.runtime.metrics import DaemonMetrics
 from healthwatch.detect import Tuning
-from healthwatch.device import STATUSES
 from healthwatch.service import HealthService
+from healthwatch.status import STATUSES
 from healthwatch.store import HealthStore
 
 TOP_COHORTS = 8  # cohort label values: the largest cohorts, the rest summed as "other"
@@ -53,8 +54,11 @@ class InstrumentedHealthService(HealthService):
 
 def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> HealthService:
     tuning = Tuning(interval_s=float(settings.heartbeat_interval_s))
-    return InstrumentedHealthService(metrics, HealthStore(redis), settings.topic_prefix, settings.ops_prefix,
-                                     tuning)
+    store = HealthStore(redis)
+    moved = store.migrate_legacy_keys()  # fleet:hw:* -> fleet:health:* (the prefix before issue 8)
+    if moved:
+        get_logger("healthwatch").info("migrated_keys", moved=moved, from_prefix="fleet:hw:")
+    return InstrumentedHealthService(metrics, store, settings.topic_prefix, settings.ops_prefix, tuning)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 from healthwatch.cohort import CohortStats, Levels
 from healthwatch.detect import BAD_RESETS, MAD_FLOOR, SD_FLOOR, Track, Tuning, cohort_z, decay, trend_step
+from healthwatch.status import STATUSES, HealthStatus
 
-STATUSES = ("ok", "watch", "critical", "offline")
-OK, WATCH, CRITICAL, OFFLINE = 0, 1, 2, 3
-PENALTY = {WATCH: 30, CRITICAL: 65}
+OK, WATCH, CRITICAL, OFFLINE = HealthStatus
+PENALTY: dict[int, int] = {WATCH: 30, CRITICAL: 65}
 _F_T, _F_D, _F_R, _F_H = SD_FLOOR["temp"], SD_FLOOR["drain"], SD_FLOOR["rssi"], SD_FLOOR["heap"]
 _M_T, _M_D, _M_R, _M_H = MAD_FLOOR["temp"], MAD_FLOOR["drain"], MAD_FLOOR["rssi"], MAD_FLOOR["heap"]
 
@@ -280,7 +280,7 @@ def cohort_drain_reason(st: DeviceState, cs: CohortStats, t: Tuning) -> tuple[st
 
 def _conclude(st: DeviceState, found: list[tuple[str, int, str]], ts: int, t: Tuning) -> Verdict:
     score = 100
-    raw = OK
+    raw: int = OK
     seen: set[str] = set()
     reasons: list[dict[str, Any]] = []
     for code, sev, detail in found:

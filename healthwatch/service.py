@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from daemons.protocol.codec import CodecError, decode
@@ -11,14 +12,32 @@ from daemons.protocol.messages import Inbound, Outcome, device_topic, valid_devi
 from daemons.runtime.logs import OncePerKey, get_logger
 from healthwatch.cohort import cohort_key
 from healthwatch.detect import Tuning
-from healthwatch.device import STATUSES, DeviceState, Verdict
+from healthwatch.device import DeviceState, Verdict
 from healthwatch.engine import HealthEngine
-from healthwatch.store import DeviceWrite, HealthStore
+from healthwatch.status import STATUSES, HealthStatus
+from healthwatch.store import DeviceWrite, HealthStates
 
 MAX_PAYLOAD = 16 * 1024
 SUMMARY_EVERY_S = 10.0
 COHORT_RELOAD_S = 60.0
 SUMMARY_COHORTS = 20
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A decoded `{p}/{id}/heartbeat` (PROTOCOL §2); fields are checked later, one by one."""
+
+    device_id: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A message with nothing to score: why (a metric label), its topic and a detail for the log."""
+
+    why: str
+    topic: str
+    detail: str = ""
 
 
 def _count_keys(st: DeviceState) -> set[str]:
@@ -28,7 +47,7 @@ def _count_keys(st: DeviceState) -> set[str]:
 class HealthService:
     tick_interval_s = 1.0
 
-    def __init__(self, store: HealthStore, prefix: str = "fleet", ops_prefix: str = "fleetops",
+    def __init__(self, store: HealthStates, prefix: str = "fleet", ops_prefix: str = "fleetops",
                  tuning: Tuning | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.prefix = prefix
@@ -45,11 +64,18 @@ class HealthService:
     def topics(self) -> list[str]:
         return [f"{self.prefix}/+/heartbeat"]
 
-    def _device_of(self, topic: str) -> str | None:
-        split = device_topic(topic, self.prefix)
+    def route(self, message: Inbound) -> Heartbeat | Dropped:
+        """Decode once at the door. Heartbeats have no rejected topic (§2): a bad one is dropped."""
+        split = device_topic(message.topic, self.prefix)
         if split is None or split[1] != "heartbeat" or not valid_device_id(split[0]):
-            return None
-        return split[0]
+            return Dropped("bad_id", message.topic)
+        if len(message.payload) > MAX_PAYLOAD:
+            return Dropped("too_large", message.topic)
+        try:
+            body, _ = decode(message.payload)
+        except CodecError as exc:
+            return Dropped("malformed", message.topic, str(exc))
+        return Heartbeat(split[0], body)
 
     # -- heartbeats ----------------------------------------------------------------------------
 
@@ -58,19 +84,11 @@ class HealthService:
         now = self.clock()
         work: dict[str, list[dict[str, Any]]] = {}
         for message in batch:
-            device_id = self._device_of(message.topic)
-            if device_id is None:
-                self._drop(out, "bad_id", message.topic)
-                continue
-            if len(message.payload) > MAX_PAYLOAD:
-                self._drop(out, "too_large", message.topic)
-                continue
-            try:
-                body, _ = decode(message.payload)
-            except CodecError as exc:
-                self._drop(out, "malformed", message.topic, str(exc))
-                continue
-            work.setdefault(device_id, []).append(body)
+            routed = self.route(message)
+            if isinstance(routed, Dropped):
+                self._drop(out, routed.why, routed.topic, routed.detail)
+            else:
+                work.setdefault(routed.device_id, []).append(routed.body)
         if not work:
             return out
         states = self.store.read(list(work))
@@ -141,7 +159,7 @@ class HealthService:
         writes = []
         for device_id in ids:
             st = states[device_id]
-            if st is None or st.status == 3:
+            if st is None or st.status == HealthStatus.OFFLINE:
                 continue
             old_keys = _count_keys(st)
             verdict = self.engine.offline(st, now)

@@ -1,23 +1,28 @@
 """healthwatch's Redis layout: one batch read and one batch write per batch of heartbeats.
 
-- `fleet:hw:{<id>}` hash: `st` (the streaming state, JSON), `status`, `score`, `hw`, `fw`. Hash-tagged by
+- `fleet:health:{<id>}` hash: `st` (the streaming state, JSON), `status`, `score`, `hw`, `fw`. Hash-tagged by
   device, so it works on Redis Cluster; other daemons (ota-planner) may read `status` and `score`.
-- `fleet:hw:{idx}:seen` sorted set: wall clock of the last heartbeat of every device not offline (the
+- `fleet:health:{idx}:seen` sorted set: wall clock of the last heartbeat of every device not offline (the
   offline timer reads its oldest members); `:scores` sorted set: latest score (the worst devices);
   `:status:<status>` sets: the devices in each status;
   `:counts` hash: devices per status and per active reason.
-- `fleet:hw:{cohorts}:levels:<hw>|<fw>` hash: each device's current levels, for the cohort baselines of
-  every replica; `fleet:hw:{cohorts}:names` set: the cohorts.
+- `fleet:health:{cohorts}:levels:<hw>|<fw>` hash: each device's current levels, for the cohort baselines of
+  every replica; `fleet:health:{cohorts}:names` set: the cohorts.
+The prefix was `fleet:hw:` before (where `hw` means hardware everywhere else); `migrate_legacy_keys`
+renames what an older healthwatch stored, once, at start.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import redis as redis_lib
 
 from healthwatch.cohort import Levels
 from healthwatch.device import DeviceState
+from healthwatch.status import STATUSES
 
 
 def _fmt(levels: Levels) -> str:
@@ -45,23 +50,52 @@ class DeviceWrite:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+class HealthStates(Protocol):
+    """What the health service needs of its store (HealthStore is the Redis one)."""
+
+    def read(self, device_ids: list[str]) -> dict[str, DeviceState | None]: ...
+
+    def write(self, writes: list[DeviceWrite], offline: bool = False) -> None: ...
+
+    def overdue(self, cutoff: float, limit: int = 1000) -> list[str]: ...
+
+    def cohorts(self) -> dict[str, dict[str, Levels]]: ...
+
+    def summary(self, worst: int = 10) -> tuple[dict[str, int], list[tuple[str, float]]]: ...
+
+
 class HealthStore:
     def __init__(self, redis: Any, namespace: str = "fleet") -> None:
         self.redis = redis
         self.ns = namespace
-        self.seen_key = f"{namespace}:hw:{{idx}}:seen"
-        self.scores_key = f"{namespace}:hw:{{idx}}:scores"
-        self.counts_key = f"{namespace}:hw:{{idx}}:counts"
-        self.cohorts_key = f"{namespace}:hw:{{cohorts}}:names"
+        self.seen_key = f"{namespace}:health:{{idx}}:seen"
+        self.scores_key = f"{namespace}:health:{{idx}}:scores"
+        self.counts_key = f"{namespace}:health:{{idx}}:counts"
+        self.cohorts_key = f"{namespace}:health:{{cohorts}}:names"
+
+    def migrate_legacy_keys(self) -> int:
+        """Rename keys stored under the old `{ns}:hw:` prefix to `{ns}:health:`; how many moved.
+
+        The hash tag is kept, so each rename stays within its slot (Redis Cluster). RENAMENX never
+        overwrites a key the new code already wrote; a key another replica moved first is skipped.
+        """
+        moved = 0
+        old = f"{self.ns}:hw:"
+        for key in list(self.redis.scan_iter(match=old + "*", count=1000)):
+            try:
+                moved += int(self.redis.renamenx(key, f"{self.ns}:health:{key[len(old):]}"))
+            except redis_lib.ResponseError:  # gone meanwhile (another replica renamed it)
+                continue
+        return moved
 
     def key(self, device_id: str) -> str:
-        return f"{self.ns}:hw:{{{device_id}}}"
+        return f"{self.ns}:health:{{{device_id}}}"
 
     def status_key(self, status: str) -> str:
-        return f"{self.ns}:hw:{{idx}}:status:{status}"
+        return f"{self.ns}:health:{{idx}}:status:{status}"
 
     def levels_key(self, cohort: str) -> str:
-        return f"{self.ns}:hw:{{cohorts}}:levels:{cohort}"
+        return f"{self.ns}:health:{{cohorts}}:levels:{cohort}"
 
     def read(self, device_ids: list[str]) -> dict[str, DeviceState | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -88,13 +122,13 @@ class HealthStore:
             st = w.state
             pipe.hset(self.key(w.device_id), mapping={
                 "st": json.dumps(st.to_json(), separators=(",", ":")),
-                "status": ("ok", "watch", "critical", "offline")[st.status], "score": st.score,
+                "status": STATUSES[st.status], "score": st.score,
                 "hw": st.hw or "", "fw": st.fw or ""})
             scores[w.device_id] = st.score
             # One set per status, for the operator API's `health=` filter (daemons.api.fleetindex).
-            status = ("ok", "watch", "critical", "offline")[st.status]
-            for other in ("ok", "watch", "critical", "offline"):
-                (pipe.sadd if other == status else pipe.srem)(self.status_key(other), w.device_id)
+            for other in STATUSES:
+                member_op = pipe.sadd if other == STATUSES[st.status] else pipe.srem
+                member_op(self.status_key(other), w.device_id)
             if offline:
                 pipe.zrem(self.seen_key, w.device_id)
             else:

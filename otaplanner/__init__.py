@@ -1,10 +1,12 @@
 """ota-planner: releases, signed OTA jobs and staged rollouts that halt themselves (PROTOCOL §3).
 
 Modules: `rollout` (the pure rules: config, buckets, gates, command table), `rollout_store` and
-`rollout_scripts` (state in Redis, one Lua script per decision), `control` (driving a rollout:
-stages, issuing, withdrawing, status, events), `commands` (operator requests), `rollback`,
-`refresh`, `planner` (the daemon's handler), `jobs`, `manifest`, `signing`, `artifacts`,
-`device_model` (the device side, for tests and the simulator).
+`rollout_scripts` (state in Redis, one Lua script per decision), `records` (a rollout as loaded,
+job ids), `control` (the per-tick driver: lease, gates, transitions) and the parts it drives:
+`issuing` (taking devices in, sending and withdrawing jobs), `reporting` (status and events),
+`health_gate`, `refresh`; `commands` (operator requests), `rollback`, `planner` (the daemon's
+handler), `jobs`, `manifest`, `signing`, `artifacts`, `artifact_http` (the local store's HTTP
+server). The device side lives in `daemons.sim.device_model`.
 
 Where PROTOCOL §3 is silent, as AWS IoT Jobs, and written down here:
 - A job id is `<rollout id>@<device id>` (`#rb` appended for a rollback job); `@` is in neither id.

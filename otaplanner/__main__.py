@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from contextlib import ExitStack
 from typing import Any
 
 from daemons.protocol.errors import ConfigError
@@ -19,17 +20,17 @@ from otaplanner.planner import Planner
 from otaplanner.rollout_store import RolloutStore
 from otaplanner.signing import Signer
 
-# The HTTP server of the local artifact store lives as long as the process; kept referenced here.
-_servers: list[Any] = []
 
-
-def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> Planner:
+def build(settings: Settings, redis: Any, metrics: DaemonMetrics, resources: ExitStack) -> Planner:
+    """The planner; the local artifact store's HTTP server (if any) is stopped by `resources`."""
     if not settings.ota_master_key and not settings.ota_ecdsa_key:
         raise ConfigError("FLEET_OTA_MASTER_KEY (ota_master_key) or FLEET_OTA_ECDSA_KEY (ota_ecdsa_key) "
                           "is required to sign jobs")
     artifacts = store_from_settings(settings)
     if isinstance(artifacts, LocalStore) and settings.artifact_http_port > 0:
-        _servers.append(serve_local_store(artifacts, "0.0.0.0", settings.artifact_http_port))
+        server, _thread = serve_local_store(artifacts, "0.0.0.0", settings.artifact_http_port)
+        resources.callback(server.server_close)
+        resources.callback(server.shutdown)
         get_logger("otaplanner").info("artifact_http", port=settings.artifact_http_port)
     owner = settings.mqtt_client_id or f"otaplanner-{socket.gethostname()}"
     jobs = JobFactory(Signer.from_settings(settings), artifacts)

@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlparse
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from daemons.protocol.errors import ConfigError
+from daemons.protocol.keys import ARTIFACT_URL_INFO, derive, setting_key
 
 # Object names: path segments of safe characters; no hidden files (the URL key lives in one).
 NAME_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}/){0,7}[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
@@ -183,9 +181,9 @@ def split_endpoint(endpoint: str) -> tuple[str, bool]:
 def local_key(root: Path, master_hex: str | None) -> bytes:
     """The URL-signing key of a local store: from the OTA master key when there is one (so every
     process of the fleet agrees), else a random key kept in the store directory."""
-    if master_hex:
-        master = bytes.fromhex(master_hex)
-        return HKDF(hashes.SHA256(), 32, b"", b"fleet-artifact-url-v1").derive(master)
+    master = setting_key("ota_master_key", master_hex or None)
+    if master is not None:
+        return derive(master, ARTIFACT_URL_INFO)
     path = root / KEY_FILE
     root.mkdir(parents=True, exist_ok=True)
     try:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.messages import Outcome, client_token_of, error_body
+from daemons.protocol.errors import Rejected
+from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
 from otaplanner.control import Control
+from otaplanner.door import OperatorRequest
 from otaplanner.manifest import SHA256_RE
 from otaplanner.rollback import rollback
 
-MAX_PAYLOAD = 256 * 1024
 MAX_CAS_ROUNDS = 10
 
 
@@ -56,35 +56,16 @@ class Commands:
         self.control = control
         self.store = control.store
         self.artifacts = artifacts
-        self.ops = control.ops
-
-    def _answer(self, out: Outcome, topic: str, token: str | None, now: float, body: dict[str, Any]) -> None:
-        body = {**body, "timestamp": int(now)}
-        if token is not None:
-            body["clientToken"] = token
-        out.publish(f"{topic}/accepted", body)
-
-    def _request(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
-        if len(payload) > MAX_PAYLOAD:
-            raise ro.RolloutError(413, f"payload larger than {MAX_PAYLOAD} bytes")
-        try:
-            body, _ = decode(payload)
-        except CodecError as exc:
-            raise ro.RolloutError(exc.code, exc.message) from None
-        token = client_token_of(body)
-        if "clientToken" in body and token is None:
-            raise ro.RolloutError(400, "clientToken must be a string of at most 64 characters")
-        return body, token
+        self.ops = control.reporter.ops
 
     # -- releases -----------------------------------------------------------------------------
 
-    def register(self, payload: bytes, now: float) -> Outcome:
+    def register(self, request: OperatorRequest) -> Outcome:
+        """A release registration (decoded at the door); answered on its reply topics."""
         out = Outcome()
-        topic = f"{self.ops}/ota/releases/register"
-        token: str | None = None
+        now = request.now
         try:
-            body, token = self._request(payload)
-            release = parse_release(body)
+            release = parse_release(request.body)
             try:
                 size = self.artifacts.stat(release["object"])
             except Exception as exc:  # the store is away (S3 down, bad credentials): say so
@@ -101,23 +82,21 @@ class Commands:
                         k: v for k, v in release.items() if k != "registered_at"}:
                     raise ro.RolloutError(409, f"release {release['version']} exists with other contents")
                 release = existing
-        except ro.RolloutError as exc:
-            out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
-            out.count("release", f"rejected_{exc.code}")
+        except Rejected as exc:
+            request.reply.reject(out, exc)
             return out
         out.publish(f"{self.ops}/ota/releases/{release['version']}", release, retain=True)
-        self._answer(out, topic, token, now, {"release": release})
-        out.count("release", "accepted")
+        request.reply.accept(out, {"release": release, "timestamp": int(now)})
         return out
 
     # -- rollouts -------------------------------------------------------------------------------
 
-    def command(self, rid: str, payload: bytes, now: float) -> Outcome:
+    def command(self, request: OperatorRequest) -> Outcome:
+        """A rollout command (decoded at the door); answered on its reply topics."""
         out = Outcome()
-        topic = self.control.topic(rid, "command")
-        token: str | None = None
+        now, body = request.now, request.body
+        rid = request.rollout_id or ""
         try:
-            body, token = self._request(payload)
             if not ro.NAME_RE.fullmatch(rid):
                 raise ro.RolloutError(400, "rollout id must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
             action = body.get("action")
@@ -127,12 +106,11 @@ class Commands:
                 result = self._create(rid, body, now, out)
             else:
                 result = self._act(rid, action, now, out)
-        except ro.RolloutError as exc:
-            out.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token, int(now)))
-            out.count("command", f"rejected_{exc.code}")
+        except Rejected as exc:
+            request.reply.reject(out, exc)
             return out
-        self._answer(out, topic, token, now, {"rollout_id": rid, "action": action, **result})
-        out.count("command", action)
+        request.reply.accept(out, {"rollout_id": rid, "action": action, **result, "timestamp": int(now)},
+                             result=action)
         if action in ("create", "resume", "advance"):
             self.control.tick(rid, now, out)  # open the stage now rather than at the next tick
         self.control.publish_status(rid, now, out)
@@ -150,8 +128,8 @@ class Commands:
         event = {"rollout_id": rid, "seq": 1, "event": "created", "from": None, "state": ro.RUNNING,
                  "stage": 0, "reason": "created", "timestamp": int(now)}
         if self.store.create(rid, fields, event):
-            self.control.publish_event(rid, event, out)
-            self.control.fleet_changed = True
+            self.control.reporter.publish_event(rid, event, out)
+            self.control.issuer.fleet_changed = True
         elif self.store.meta(rid).get("config") != config:
             raise ro.RolloutError(409, f"rollout {rid} exists with another configuration")
         return {"state": self.store.meta(rid).get("state"), "config": cfg.to_json()}
@@ -174,6 +152,6 @@ class Commands:
             else:
                 done = self.control.transition(r, action + ("d" if action.endswith("e") else "ed"),
                                                target, reason, now, out)
-            if done:
+            if done is not None:
                 return {"state": target}
         raise ro.RolloutError(409, "the rollout kept changing; try again")

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.messages import Inbound, Outcome, device_topic, valid_device_id
-from daemons.registry import Registry, device_key
+from daemons.protocol.messages import Inbound, Outcome, Refused
+from daemons.registry import Registry
 from daemons.runtime.logs import OncePerKey, get_logger
 from otaplanner import rollout as ro
 from otaplanner.commands import Commands
-from otaplanner.control import Control, rollout_of
+from otaplanner.control import Control
+from otaplanner.door import DeviceMessage, Door, Dropped, OperatorRequest
 from otaplanner.jobs import JobFactory
+from otaplanner.records import rollout_of
 from otaplanner.rollout_store import RolloutStore
 
-DEVICE_TOPICS = ("heartbeat", "status", "ota/status", "health")
+
+@dataclass
+class Sighting:
+    """What a batch says about one device: the encoding it last used, its hw and fw if it said."""
+
+    encoding: str
+    hw: str | None = None
+    fw: str | None = None
 
 
 class Planner:
@@ -38,18 +47,18 @@ class Planner:
         self.clock = clock
         self.control = Control(store, registry, jobs, prefix, ops_prefix, owner, **control_options)
         self.commands = Commands(self.control, artifacts)
+        self.door = Door(prefix, ops_prefix)
         self.log = get_logger("otaplanner")
         self._once = OncePerKey()
         self._timeouts: dict[str, int] = {}
 
     def topics(self) -> list[str]:
-        return [f"{self.ops}/ota/releases/register", f"{self.ops}/ota/rollouts/+/command",
-                *(f"{self.prefix}/+/{t}" for t in DEVICE_TOPICS)]
+        return self.door.topics()
 
     def tick(self, now: float) -> Outcome:
         out = Outcome()
         now = self.clock()
-        self.control.mark_sent()
+        self.control.reporter.mark_sent()
         active = self.store.active()
         for rid in active:
             self.control.tick(rid, now, out)
@@ -63,88 +72,60 @@ class Planner:
     def handle(self, batch: list[Inbound]) -> Outcome:
         out = Outcome()
         now = self.clock()
-        seen: dict[str, dict[str, Any]] = {}
+        seen: dict[str, Sighting] = {}
         touched: set[str] = set()
         health: dict[str, tuple[float, float]] = {}
         for message in batch:
-            topic = message.topic
-            if topic == f"{self.ops}/ota/releases/register":
-                out.extend(self.commands.register(message.payload, now))
-                continue
-            rid = self._command_rollout(topic)
-            if rid is not None:
-                out.extend(self.commands.command(rid, message.payload, now))
-                continue
-            device_id, kind = self._device_route(topic)
-            if device_id is None:
-                out.count("message", "unknown" if kind == "unknown" else "bad_id")
-                if self._once.first(topic[:200]):
-                    self.log.warning("dropped", reason=kind, topic=topic[:200])
-                continue
-            if not message.payload:
-                out.count(kind, "empty")  # a retained message being cleared
-                continue
-            try:
-                body, encoding = decode(message.payload)
-            except CodecError:
-                out.count(kind, "malformed")
-                continue
-            if kind != "health":  # published by healthwatch, not by the device
-                info = seen.setdefault(device_id, {})
-                info["enc"] = encoding
-                for name in ("hw", "fw"):
-                    if isinstance(body.get(name), str) and 0 < len(body[name]) <= 64:
-                        info[name] = body[name]
-            if kind == "ota/status":
-                rid = self._report(device_id, body, now, out)
+            routed = self.door.route(message, now)
+            if isinstance(routed, Refused):
+                routed.reply.reject(out, routed.error)
+            elif isinstance(routed, OperatorRequest):
+                handle = self.commands.register if routed.kind == "register" else self.commands.command
+                out.extend(handle(routed))
+            elif isinstance(routed, Dropped):
+                out.count(routed.kind, routed.result)
+                if routed.topic is not None and self._once.first(routed.topic[:200]):
+                    self.log.warning("dropped", reason=routed.result, topic=routed.topic[:200])
+            else:
+                rid = self._device(routed, seen, health, now, out)
                 if rid:
                     touched.add(rid)
-            elif kind == "health":
-                score = body.get("score")
-                if isinstance(score, int | float) and not isinstance(score, bool) and 0 <= score <= 100:
-                    health[device_id] = (float(score), now)
-                    out.count("health", "seen")
-                else:
-                    out.count("health", "malformed")
-            else:
-                out.count(kind, "seen")
         self._observe(seen)
         self.store.put_health(health)
         # The next tick publishes their status, from the replica that holds each rollout's lease.
         self.store.trail(touched)
         return out
 
-    def _command_rollout(self, topic: str) -> str | None:
-        head = f"{self.ops}/ota/rollouts/"
-        if topic.startswith(head) and topic.endswith("/command"):
-            rid = topic[len(head):-len("/command")]
-            return rid if "/" not in rid else None
+    def _device(self, m: DeviceMessage, seen: dict[str, Sighting], health: dict[str, tuple[float, float]],
+                now: float, out: Outcome) -> str | None:
+        """One device message; the rollout it touched, if any."""
+        if m.kind != "health":  # published by healthwatch, not by the device
+            sighting = seen.setdefault(m.device_id, Sighting(m.encoding))
+            sighting.encoding = m.encoding
+            for name in ("hw", "fw"):
+                value = m.body.get(name)
+                if isinstance(value, str) and 0 < len(value) <= 64:
+                    setattr(sighting, name, value)
+        if m.kind == "ota/status":
+            return self._report(m.device_id, m.body, now, out)
+        if m.kind == "health":
+            score = m.body.get("score")
+            if isinstance(score, int | float) and not isinstance(score, bool) and 0 <= score <= 100:
+                health[m.device_id] = (float(score), now)
+                out.count("health", "seen")
+            else:
+                out.count("health", "malformed")
+        else:
+            out.count(m.kind, "seen")
         return None
 
-    def _device_route(self, topic: str) -> tuple[str | None, str]:
-        split = device_topic(topic, self.prefix)
-        if split is None:
-            return None, "unknown"
-        device_id, kind = split
-        if kind not in DEVICE_TOPICS:
-            return None, "unknown"
-        if not valid_device_id(device_id):
-            return None, "bad_id"
-        return device_id, kind
-
-    def _observe(self, seen: dict[str, dict[str, Any]]) -> None:
+    def _observe(self, seen: dict[str, Sighting]) -> None:
         """Feed the registry (which devices exist, their hw/fw) and remember each device's encoding."""
-        if not seen:
-            return
-        old = self.registry.read_many(seen)
-        pipe = self.store.redis.pipeline(transaction=False)
-        for device_id, info in seen.items():
-            before = old[device_id]
-            if before.hw is None and (before.fw is None or info.get("hw")):
-                self.control.device_news(device_id)
-            self.registry.observe(pipe, before, info.get("hw"), info.get("fw"))
-            pipe.hset(device_key(self.registry.ns, device_id), "enc", info["enc"])
-        pipe.execute()
+        before = self.registry.record(
+            {d: (s.hw, s.fw, s.encoding) for d, s in seen.items()})
+        for device_id, old in before.items():
+            if old.hw is None and (old.fw is None or seen[device_id].hw):
+                self.control.issuer.device_news(device_id)
 
     def _report(self, device_id: str, body: dict[str, Any], now: float, out: Outcome) -> str | None:
         job_id, state = body.get("job_id"), body.get("state")
@@ -169,7 +150,7 @@ class Planner:
         out.count("ota_status", state)
         if new in ro.TERMINAL:
             # The job is over: clear the retained job so the device does not see it again.
-            self.control.clear_jobs({device_id: job_id}, out)
+            self.control.issuer.clear_jobs({device_id: job_id}, out)
             if new != ro.SUCCEEDED:
                 self.log.info("job_failed", rollout_id=rid, device_id=device_id, state=state,
                               error=str(body.get("error", ""))[:200])

@@ -9,16 +9,19 @@ from typing import Any
 
 from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
-from otaplanner.control import Control, Rollout
+from otaplanner.issuing import Issuer
+from otaplanner.records import Rollout
 
 CHUNK = 1000
 
 
-def refresh_expiring(control: Control, r: Rollout, now: float, out: Outcome) -> int:
+def refresh_expiring(issuer: Issuer, r: Rollout, now: float, out: Outcome) -> int:
     """Re-sign `issued` jobs older than half their lifetime; returns how many were refreshed."""
-    due = {d: rec for d, rec in control.store.records(r.rid).items()
-           if rec["s"] == ro.ISSUED and now - rec.get("t", now) > r.cfg.job_expiry_s / 2}
-    stored = control.store.jobs(r.rid, due)
+    store = issuer.store
+    due = {d: rec for d, rec in store.records(r.rid).items()
+           if rec.state == ro.ISSUED and rec.job_id is not None
+           and now - (now if rec.issued_at is None else rec.issued_at) > r.cfg.job_expiry_s / 2}
+    stored = store.jobs(r.rid, due)
     done = 0
     items = list(due.items())
     for start in range(0, len(items), CHUNK):
@@ -26,9 +29,10 @@ def refresh_expiring(control: Control, r: Rollout, now: float, out: Outcome) -> 
         fresh: dict[str, tuple[dict[str, Any], str]] = {}
         for device_id, rec in items[start:start + CHUNK]:
             enc = stored.get(device_id, {}).get("enc", "json")
-            job = control.jobs.make(device_id, rec.get("h") or None, rec["j"], r.rid, r.release,
-                                    r.cfg.job_expiry_s, now)
+            assert rec.job_id is not None  # every issued record has one
+            job = issuer.jobs.make(device_id, rec.hw or None, rec.job_id, r.rid, r.release,
+                                   r.cfg.job_expiry_s, now)
             fresh[device_id] = (job, enc)
-            made[device_id] = (rec["j"], json.dumps({"job": job, "enc": enc}, separators=(",", ":")))
-        done += control.publish_jobs(control.store.refresh(r.rid, now, made), fresh, out, "refreshed")
+            made[device_id] = (rec.job_id, json.dumps({"job": job, "enc": enc}, separators=(",", ":")))
+        done += issuer.publish_jobs(store.refresh(r.rid, now, made), fresh, out, "refreshed")
     return done

@@ -11,31 +11,51 @@ import itertools
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import DEVICE_ID_RE
-from daemons.protocol.selector import Selector, parse_selector
+from daemons.protocol.selector import Selector, SelectorError, parse_selector
 
 # A rollout id and a release version become MQTT topic levels and Redis key parts.
 # Rollout ids and versions follow the device-id rule: they become MQTT topic levels too.
 NAME_RE = DEVICE_ID_RE
 
-RUNNING, PAUSED, HALTED, ABORTED, COMPLETED = "running", "paused", "halted", "aborted", "completed"
-ROLLOUT_STATES = (RUNNING, PAUSED, HALTED, ABORTED, COMPLETED)
+
+class RolloutState(StrEnum):
+    """A rollout's state (PROTOCOL §3); the value is what status, events and Redis carry."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"
+    ABORTED = "aborted"
+    COMPLETED = "completed"
+
+
+class JobState(StrEnum):
+    """A device's job inside a rollout (AWS IoT Jobs names, lower-cased, where there is one).
+
+    The values are those of the status counts and of the Lua scripts (rollout_scripts).
+    """
+
+    PENDING = "pending"          # in an open stage, waiting for the rate limit
+    ISSUED = "issued"            # job published, nothing heard yet (AWS: QUEUED)
+    IN_PROGRESS = "in_progress"  # downloading / verifying / rebooting
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    WITHDRAWN = "withdrawn"      # job taken back before the device started it (halt/abort)
+
+
+RUNNING, PAUSED, HALTED, ABORTED, COMPLETED = RolloutState
+ROLLOUT_STATES = tuple(RolloutState)
 ACTIVE = (RUNNING, PAUSED)
 
-# Device states inside a rollout (AWS IoT Jobs names, lower-cased, where there is one).
-PENDING = "pending"          # in an open stage, waiting for the rate limit
-ISSUED = "issued"            # job published, nothing heard yet (AWS: QUEUED)
-IN_PROGRESS = "in_progress"  # downloading / verifying / rebooting
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-ROLLED_BACK = "rolled_back"
-REJECTED = "rejected"
-TIMED_OUT = "timed_out"
-WITHDRAWN = "withdrawn"      # job taken back before the device started it (halt/abort)
-DEVICE_STATES = (PENDING, ISSUED, IN_PROGRESS, SUCCEEDED, FAILED, ROLLED_BACK, REJECTED, TIMED_OUT,
-                 WITHDRAWN)
+PENDING, ISSUED, IN_PROGRESS, SUCCEEDED, FAILED, ROLLED_BACK, REJECTED, TIMED_OUT, WITHDRAWN = JobState
+DEVICE_STATES = tuple(JobState)
 FAILURES = (FAILED, ROLLED_BACK, REJECTED, TIMED_OUT)
 TERMINAL = (SUCCEEDED, *FAILURES, WITHDRAWN)
 OPEN = (PENDING, ISSUED, IN_PROGRESS)
@@ -49,13 +69,8 @@ REPORTED = {
 BUCKET_SCALE = 10_000  # buckets are kept as integers: bucket / 100 is the percentage in [0, 100)
 
 
-class RolloutError(ValueError):
+class RolloutError(Rejected):
     """A command that cannot be applied; `code` is the §0 error code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def bucket(rollout_id: str, device_id: str) -> int:
@@ -110,8 +125,8 @@ class RolloutConfig:
             raise RolloutError(400, "version must be a release version string")
         try:
             selector = parse_selector(body.get("selector"))
-        except ValueError as exc:
-            raise RolloutError(400, str(exc)) from None
+        except SelectorError as exc:
+            raise RolloutError(exc.code, exc.message) from None
         stages = body.get("stages", [1, 5, 20, 100])
         if not isinstance(stages, list) or not 1 <= len(stages) <= 20:
             raise RolloutError(400, "stages must be a list of 1 to 20 percentages")
@@ -178,30 +193,30 @@ class Counts:
         return sum(self.get(s) for s in OPEN)
 
     def public(self) -> dict[str, int]:
-        return {s: self.get(s) for s in DEVICE_STATES}
+        return {s.value: self.get(s) for s in DEVICE_STATES}  # plain str keys: codecs refuse enum keys
 
 
 @dataclass(frozen=True)
-class Verdict:
+class GateVerdict:
     """A transition the gates ask for: `halt`, `advance` (open the next stage) or `complete`."""
 
     action: str
     reason: str
 
 
-def failure_gate(cfg: RolloutConfig, counts: Counts) -> Verdict | None:
+def failure_gate(cfg: RolloutConfig, counts: Counts) -> GateVerdict | None:
     decided = counts.decided
     if decided < cfg.min_devices_for_gate or decided == 0:
         return None
     share = 100.0 * counts.failed / decided
     if share > cfg.max_failure_pct:
-        return Verdict("halt", f"failure gate: {counts.failed} of {decided} decided devices failed "
+        return GateVerdict("halt", f"failure gate: {counts.failed} of {decided} decided devices failed "
                                f"({share:.1f}% > {cfg.max_failure_pct:g}%)")
     return None
 
 
 def stage_gate(cfg: RolloutConfig, stage: int, opened_at: float, counts: Counts,
-               now: float) -> Verdict | None:
+               now: float) -> GateVerdict | None:
     """Advance (or complete) when the stage's success share and soak time are both reached."""
     total = counts.get(SUCCEEDED) + counts.failed + counts.open
     share = 100.0 if total == 0 else 100.0 * counts.get(SUCCEEDED) / total
@@ -210,18 +225,18 @@ def stage_gate(cfg: RolloutConfig, stage: int, opened_at: float, counts: Counts,
         if now - opened_at < cfg.soak_s:
             return None
         what = "completed" if last else f"stage {stage + 1} opens"
-        return Verdict("complete" if last else "advance",
+        return GateVerdict("complete" if last else "advance",
                        f"stage {stage} ({cfg.stages[stage]:g}%): {share:.1f}% succeeded, "
                        f"soaked {cfg.soak_s}s; {what}")
     if counts.open == 0 and total > 0:
         # Every device of the stage is decided and the gate can no longer be reached.
-        return Verdict("halt", f"success gate: stage {stage} ended with {share:.1f}% succeeded "
+        return GateVerdict("halt", f"success gate: stage {stage} ended with {share:.1f}% succeeded "
                                f"(< {cfg.success_pct:g}%)")
     return None
 
 
 def health_gate(cfg: RolloutConfig, updated: Mapping[str, list[float]],
-                baseline: Mapping[str, list[float]]) -> Verdict | None:
+                baseline: Mapping[str, list[float]]) -> GateVerdict | None:
     """Halt when, in some hw cohort, the updated devices' median health score is worse than the
     median of the cohort's not-yet-updated devices by more than `health_margin` points."""
     for cohort in sorted(updated):
@@ -230,7 +245,7 @@ def health_gate(cfg: RolloutConfig, updated: Mapping[str, list[float]],
             continue
         new_med, old_med = statistics.median(new), statistics.median(old)
         if old_med - new_med > cfg.health_margin:
-            return Verdict("halt", f"health gate: hw {cohort}: updated devices' median score "
+            return GateVerdict("halt", f"health gate: hw {cohort}: updated devices' median score "
                                    f"{new_med:.0f} vs {old_med:.0f} for the rest of the cohort "
                                    f"(margin {cfg.health_margin:g}, {len(new)} updated)")
     return None

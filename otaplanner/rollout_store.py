@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from daemons.registry import device_key
+from otaplanner.records import DeviceRecord
 from otaplanner.rollout import Counts
 from otaplanner.rollout_scripts import (
     ASSIGN,
@@ -149,16 +150,25 @@ class RolloutStore:
     def device_ids(self, rid: str) -> set[str]:
         return set(self.redis.hkeys(self.key(rid, "dev")))
 
-    def records(self, rid: str) -> dict[str, dict[str, Any]]:
-        return {k: json.loads(v) for k, v in self.redis.hgetall(self.key(rid, "dev")).items()}
+    def records(self, rid: str) -> dict[str, DeviceRecord]:
+        return {k: DeviceRecord.from_json(json.loads(v))
+                for k, v in self.redis.hgetall(self.key(rid, "dev")).items()}
 
-    def assign(self, rid: str, records: dict[str, dict[str, Any]], kind: str = "") -> int:
+    def records_of(self, rid: str, device_ids: Iterable[str]) -> dict[str, DeviceRecord]:
+        """The records of these devices (those the rollout has taken in)."""
+        ids = list(device_ids)
+        if not ids:
+            return {}
+        rows = self.redis.hmget(self.key(rid, "dev"), ids)
+        return {d: DeviceRecord.from_json(json.loads(r)) for d, r in zip(ids, rows, strict=True) if r}
+
+    def assign(self, rid: str, records: dict[str, DeviceRecord], kind: str = "") -> int:
         """Take devices in (pending, or succeeded when already on the version); never twice."""
         if not records:
             return 0
         args: list[Any] = []
         for device_id, rec in records.items():
-            args.extend((device_id, json.dumps(rec, separators=(",", ":")), rec["s"]))
+            args.extend((device_id, json.dumps(rec.to_json(), separators=(",", ":")), str(rec.state)))
         keys = self._keys(rid, kind + "dev", kind + "cnt", kind + "pending")
         return int(self._assign(keys=keys, args=args))
 

@@ -25,13 +25,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from daemons.protocol.errors import ConfigError
+from daemons.protocol.keys import OTA_DEVICE_INFO, derive, setting_key
 
 HMAC_ALG = "hmac-sha256"
 ECDSA_ALG = "ecdsa-p256"
-INFO_PREFIX = b"fleet-ota-v1:"
+INFO_PREFIX = OTA_DEVICE_INFO
 KID_MAX = 64
 
 
@@ -39,9 +39,9 @@ class SignatureError(ValueError):
     """A job whose signature (or its framing: alg, kid, base64) does not verify."""
 
 
-def device_key(master_key: bytes, device_id: str) -> bytes:
+def ota_device_key(master_key: bytes, device_id: str) -> bytes:
     """The per-device HMAC key: HKDF-SHA256(master, salt=b"", info="fleet-ota-v1:"+id, 32)."""
-    return HKDF(hashes.SHA256(), 32, b"", INFO_PREFIX + device_id.encode()).derive(master_key)
+    return derive(master_key, INFO_PREFIX + device_id.encode())
 
 
 def load_private_key(path: str | Path) -> ec.EllipticCurvePrivateKey:
@@ -89,12 +89,7 @@ class Signer:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Signer:
-        master = None
-        if settings.ota_master_key:
-            try:
-                master = bytes.fromhex(settings.ota_master_key)
-            except ValueError:
-                raise ConfigError("FLEET_OTA_MASTER_KEY (ota_master_key): not hex") from None
+        master = setting_key("ota_master_key", settings.ota_master_key or None)
         key = load_private_key(settings.ota_ecdsa_key) if settings.ota_ecdsa_key else None
         return cls(kid=settings.ota_kid, master_key=master, ecdsa_key=key)
 
@@ -103,7 +98,7 @@ class Signer:
             sig = self.ecdsa_key.sign(manifest, ec.ECDSA(hashes.SHA256()))
         else:
             assert self.master_key is not None
-            sig = hmac.new(device_key(self.master_key, device_id), manifest, hashlib.sha256).digest()
+            sig = hmac.new(ota_device_key(self.master_key, device_id), manifest, hashlib.sha256).digest()
         return {"alg": self.alg, "kid": self.kid, "sig": _b64(sig)}
 
     def make_job(self, device_id: str, job_id: str, rollout_id: str, manifest: bytes) -> dict[str, Any]:
@@ -123,7 +118,7 @@ class Signer:
         if self.ecdsa_key is not None:
             return Verifier(public_keys={self.kid: self.ecdsa_key.public_key()})
         assert self.master_key is not None
-        return Verifier(device_keys={self.kid: device_key(self.master_key, device_id)})
+        return Verifier(device_keys={self.kid: ota_device_key(self.master_key, device_id)})
 
 
 @dataclass(frozen=True)
@@ -152,7 +147,7 @@ class Verifier:
         if alg == HMAC_ALG:
             key = self.device_keys.get(kid)
             if key is None and kid in self.master_keys:
-                key = device_key(self.master_keys[kid], device_id)
+                key = ota_device_key(self.master_keys[kid], device_id)
             if key is None:
                 raise SignatureError(f"unknown kid {kid!r} for {HMAC_ALG}")
             expected = hmac.new(key, manifest, hashlib.sha256).digest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from daemons.protocol.codec import json_size
+from daemons.protocol.errors import Rejected
 
 SECTIONS = ("desired", "reported")
 MAX_STATE_BYTES = 8 * 1024
@@ -12,13 +13,8 @@ MAX_DEPTH = 6
 MAX_KEY_CHARS = 64
 
 
-class ShadowError(ValueError):
+class ShadowError(Rejected):
     """A request the shadow rules refuse; `code` is the §0 error code."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def clone(value: Any) -> Any:

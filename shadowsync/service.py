@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from daemons.protocol.codec import CodecError, Encoding, decode
-from daemons.protocol.messages import Inbound, Outcome, client_token_of, error_body
+from daemons.protocol.messages import Inbound, Outcome, client_token_of, error_body, with_client_token
 from daemons.protocol.selector import parse_selector
 from daemons.registry import DeviceInfo, Registry, parse_tags
 from daemons.runtime.logs import OncePerKey, get_logger
@@ -221,14 +221,12 @@ class ShadowService:
             "version": new["version"],
             "timestamp": now,
         }
-        if token is not None:
-            accepted["clientToken"] = token
+        with_client_token(accepted, token)
         out.publish(f"{base}/update/accepted", accepted, encoding)
         documents: dict[str, Any] = {"current": doc.public_document(new), "timestamp": now}
         if current is not None:
             documents["previous"] = doc.public_document(current)
-        if token is not None:
-            documents["clientToken"] = token
+        with_client_token(documents, token)
         out.publish(f"{base}/update/documents", documents, encoding)
         before = previous.get("state", {}).get("desired")
         after = new["state"].get("desired")
@@ -249,8 +247,7 @@ class ShadowService:
             "version": document["version"],
             "timestamp": now,
         }
-        if token is not None:
-            body["clientToken"] = token
+        with_client_token(body, token)
         # A delta is started by the daemon: it goes in the encoding the device last used.
         out.publish(f"{Route('update', device.id, shadow).base(self.prefix)}/update/delta",
                     body, device.encoding())
@@ -275,8 +272,7 @@ class ShadowService:
         delta = doc.document_delta(current)
         if delta:
             body["state"]["delta"] = delta
-        if token is not None:
-            body["clientToken"] = token
+        with_client_token(body, token)
         out.publish(f"{r.base(self.prefix)}/get/accepted", body, encoding)
         out.count("get", "accepted")
 
@@ -288,8 +284,7 @@ class ShadowService:
         # The version counter survives the delete, as on AWS IoT: the next update continues it.
         device.delete("sh:" + r.shadow)
         body: dict[str, Any] = {"version": current["version"], "timestamp": now}
-        if token is not None:
-            body["clientToken"] = token
+        with_client_token(body, token)
         out.publish(f"{r.base(self.prefix)}/delete/accepted", body, encoding)
         out.count("delete", "accepted")
 
@@ -373,8 +368,7 @@ class ShadowService:
             chunk = {i: state for i in matched[start:start + BULK_CHUNK]}
             out.extend(self._apply(chunk, self._bulk_one))
         body: dict[str, Any] = {"matched": len(matched), "timestamp": now}
-        if token is not None:
-            body["clientToken"] = token
+        with_client_token(body, token)
         out.publish(f"{reply}/accepted", body)
         out.count("bulk", "accepted")
         return out

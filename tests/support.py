@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 # Re-exported: tests and benchmarks start infrastructure from here.
 from daemons.cli.localstack import (  # noqa: F401
@@ -28,6 +27,7 @@ from daemons.cli.localstack import (  # noqa: F401
     wait_port,
 )
 from daemons.protocol.codec import decode, encode
+from daemons.runtime.mqtt import make_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,8 @@ class Probe:
     """A paho client standing in for a device or an operator, with waits on messages."""
 
     def __init__(self, url: str, client_id: str | None = None, clean: bool = True,
-                 protocol: int = paho.MQTTv5) -> None:
+                 protocol: paho.MQTTProtocolVersion = paho.MQTTv5) -> None:
+        self.url = url
         self.port = int(url.rsplit(":", 1)[1])
         self.client_id = client_id or f"probe-{os.getpid()}-{id(self)}"
         self.clean = clean
@@ -72,10 +73,8 @@ class Probe:
         self.client = self._make()
 
     def _make(self) -> paho.Client:
-        v5 = self.protocol == paho.MQTTv5
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=self.protocol,
-                        clean_session=None if v5 else self.clean)
-        c.max_inflight_messages_set(1000)
+        c, self.addr = make_client(self.url, self.client_id, protocol=self.protocol, clean_session=self.clean,
+                                   max_inflight=1000)
         c.on_message = lambda _c, _u, m: self.messages.put(
             Received(m.topic, bytes(m.payload), bool(m.retain)))
         c.on_subscribe = lambda *a: self._subscribed.set()
@@ -93,7 +92,7 @@ class Probe:
             if not self.clean:
                 props = Properties(PacketTypes.CONNECT)
                 props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", self.port, keepalive=30, properties=props, **kwargs)
+        self.client.connect(self.addr.host, self.addr.port, keepalive=30, properties=props, **kwargs)
         self.client.loop_start()
         deadline = time.monotonic() + 10
         while not self.client.is_connected():

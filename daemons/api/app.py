@@ -24,10 +24,8 @@ from daemons.api.debug import DebugSessions
 from daemons.api.deps import Context
 from daemons.api.fleetindex import FleetIndex
 from daemons.api.links import link_key
-from daemons.registry import Registry
 from daemons.runtime.config import Settings
 from daemons.runtime.logs import get_logger
-from otaplanner.control import Control
 from otaplanner.rollout_store import RolloutStore
 
 STATIC = Path(__file__).parent / "static"
@@ -75,9 +73,6 @@ def build_context(settings: Settings, redis: Any, bridge: Bridge) -> Context:
     c.debug = DebugSessions(redis, bridge, audit, key.key, url, settings.topic_prefix, settings.ops_prefix)
     c.artifacts = store_from_settings(settings)
     c.rollouts = RolloutStore(redis)
-    # Only its `status` is used: the body the planner publishes, built from the same Redis state.
-    c.control = Control(c.rollouts, Registry(redis), None, settings.topic_prefix,  # type: ignore[arg-type]
-                        settings.ops_prefix, "fleet-api")
     return c
 
 

@@ -77,7 +77,7 @@ class TokenStore:
 
     def revoke(self, token_id: str, now: float | None = None) -> dict[str, Any]:
         for digest, raw in self.redis.hgetall(self.key).items():
-            record = json.loads(raw)
+            record: dict[str, Any] = json.loads(raw)
             if record["id"] == token_id or digest == token_id:
                 if record["revoked_at"] is None:
                     record["revoked_at"] = int(time.time() if now is None else now)

@@ -15,18 +15,16 @@ import asyncio
 import json
 import secrets
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from daemons.protocol.codec import CodecError, decode
 from daemons.protocol.errors import FleetError
 from daemons.runtime.config import Settings
+from daemons.runtime.mqtt import client_for
 
 Listener = Callable[[str, bytes], None]
 
@@ -57,12 +55,8 @@ class Bridge:
         self._listeners: dict[int, tuple[str, Listener]] = {}
         self._next = 0
         self._connected = threading.Event()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                   protocol=paho.MQTTv311, clean_session=True)
-        if settings.mqtt_username:
-            self._client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if urlparse(settings.mqtt_url).scheme == "mqtts":
-            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        # Request/answer traffic only: a clean session (nothing to resume after a restart).
+        self._client, self._addr = client_for(settings, self.client_id, clean_session=True)
         self._client.reconnect_delay_set(1, 10)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = lambda *a: self._connected.clear()
@@ -72,10 +66,8 @@ class Bridge:
     # -- connection ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 15.0) -> None:
-        url = urlparse(self.settings.mqtt_url)
-        port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         try:
-            self._client.connect(url.hostname or "127.0.0.1", port, keepalive=30)
+            self._client.connect(self._addr.host, self._addr.port, keepalive=30)
         except OSError as exc:
             raise FleetError(f"cannot connect to {self.settings.mqtt_url}: {exc}") from None
         self._client.loop_start()

@@ -34,7 +34,6 @@ class Context:
     debug: Any = None  # daemons.api.debug.DebugSessions, set by the app
     artifacts: Any = None  # the artifact store of the settings (local or S3)
     rollouts: Any = None  # otaplanner's RolloutStore
-    control: Any = None  # otaplanner's Control, for the status body only
     metrics: Any = None  # daemons.api.app.ApiMetrics
 
 

@@ -15,6 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemons.registry import Registry
+from healthwatch.store import HealthStore
+
 RESULT_TTL_S = 5
 SORTS = ("id", "-id", "last_seen_at", "-last_seen_at", "health_score", "-health_score")
 HEALTH = ("ok", "watch", "critical", "offline")
@@ -42,12 +45,11 @@ class FleetIndex:
     def __init__(self, redis: Any, namespace: str = "fleet") -> None:
         self.redis = redis
         self.ns = namespace
+        self.registry = Registry(redis, namespace)
+        self.health = HealthStore(redis, namespace)
 
     def idx(self, name: str) -> str:
         return f"{self.ns}:{{idx}}:{name}"
-
-    def health_key(self, name: str) -> str:
-        return f"{self.ns}:hw:{{idx}}:{name}"
 
     def backfill(self) -> None:
         """Fill the `ids` sorted set from the registry's `all` set when it lags (an older layout)."""
@@ -69,7 +71,7 @@ class FleetIndex:
             keys.append(self.idx(f"hw:{query.hw}"))
         keys.extend(self.idx(f"tag:{k}={v}") for k, v in sorted(query.tags.items()))
         if query.health is not None:
-            keys.append(self.health_key(f"status:{query.health}"))
+            keys.append(self.health.status_key(query.health))
         if query.connected is True:
             keys.append(self.idx("connected"))
         elif query.connected is False:
@@ -91,7 +93,7 @@ class FleetIndex:
         if by == "last_seen_at":
             pipe.zunionstore(tmp + ":s", {self.idx("all"): 0, self.idx("seen"): 1}, aggregate="MAX")
         elif by == "health_score":
-            pipe.zunionstore(tmp + ":s", {self.idx("all"): NO_SCORE, self.health_key("scores"): 1},
+            pipe.zunionstore(tmp + ":s", {self.idx("all"): NO_SCORE, self.health.scores_key: 1},
                              aggregate="MIN")
         if by != "id":
             keys.append(tmp + ":s")
@@ -120,8 +122,8 @@ class FleetIndex:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for device_id in ids:
-            pipe.hmget(f"{self.ns}:dev:{{{device_id}}}", *DEVICE_FIELDS)
-            pipe.hmget(f"{self.ns}:hw:{{{device_id}}}", "score", "status")
+            pipe.hmget(self.registry.key(device_id), *DEVICE_FIELDS)
+            pipe.hmget(self.health.key(device_id), "score", "status")
         rows = pipe.execute()
         out = []
         for i, device_id in enumerate(ids):
@@ -147,7 +149,7 @@ class FleetIndex:
         pipe.scard(self.idx("all"))
         pipe.scard(self.idx("connected"))
         for status in HEALTH:
-            pipe.scard(self.health_key(f"status:{status}"))
+            pipe.scard(self.health.status_key(status))
         for hw in hws:
             pipe.scard(self.idx(f"hw:{hw}"))
         for fw in fws:

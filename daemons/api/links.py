@@ -15,15 +15,10 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from daemons.protocol.errors import ConfigError
+from daemons.protocol.keys import DEBUG_LINK_INFO, derive, setting_key
 from daemons.protocol.messages import valid_device_id
 
-HKDF_INFO = b"fleet-debug-link-v1"
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-MIN_KEY_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -36,25 +31,15 @@ class LinkKey:
         return self.source == "ephemeral"
 
 
-def _hex_key(value: str, variable: str) -> bytes:
-    try:
-        key = bytes.fromhex(value.strip())
-    except ValueError:
-        raise ConfigError(f"{variable}: not hex") from None
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"{variable}: must be at least {MIN_KEY_BYTES} bytes of hex")
-    return key
-
-
 def link_key(debug_link_key: str | None, ota_master_key: str | None) -> LinkKey:
     """The signing key: the dedicated one, else derived from the OTA master key, else random."""
-    if debug_link_key:
-        return LinkKey(_hex_key(debug_link_key, "FLEET_DEBUG_LINK_KEY (debug_link_key)"), "debug_link_key")
-    if ota_master_key:
-        master = _hex_key(ota_master_key, "FLEET_OTA_MASTER_KEY (ota_master_key)")
+    dedicated = setting_key("debug_link_key", debug_link_key or None)
+    if dedicated is not None:
+        return LinkKey(dedicated, "debug_link_key")
+    master = setting_key("ota_master_key", ota_master_key or None)
+    if master is not None:
         # A separate key per purpose: a debug link never reveals anything about OTA keys.
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(master)
-        return LinkKey(derived, "ota_master_key")
+        return LinkKey(derive(master, DEBUG_LINK_INFO), "ota_master_key")
     return LinkKey(secrets.token_bytes(32), "ephemeral")
 
 

@@ -57,7 +57,7 @@ class OtaJob(BaseModel):
 
 
 class DeviceDetail(DeviceItem):
-    health: HealthDetail  # type: ignore[assignment]
+    health: HealthDetail
     shadow: ShadowDocument | None
     named_shadows: list[str]
     ota: OtaJob | None

@@ -22,6 +22,7 @@ from daemons.api.problems import Problem, responses
 from daemons.protocol.messages import DEVICE_ID_RE
 from daemons.registry import parse_tags
 from healthwatch.device import DeviceState
+from otaplanner.records import DeviceRecord
 from shadowsync import document as doc
 from shadowsync.topics import SHADOW_NAME_RE
 
@@ -85,7 +86,7 @@ def _shadow_body(fields: dict[str, str], name: str) -> dict[str, Any] | None:
 
 
 def _device_fields(c: Ctx, device_id: str) -> dict[str, str]:
-    fields: dict[str, str] = c.redis.hgetall(f"fleet:dev:{{{device_id}}}")
+    fields: dict[str, str] = c.redis.hgetall(c.index.registry.key(device_id))
     if not fields:
         raise Problem(404, f"no device {device_id!r}")
     return fields
@@ -98,7 +99,7 @@ def get_device(c: Ctx, who: Viewer, device_id: DeviceId) -> dict[str, Any]:
     item = c.index.items([device_id])[0]
     item["shadow"] = _shadow_body(fields, "")
     item["named_shadows"] = sorted(f[3:] for f in fields if f.startswith("sh:") and f != "sh:")
-    raw = c.redis.hget(f"fleet:hw:{{{device_id}}}", "st")
+    raw = c.redis.hget(c.index.health.key(device_id), "st")
     reasons: list[Any] = []
     if raw:
         try:
@@ -118,7 +119,7 @@ def _ota(c: Ctx, device_id: str) -> dict[str, Any] | None:
         return None
     kind = "rb:" if str(job_id or "").endswith("#rb") else ""
     rec = c.redis.hget(c.rollouts.key(rid, kind + "dev"), device_id)
-    state = json.loads(rec).get("s") if rec else None
+    state = str(DeviceRecord.from_json(json.loads(rec)).state) if rec else None
     return {"rollout_id": rid, "job_id": job_id, "state": state}
 
 
@@ -188,7 +189,7 @@ async def put_tags(c: Ctx, who: Operator, device_id: DeviceId, body: dict[str, s
     # The tags topic has no answer topic: the stored hash is the acknowledgement.
     deadline = time.monotonic() + TAG_WAIT_S
     want = json.dumps(tags, sort_keys=True)
-    while c.redis.hget(f"fleet:dev:{{{device_id}}}", "tags") != want:
+    while c.redis.hget(c.index.registry.key(device_id), "tags") != want:
         if time.monotonic() > deadline:
             c.audit.record(who, "tags.set", device_id, 503)
             raise Problem(503, "shadow-sync has not stored the tags yet (is it running?)")

@@ -23,7 +23,8 @@ from daemons.api.deps import Admin, Context, Ctx, Operator, Page, Viewer, daemon
 from daemons.api.problems import Problem, responses
 from daemons.protocol.messages import DEVICE_ID_RE
 from otaplanner import rollout as ro
-from otaplanner.control import Rollout
+from otaplanner.records import Rollout
+from otaplanner.reporting import Reporter
 
 router = APIRouter(responses=responses(400, 401, 403, 422, 503))
 Name = Annotated[str, Path(pattern=DEVICE_ID_RE.pattern)]
@@ -98,9 +99,11 @@ def status_of(c: Context, rid: str) -> dict[str, Any] | None:
     meta = c.rollouts.meta(rid)
     if not meta:
         return None
-    body, _ = c.control.status(Rollout.from_meta(rid, meta), time.time())
+    # The planner's own status body (what it retains on .../status), from the same Redis state.
+    rollout = Rollout.from_meta(rid, meta)
+    body = Reporter.status(rollout, c.rollouts.counts(rid), c.rollouts.counts(rid, "rb:"), time.time())
     body["created_at"] = int(meta.get("created_at", 0))
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 @router.get("/rollouts", response_model=m.RolloutPage, summary="Rollouts, newest first")

@@ -17,7 +17,6 @@ import secrets
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from daemons.cli.errors import REJECTED, UNREACHABLE, USAGE, CliError
 from daemons.protocol.codec import CodecError, decode
@@ -45,8 +44,7 @@ def upload(settings: Settings, name: str, path: Path, size: int) -> None:
 
 def register(settings: Settings, body: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Publish the registration and wait for its answer (matched by clientToken)."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
+    from daemons.runtime.mqtt import client_for  # paho only for the commands that talk MQTT
 
     topic = f"{settings.ops_prefix}/ota/releases/register"
     token = body["clientToken"]
@@ -63,16 +61,10 @@ def register(settings: Settings, body: dict[str, Any], timeout: float) -> dict[s
             answer.update(topic=msg.topic, body=payload)
             got.set()
 
-    u = urlparse(settings.mqtt_url)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleetctl-{secrets.token_hex(4)}",
-                         protocol=paho.MQTTv311)
-    if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    if u.scheme == "mqtts":
-        client.tls_set()
+    client, addr = client_for(settings, f"fleetctl-{secrets.token_hex(4)}", clean_session=True)
     client.on_message = on_message
     client.on_subscribe = lambda *a: subscribed.set()
-    host, port = u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883)
+    host, port = addr.host, addr.port
     try:
         client.connect(host, port, keepalive=30)
     except OSError as exc:

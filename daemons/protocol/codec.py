@@ -7,19 +7,16 @@ from typing import Any, Literal
 import msgpack
 import orjson
 
+from daemons.protocol.errors import Rejected
+
 Encoding = Literal["json", "msgpack"]
 
 _JSON_FIRST = frozenset(b"{ \t\r\n")
 _MSGPACK_MAP_FIRST = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 
 
-class CodecError(ValueError):
+class CodecError(Rejected):
     """The payload cannot be decoded; `code` is the §0 error code to answer with."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def detect(payload: bytes) -> Encoding | None:
@@ -56,7 +53,8 @@ def decode(payload: bytes, empty_as: dict[str, Any] | None = None) -> tuple[dict
 
 def encode(value: Any, encoding: Encoding = "json") -> bytes:
     if encoding == "msgpack":
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
     return orjson.dumps(value)
 
 

@@ -11,10 +11,19 @@ import base64
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from daemons.protocol.errors import ConfigError
+
 MIN_KEY_BYTES = 16
 
-#: info of the per-device broker password (development listener, amqtt plugin, simulator).
+# The `info` of every derivation, one per use (a key derived for one never serves another).
+#: the per-device broker password (development listener, amqtt plugin, simulator); + device id.
 DEVICE_PASSWORD_INFO = b"fleet-device-password-v1:"
+#: the per-device OTA job HMAC key (PROTOCOL §3); + device id.
+OTA_DEVICE_INFO = b"fleet-ota-v1:"
+#: the URL-signing key of the planner's local artifact store.
+ARTIFACT_URL_INFO = b"fleet-artifact-url-v1"
+#: the signing key of remote-debug links.
+DEBUG_LINK_INFO = b"fleet-debug-link-v1"
 
 
 class KeyError_(ValueError):
@@ -33,6 +42,19 @@ def parse_hex_key(value: str, *, min_bytes: int = MIN_KEY_BYTES) -> bytes:
     if len(key) < min_bytes:
         raise KeyError_(f"shorter than {min_bytes} bytes")
     return key
+
+
+def setting_key(field_name: str, value: str | None, *, min_bytes: int = MIN_KEY_BYTES) -> bytes | None:
+    """The hex key of a settings field (e.g. `ota_master_key`), None when it is not set.
+
+    Raises ConfigError naming the variable (`FLEET_OTA_MASTER_KEY (ota_master_key): ...`), never the key.
+    """
+    if value is None:
+        return None
+    try:
+        return parse_hex_key(value, min_bytes=min_bytes)
+    except KeyError_ as exc:
+        raise ConfigError.of(field_name, str(exc)) from None
 
 
 def derive(master: bytes, info: bytes, length: int = 32) -> bytes:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemons.protocol.codec import Encoding, encode
+from daemons.protocol.errors import Rejected
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CLIENT_TOKEN_MAX = 64
@@ -67,6 +68,14 @@ class Outcome:
         self.counts.extend(other.counts)
 
 
+def with_client_token(body: dict[str, Any], client_token: Any) -> dict[str, Any]:
+    """`body` (changed in place) with the request's clientToken, when it had a valid one: every answer
+    to a request carries it back (PROTOCOL §0), accepted, rejected, documents and delta alike."""
+    if isinstance(client_token, str):
+        body["clientToken"] = client_token
+    return body
+
+
 def error_body(code: int, message: str, client_token: Any = None, now: int | None = None) -> dict[str, Any]:
     """The §0 error payload."""
     body: dict[str, Any] = {
@@ -74,9 +83,7 @@ def error_body(code: int, message: str, client_token: Any = None, now: int | Non
         "message": message,
         "timestamp": int(time.time()) if now is None else now,
     }
-    if isinstance(client_token, str):
-        body["clientToken"] = client_token
-    return body
+    return with_client_token(body, client_token)
 
 
 def client_token_of(request: dict[str, Any]) -> str | None:
@@ -84,3 +91,33 @@ def client_token_of(request: dict[str, Any]) -> str | None:
     if isinstance(token, str) and len(token) <= CLIENT_TOKEN_MAX:
         return token
     return None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How one request is answered (PROTOCOL §0): on `{topic}/accepted` or `{topic}/rejected`, with the
+    request's clientToken; each outcome counted under `counted_as` (`rejected_<code>` for refusals).
+
+    `now`: the timestamp of a rejection (None: the clock at that moment).
+    """
+
+    topic: str
+    token: str | None
+    counted_as: str
+    now: int | None = None
+
+    def accept(self, out: Outcome, body: dict[str, Any], result: str = "accepted") -> None:
+        out.publish(f"{self.topic}/accepted", with_client_token(body, self.token))
+        out.count(self.counted_as, result)
+
+    def reject(self, out: Outcome, error: Rejected) -> None:
+        out.publish(f"{self.topic}/rejected", error_body(error.code, error.message, self.token, self.now))
+        out.count(self.counted_as, f"rejected_{error.code}")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request refused at the door, before it could be read (too large, undecodable, bad clientToken)."""
+
+    reply: Reply
+    error: Rejected

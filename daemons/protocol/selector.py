@@ -6,9 +6,17 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import valid_device_id
 
 MAX_IDS = 100_000
+
+
+class SelectorError(Rejected):
+    """A selector that is not one (always code 400); the message says which field and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
 
 
 @dataclass(frozen=True)
@@ -54,32 +62,32 @@ def tag_value(value: Any) -> str | None:
 
 
 def parse_selector(raw: Any) -> Selector:
-    """Validate a selector; raise ValueError with a message an operator understands."""
+    """Validate a selector; raise SelectorError (a ValueError) with a message an operator understands."""
     if raw is None:
         return Selector()
     if not isinstance(raw, dict):
-        raise ValueError("selector must be an object")
+        raise SelectorError("selector must be an object")
     unknown = set(raw) - {"hw", "fw", "tags", "ids"}
     if unknown:
-        raise ValueError(f"unknown selector field {sorted(unknown)[0]!r}")
+        raise SelectorError(f"unknown selector field {sorted(unknown)[0]!r}")
     for key in ("hw", "fw"):
         if key in raw and (not isinstance(raw[key], str) or not raw[key]):
-            raise ValueError(f"selector.{key} must be a non-empty string")
+            raise SelectorError(f"selector.{key} must be a non-empty string")
     tags: dict[str, str] = {}
     if "tags" in raw:
         if not isinstance(raw["tags"], dict):
-            raise ValueError("selector.tags must be an object")
+            raise SelectorError("selector.tags must be an object")
         for k, v in raw["tags"].items():
             text = tag_value(v)
             if text is None:
-                raise ValueError(f"selector.tags.{k} must be a string")
+                raise SelectorError(f"selector.tags.{k} must be a string")
             tags[k] = text
     ids: frozenset[str] | None = None
     if "ids" in raw:
         if not isinstance(raw["ids"], list) or len(raw["ids"]) > MAX_IDS:
-            raise ValueError(f"selector.ids must be a list of at most {MAX_IDS} device ids")
+            raise SelectorError(f"selector.ids must be a list of at most {MAX_IDS} device ids")
         bad = [i for i in raw["ids"] if not valid_device_id(i)]
         if bad:
-            raise ValueError(f"selector.ids holds an invalid device id: {str(bad[0])[:70]!r}")
+            raise SelectorError(f"selector.ids holds an invalid device id: {str(bad[0])[:70]!r}")
         ids = frozenset(raw["ids"])
     return Selector(raw.get("hw"), raw.get("fw"), tags, ids)

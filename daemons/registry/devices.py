@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,20 @@ class Registry:
             pipe.sadd(self._idx("fwvals"), fw)
         if mapping:
             pipe.hset(self.key(device_id), mapping=mapping)
+
+    def record(self, seen: Mapping[str, tuple[str | None, str | None, str]]) -> dict[str, DeviceInfo]:
+        """Record devices seen, with (hw, fw, encoding): each exists, its hw/fw when given, and the
+        payload encoding it last used (`enc`, which the planner answers in). One read, one write
+        round trip; returns what the registry held before."""
+        if not seen:
+            return {}
+        old = self.read_many(seen)
+        pipe = self.redis.pipeline(transaction=False)
+        for device_id, (hw, fw, encoding) in seen.items():
+            self.observe(pipe, old[device_id], hw, fw)
+            pipe.hset(self.key(device_id), "enc", encoding)
+        pipe.execute()
+        return old
 
     def set_tags(self, pipe: Any, old: DeviceInfo, tags: dict[str, str]) -> None:
         device_id = old.device_id

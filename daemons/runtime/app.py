@@ -1,10 +1,17 @@
-"""Entry point plumbing shared by the daemons: config, logs, metrics, Redis, MQTT, run loop."""
+"""Entry point plumbing shared by the daemons: config, logs, metrics, Redis, MQTT, run loop.
+
+`run_daemon` owns the process lifecycle: everything a daemon starts (the metrics server, Redis,
+the broker session, and any server its `build` starts) is entered on one `contextlib.ExitStack`
+and stopped in reverse order on the way out, whether the daemon stops on SIGTERM or fails.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import redis
@@ -15,6 +22,10 @@ from daemons.runtime.config import Settings, load_settings
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.mqtt import MqttSession
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
+
+# build(settings, redis, metrics[, resources]) -> Handler. A build that starts servers takes the
+# fourth argument and registers how to stop each one on it (`resources.callback(server.close)`).
+Build = Callable[..., Handler]
 
 
 def connect_redis(settings: Settings) -> Any:
@@ -29,12 +40,30 @@ def parse_args(daemon: str, argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_daemon(
-    daemon: str,
-    build: Callable[[Settings, Any, DaemonMetrics], Handler],
-    argv: list[str] | None = None,
-) -> int:
-    """Run one daemon until SIGTERM. Returns the process exit code."""
+def open_session(settings: Settings, daemon: str, topics: list[str], metrics: DaemonMetrics,
+                 resources: ExitStack) -> MqttSession:
+    """Connect the daemon's broker session, closed by `resources`.
+
+    `fleet_mqtt_connected{daemon}` follows the connection: 1 from each CONNACK, 0 from each loss
+    (paho's connect/disconnect callbacks) and once the session is closed.
+    """
+    gauge = metrics.connected.labels(daemon)
+    session = MqttSession(settings, daemon, topics, on_connection=lambda up: gauge.set(1 if up else 0))
+    resources.callback(gauge.set, 0)
+    resources.callback(session.close)
+    session.connect()
+    return session
+
+
+def _build(build: Build, settings: Settings, store: Any, metrics: DaemonMetrics,
+           resources: ExitStack) -> Handler:
+    if len(inspect.signature(build).parameters) >= 4:
+        return build(settings, store, metrics, resources)
+    return build(settings, store, metrics)
+
+
+def run_daemon(daemon: str, build: Build, argv: list[str] | None = None) -> int:
+    """Run one daemon until SIGTERM. Returns the process exit code (0, 1 fatal, 2 configuration)."""
     args = parse_args(daemon, argv)
     try:
         settings = load_settings(daemon, args.config)
@@ -46,23 +75,18 @@ def run_daemon(
     stop = StopFlag()
     stop.install()
     metrics = DaemonMetrics(daemon)
-    store = connect_redis(settings)
-    session: MqttSession | None = None
-    try:
-        metrics.serve(settings.metrics_port_for(daemon))
-        handler = build(settings, store, metrics)
-        session = MqttSession(settings, daemon, handler.topics())
-        session.connect()
-        metrics.connected.labels(daemon).set(1)
-        log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
-                 shared=session.shared, client_id=session.client_id)
-        RunLoop(handler, session, metrics, stop, settings.batch_max).run()
-        log.info("stopped")
-        return 0
-    except FleetError as exc:
-        log.error("fatal", error=str(exc))
-        return 1
-    finally:
-        if session is not None:
-            session.close()
-        store.close()
+    with ExitStack() as resources:
+        try:
+            store = connect_redis(settings)
+            resources.callback(store.close)
+            metrics.serve(settings.metrics_port_for(daemon), resources)
+            handler = _build(build, settings, store, metrics, resources)
+            session = open_session(settings, daemon, handler.topics(), metrics, resources)
+            log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
+                     shared=session.shared, client_id=session.client_id)
+            RunLoop(handler, session, metrics, stop, settings.batch_max).run()
+            log.info("stopped")
+            return 0
+        except FleetError as exc:
+            log.error("fatal", error=str(exc))
+            return 1

@@ -11,12 +11,13 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from daemons.protocol.errors import ConfigError
+from daemons.protocol.errors import ConfigError, env_name
+from daemons.protocol.keys import setting_key
 
 # Topic prefixes become MQTT topic levels: no wildcards, no empty levels.
 _PREFIX_FORBIDDEN = set("+#\x00")
@@ -31,11 +32,16 @@ DEFAULT_METRICS_PORTS = {
 
 @dataclass(frozen=True)
 class Settings:
-    """Configuration shared by every daemon (PROTOCOL §7)."""
+    """Configuration shared by every daemon (PROTOCOL §7).
+
+    Flat fields (one per TOML key / FLEET_* variable), with read-only views by section: `mqtt`,
+    `redis`, `ota`, `artifacts`, `api`, `metrics`. Secrets (passwords, keys) are left out of
+    every repr, so a logged Settings never shows them.
+    """
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
-    mqtt_password: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
     # "auto" tries MQTT 5 and falls back to 3.1.1; "5" or "3.1.1" forces one.
     mqtt_protocol: str = "auto"
     # "auto" uses $share/<daemon>/ when the broker says it offers shared subscriptions (MQTT 5).
@@ -56,12 +62,12 @@ class Settings:
     artifact_public_url: str | None = None
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
-    s3_secret_key: str | None = None
+    s3_secret_key: str | None = field(default=None, repr=False)
     s3_region: str = "us-east-1"
-    ota_master_key: str | None = None
+    ota_master_key: str | None = field(default=None, repr=False)
     ota_ecdsa_key: str | None = None
     ota_kid: str = "k1"
-    debug_link_key: str | None = None
+    debug_link_key: str | None = field(default=None, repr=False)
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     # The API's address as browsers see it (debug links, console), when not http://api_host:api_port.
@@ -72,9 +78,84 @@ class Settings:
             return self.metrics_port
         return DEFAULT_METRICS_PORTS.get(daemon, 0)
 
+    @property
+    def mqtt(self) -> MqttSettings:
+        return MqttSettings(self.mqtt_url, self.mqtt_username, self.mqtt_password, self.mqtt_protocol,
+                            self.shared_subscriptions, self.mqtt_client_id, self.session_expiry_s,
+                            self.batch_max, self.topic_prefix, self.ops_prefix)
 
-def env_name(field_name: str) -> str:
-    return "FLEET_" + field_name.upper()
+    @property
+    def redis(self) -> RedisSettings:
+        return RedisSettings(self.redis_url, self.redis_cluster)
+
+    @property
+    def ota(self) -> OtaSettings:
+        return OtaSettings(self.ota_master_key, self.ota_ecdsa_key, self.ota_kid)
+
+    @property
+    def artifacts(self) -> ArtifactSettings:
+        return ArtifactSettings(self.artifact_store, self.artifact_http_port, self.artifact_public_url,
+                                self.s3_endpoint, self.s3_access_key, self.s3_secret_key, self.s3_region)
+
+    @property
+    def api(self) -> ApiSettings:
+        return ApiSettings(self.api_host, self.api_port, self.api_public_url, self.debug_link_key)
+
+    @property
+    def metrics(self) -> MetricsSettings:
+        return MetricsSettings(self.metrics_port)
+
+
+# Read-only views of Settings by section (the flat fields stay the configuration's source).
+@dataclass(frozen=True)
+class MqttSettings:
+    url: str
+    username: str | None
+    password: str | None = field(repr=False)
+    protocol: str
+    shared_subscriptions: str
+    client_id: str | None
+    session_expiry_s: int
+    batch_max: int
+    topic_prefix: str
+    ops_prefix: str
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    cluster: bool
+
+
+@dataclass(frozen=True)
+class OtaSettings:
+    master_key: str | None = field(repr=False)
+    ecdsa_key: str | None  # a file path
+    kid: str
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    store: str
+    http_port: int
+    public_url: str | None
+    s3_endpoint: str | None
+    s3_access_key: str | None
+    s3_secret_key: str | None = field(repr=False)
+    s3_region: str
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    host: str
+    port: int
+    public_url: str | None
+    debug_link_key: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    port: int  # -1: the daemon's default port (Settings.metrics_port_for)
 
 
 def _coerce(name: str, source: str, raw: Any, default: Any, annotation: str) -> Any:
@@ -103,8 +184,7 @@ def _coerce(name: str, source: str, raw: Any, default: Any, annotation: str) -> 
 
 
 def _validate(s: Settings) -> None:
-    def bad(field_name: str, why: str) -> ConfigError:
-        return ConfigError(f"{env_name(field_name)} ({field_name}): {why}")
+    bad = ConfigError.of
 
     url = urlparse(s.mqtt_url)
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
@@ -135,12 +215,7 @@ def _validate(s: Settings) -> None:
         raise bad("log_level", f"expected debug, info, warning or error, got {s.log_level!r}")
     if not (s.artifact_store.startswith("local:") or s.artifact_store.startswith("s3://")):
         raise bad("artifact_store", f"expected local:/dir or s3://bucket/prefix, got {s.artifact_store!r}")
-    if s.ota_master_key is not None:
-        try:
-            if len(bytes.fromhex(s.ota_master_key)) < 16:
-                raise bad("ota_master_key", "must be at least 16 bytes of hex")
-        except ValueError:
-            raise bad("ota_master_key", "not hex") from None
+    setting_key("ota_master_key", s.ota_master_key)
 
 
 def load_settings(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -29,6 +31,10 @@ class DaemonMetrics:
     def count(self, kind: str, result: str, n: int = 1) -> None:
         self.messages.labels(self.daemon, kind, result).inc(n)
 
-    def serve(self, port: int) -> None:
+    def serve(self, port: int, resources: ExitStack | None = None) -> None:
+        """Serve /metrics on `port` (none when not positive); `resources` stops the server."""
         if port > 0:
-            start_http_server(port, registry=self.registry)
+            server, _thread = start_http_server(port, registry=self.registry)
+            if resources is not None:
+                resources.callback(server.server_close)
+                resources.callback(server.shutdown)

@@ -14,18 +14,73 @@ import queue
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from daemons.protocol.errors import FleetError
 from daemons.protocol.messages import Inbound, Publish
 from daemons.runtime.config import Settings
+
+PROTOCOLS: dict[str, MQTTProtocolVersion] = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883, TLS) points."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        u = urlparse(url)
+        if u.scheme not in ("mqtt", "mqtts"):
+            raise FleetError(f"not an MQTT URL (mqtt:// or mqtts://): {url!r}")
+        tls = u.scheme == "mqtts"
+        return cls(u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls)
+
+
+def make_client(url: str, client_id: str = "", *, protocol: MQTTProtocolVersion | str = paho.MQTTv5,
+                username: str | None = None, password: str | None = None,
+                clean_session: bool | None = None, manual_ack: bool = False,
+                max_inflight: int | None = None) -> tuple[paho.Client, BrokerAddress]:
+    """A paho client (callback API 2) set up for the broker at `url`, not connected yet.
+
+    The one place for what every client of the fleet needs: TLS with the system's CAs for
+    `mqtts://`, credentials, protocol (`paho.MQTTv5`/`MQTTv311`, or "5"/"3.1.1" as in settings),
+    an in-flight window (paho scans it on every PUBACK: keep it modest on busy clients) and no
+    client-side queue limit. `clean_session` applies to MQTT 3.1.1 only (MQTT 5 sets clean_start
+    on connect). Returns the client and the address to `connect(addr.host, addr.port, ...)` to.
+    """
+    addr = BrokerAddress.parse(url)
+    version = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
+    v5 = version == paho.MQTTv5
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version,
+                         clean_session=None if v5 else clean_session, manual_ack=manual_ack)
+    if username:
+        client.username_pw_set(username, password)
+    if addr.tls:
+        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    if max_inflight is not None:
+        client.max_inflight_messages_set(max_inflight)
+    client.max_queued_messages_set(0)
+    return client, addr
+
+
+def client_for(settings: Settings, client_id: str, protocol: MQTTProtocolVersion | str = paho.MQTTv311,
+               **options: Any) -> tuple[paho.Client, BrokerAddress]:
+    """`make_client` for the broker, credentials and protocol of the settings (`auto`: `protocol`)."""
+    wanted = settings.mqtt_protocol if settings.mqtt_protocol != "auto" else protocol
+    return make_client(settings.mqtt_url, client_id, protocol=wanted, username=settings.mqtt_username,
+                       password=settings.mqtt_password, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +101,11 @@ class _Pending:
 class MqttSession:
     """One broker connection feeding a queue of `Inbound` messages."""
 
-    def __init__(self, settings: Settings, daemon: str, topics: list[str], client_id: str | None = None):
+    def __init__(self, settings: Settings, daemon: str, topics: list[str], client_id: str | None = None,
+                 on_connection: Callable[[bool], None] | None = None) -> None:
+        """`on_connection(up)`: called from paho's thread on every CONNACK (True) and loss (False)."""
         self.settings = settings
+        self.on_connection = on_connection
         self.daemon = daemon
         self.topics = topics
         self.client_id = client_id or settings.mqtt_client_id or f"{daemon}-{socket.gethostname()}"
@@ -84,24 +142,13 @@ class MqttSession:
                 return
         raise FleetError(f"cannot connect to {self.settings.mqtt_url}: {last_error}")
 
-    def _try_connect(self, protocol: paho.MQTTProtocolVersion, timeout: float) -> tuple[bool, str]:
-        url = urlparse(self.settings.mqtt_url)
+    def _try_connect(self, protocol: MQTTProtocolVersion, timeout: float) -> tuple[bool, str]:
         v5 = protocol == paho.MQTTv5
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=protocol,
-            clean_session=None if v5 else False,
-            manual_ack=True,
-        )
-        if self.settings.mqtt_username:
-            client.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
-        if url.scheme == "mqtts":
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(1, 30)
         # paho scans the whole in-flight window on every PUBACK: a modest window is faster.
-        client.max_inflight_messages_set(100)
-        client.max_queued_messages_set(0)
+        client, addr = make_client(self.settings.mqtt_url, self.client_id, protocol=protocol,
+                                   username=self.settings.mqtt_username, password=self.settings.mqtt_password,
+                                   clean_session=False, manual_ack=True, max_inflight=100)
+        client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -111,12 +158,11 @@ class MqttSession:
         self._attempt_v5 = v5
         props = None
         if v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.settings.session_expiry_s
             props.ReceiveMaximum = min(65535, max(100, 2 * self.settings.batch_max))
-        port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         try:
-            client.connect(url.hostname or "127.0.0.1", port, keepalive=30,
+            client.connect(addr.host, addr.port, keepalive=30,
                            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
                            properties=props)
         except (OSError, ValueError) as exc:
@@ -142,6 +188,8 @@ class MqttSession:
             for topic in self.topics:
                 client.subscribe(self.subscription(topic), qos=1)
             self._connected.set()
+            if self.on_connection is not None:
+                self.on_connection(True)
         self._connack_event.set()
 
     def _shared_allowed(self, props: Any) -> bool:
@@ -158,6 +206,8 @@ class MqttSession:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()
+        if self.on_connection is not None:
+            self.on_connection(False)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         token = AckToken(self._generation, msg.mid, msg.qos)

@@ -12,9 +12,9 @@ import queue
 import threading
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 from daemons.protocol.codec import CodecError, decode
+from daemons.runtime.mqtt import make_client
 from daemons.sim.device_model import DeviceModel, Status
 
 
@@ -23,9 +23,6 @@ class DeviceRunner:
 
     def __init__(self, model: DeviceModel, mqtt_url: str, prefix: str, heartbeat_s: float = 60.0,
                  username: str | None = None, password: str | None = None) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
         self.model = model
         self.prefix = prefix
         self.heartbeat_s = heartbeat_s
@@ -36,14 +33,9 @@ class DeviceRunner:
         self._jobs: queue.Queue[bytes | None] = queue.Queue()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name=f"device-{model.device_id}", daemon=True)
-        u = urlparse(mqtt_url)
-        self._addr = (u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883))
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{model.device_id}",
-                                  protocol=paho.MQTTv311)
-        if username:
-            self.client.username_pw_set(username, password)
-        if u.scheme == "mqtts":
-            self.client.tls_set()
+        self.client, addr = make_client(mqtt_url, f"{prefix}-{model.device_id}", protocol="3.1.1",
+                                        username=username, password=password, clean_session=True)
+        self._addr = (addr.host, addr.port)
         self.client.will_set(f"{self.base}/status", json.dumps({"online": False}), qos=1, retain=True)
         self.client.on_message = lambda _c, _u, m: self._jobs.put(bytes(m.payload))
         self.client.on_connect = self._on_connect

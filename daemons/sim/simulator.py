@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from daemons.protocol.codec import decode, encode
 from daemons.runtime.config import load_settings
+from daemons.runtime.mqtt import make_client
 from daemons.sim.device_model import DeviceModel
 from otaplanner.signing import Signer
 
@@ -33,7 +33,7 @@ def _bad_image(device_id: str, manifest: dict[str, Any]) -> bool:
 
 
 @dataclass
-class SimDevice:
+class DemoDevice:
     device_id: str
     hw: str
     fw: str = "1.0.0"
@@ -68,22 +68,18 @@ class Fleet:
     def __init__(self, url: str, prefix: str, count: int, interval_s: float) -> None:
         self.prefix = prefix
         self.interval_s = interval_s
-        port = int(url.rsplit(":", 1)[1])
-        host = url.split("://", 1)[1].rsplit(":", 1)[0]
         rng = random.Random(7)
         self.devices = {
-            f"sim-{i:04d}": SimDevice(f"sim-{i:04d}", "esp32c3" if i % 3 else "esp32s3",
+            f"sim-{i:04d}": DemoDevice(f"sim-{i:04d}", "esp32c3" if i % 3 else "esp32s3",
                                       temp_offset=rng.gauss(0, 1.0),
                                       drift_c_per_h=30.0 if i in (3, 11) else 0.0)
             for i in range(count)
         }
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"simulator-{prefix}",
-                                  protocol=paho.MQTTv5)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
+        # mqtts:// is honoured (TLS), which the hand-built client here used to ignore.
+        self.client, addr = make_client(url, f"simulator-{prefix}", max_inflight=1000)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.connect(host, port, keepalive=30)
+        self.client.connect(addr.host, addr.port, keepalive=30)
         self.stop = threading.Event()
         self._attach_models()
 
@@ -130,7 +126,7 @@ class Fleet:
             client.publish(f"{self.prefix}/{device_id}/shadow/update",
                            encode({"state": {"reported": delta}, "seq": device.seq}, encoding), qos=1)
 
-    def _install(self, device: SimDevice, payload: bytes) -> None:
+    def _install(self, device: DemoDevice, payload: bytes) -> None:
         assert device.model is not None
         try:
             job, _ = decode(payload)

@@ -72,7 +72,7 @@ static fa_err_t led_handler(void *user, const char *key, const char *json, size_
 
 void app_main(void)
 {
-    static char device_id[65], mqtt_pass[65];
+    static char device_id[65], mqtt_pass[65], kid[FA_KID_MAX];
     static uint8_t ota_key[32], ecdsa_pub[512];
     esp_err_t err = nvs_flash_init();
     if (err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) {
@@ -97,6 +97,10 @@ void app_main(void)
         if (nvs_get_blob(id, "ecdsa_pub", ecdsa_pub, &len) == ESP_OK) {
             cfg.ecdsa_pub = ecdsa_pub;
             cfg.ecdsa_pub_len = len;
+        }
+        len = sizeof(kid); /* the kid the provisioned keys sign under; "k1" when absent */
+        if (nvs_get_str(id, "ota_kid", kid, &len) == ESP_OK) {
+            cfg.kid = kid;
         }
         len = sizeof(mqtt_pass);
         if (nvs_get_str(id, "mqtt_pass", mqtt_pass, &len) == ESP_OK) {

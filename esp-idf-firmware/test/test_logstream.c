@@ -82,12 +82,33 @@ static void test_escapes_lines(void **state)
     assert_non_null(strstr(out, "quote \\\" and \\\\ tab\\t"));
 }
 
+/* desired debug.level: lines below it are not streamed; a line's level is its ESP-IDF letter. */
+static void test_level_filters_lines(void **state)
+{
+    assert_int_equal(fa_ls_line_level("E (12) wifi: gone"), 1);
+    assert_int_equal(fa_ls_line_level("\033[0;33mW (12) tag: x\033[0m"), 2);
+    assert_int_equal(fa_ls_line_level("D (1.0.0) fleet: heartbeat"), 4);
+    assert_int_equal(fa_ls_line_level("app tick 3"), 3); /* no letter: info */
+    fa_ls_init(&ls, 10, 10, 8);
+    fa_ls_set(&ls, true, 1000, 0);
+    assert_true(fa_ls_push(&ls, "I (1) a: kept", 1));
+    assert_false(fa_ls_push(&ls, "D (1) a: not at info", 1)); /* info is the default */
+    fa_ls_set_level(&ls, 4);
+    assert_true(fa_ls_push(&ls, "D (1) a: kept at debug", 1));
+    assert_false(fa_ls_push(&ls, "V (1) a: verbose", 1));
+    fa_ls_set_level(&ls, 2);
+    assert_false(fa_ls_push(&ls, "I (1) a: not at warn", 1));
+    assert_true(fa_ls_push(&ls, "E (1) a: kept at warn", 1));
+    assert_int_equal(ls.count, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rate_limit_and_drops),
         cmocka_unit_test(test_stops_at_until),
         cmocka_unit_test(test_escapes_lines),
+        cmocka_unit_test(test_level_filters_lines),
     };
     return cmocka_run_group_tests_name("logstream", tests, NULL, NULL);
 }

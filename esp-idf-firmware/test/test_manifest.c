@@ -19,15 +19,20 @@ static const char ECDSA_MAN[] =
 static const char ECDSA_SIG[] =
     "MEUCIEfghtD2EFBC8wpv0yxNDqZIBod1kBoarxezXEdS8RX0AiEA+duHEBCuTNVP9BAgntd4lB8uB4J4nU9INa4jbWfxAdc=";
 
+static fa_key_t keys[2];
+static char retired[FA_MAX_RETIRED][FA_KID_MAX];
+
 static fa_verify_ctx_t vctx(void)
 {
-    fa_verify_ctx_t v = { "dev-1", "c3", 2, NOW, KEY, sizeof(KEY), (const uint8_t *)PUB, sizeof(PUB) };
+    keys[0] = (fa_key_t){ "k1", KEY, sizeof(KEY), NULL, 0 };
+    keys[1] = (fa_key_t){ "e1", NULL, 0, (const uint8_t *)PUB, sizeof(PUB) };
+    fa_verify_ctx_t v = { "dev-1", "c3", 2, NOW, keys, 2, retired, 0 };
     return v;
 }
 
 static job_spec_t good(void)
 {
-    job_spec_t s = { "job-1", "dev-1", "c3", "2.0.0", "http://127.0.0.1:1/fw.bin", NULL, 1000, 2, NOW + 600, NULL };
+    job_spec_t s = { "job-1", "dev-1", "c3", "2.0.0", "http://127.0.0.1:1/fw.bin", NULL, 1000, 2, NOW + 600, NULL, NULL };
     return s;
 }
 
@@ -103,16 +108,17 @@ static void test_malformed_envelopes(void **state)
     const char *bad[] = {
         "not json",
         "[]",
-        "{\"alg\":\"hmac-sha256\",\"manifest\":\"e30=\",\"sig\":\"AAAA\"}",           /* no job_id */
-        "{\"job_id\":\"j\",\"alg\":\"hmac-sha256\",\"manifest\":\"!!!\",\"sig\":\"AAAA\"}", /* bad base64 */
-        "{\"job_id\":\"j\",\"alg\":\"hmac-sha256\",\"sig\":\"AAAA\"}",                 /* no manifest */
+        "{\"alg\":\"hmac-sha256\",\"kid\":\"k1\",\"manifest\":\"e30=\",\"sig\":\"AAAA\"}",           /* no job_id */
+        "{\"job_id\":\"j\",\"alg\":\"hmac-sha256\",\"kid\":\"k1\",\"manifest\":\"!!!\",\"sig\":\"AAAA\"}", /* bad base64 */
+        "{\"job_id\":\"j\",\"alg\":\"hmac-sha256\",\"kid\":\"k1\",\"sig\":\"AAAA\"}",                 /* no manifest */
+        "{\"job_id\":\"j\",\"alg\":\"hmac-sha256\",\"manifest\":\"e30=\",\"sig\":\"AAAA\"}",           /* no kid */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(fa_job_check(bad[i], strlen(bad[i]), &v, &m), FA_REFUSE_MALFORMED);
     }
-    const char *alg = "{\"job_id\":\"j\",\"alg\":\"rsa\",\"manifest\":\"e30=\",\"sig\":\"AAAA\"}";
+    const char *alg = "{\"job_id\":\"j\",\"alg\":\"rsa\",\"kid\":\"k1\",\"manifest\":\"e30=\",\"sig\":\"AAAA\"}";
     assert_int_equal(fa_job_check(alg, strlen(alg), &v, &m), FA_REFUSE_ALG);
-    v.hmac_key = NULL; /* a device without a key refuses hmac jobs */
+    keys[0].hmac_key = NULL; /* a device without an HMAC key under k1 refuses hmac jobs signed under it */
     job_spec_t s = good();
     char job[2048];
     int n = make_job(job, sizeof(job), KEY, 32, &s);
@@ -139,9 +145,38 @@ static void test_ecdsa(void **state)
     tampered[20] = tampered[20] == 'A' ? 'B' : 'A';
     n = ecdsa_job(job, sizeof(job), tampered);
     assert_int_equal(fa_job_check(job, (size_t)n, &v, &m), FA_REFUSE_SIGNATURE);
-    v.ecdsa_pub = NULL; /* no signing key configured */
+    keys[1].ecdsa_pub = NULL; /* no signing key configured under e1 */
     n = ecdsa_job(job, sizeof(job), ECDSA_MAN);
     assert_int_equal(fa_job_check(job, (size_t)n, &v, &m), FA_REFUSE_ALG);
+}
+
+/* Rotation: the kid picks the key; an unknown kid and a retired one are refused with their reason;
+ * a new key is accepted once the device has it. */
+static void test_kid_selects_the_key(void **state)
+{
+    static const uint8_t KEY2[32] = { 2 };
+    fa_manifest_t m;
+    char job[2048];
+    job_spec_t s = good();
+    s.kid = "k2";
+    int n = make_job(job, sizeof(job), KEY2, 32, &s);
+    fa_verify_ctx_t v = vctx();
+    assert_int_equal(fa_job_check(job, (size_t)n, &v, &m), FA_REFUSE_KEY_UNKNOWN);
+    assert_string_equal(fa_refusal_str(FA_REFUSE_KEY_UNKNOWN), "unknown key id");
+    fa_key_t ring[3] = { keys[0], keys[1], { "k2", KEY2, 32, NULL, 0 } };
+    v.keys = ring;
+    v.nkeys = 3; /* learned k2 */
+    assert_int_equal(fa_job_check(job, (size_t)n, &v, &m), FA_REFUSE_NONE);
+    s.kid = "k1"; /* k1's key under the wrong kid does not verify */
+    n = make_job(job, sizeof(job), KEY2, 32, &s);
+    assert_int_equal(fa_job_check(job, (size_t)n, &v, &m), FA_REFUSE_SIGNATURE);
+    n = make_job(job, sizeof(job), KEY, 32, &s);
+    assert_int_equal(fa_job_check(job, (size_t)n, &v, &m), FA_REFUSE_NONE);
+    snprintf(retired[0], sizeof(retired[0]), "k1");
+    v.nretired = 1; /* retired k1, even though its key is still held */
+    assert_int_equal(fa_job_check(job, (size_t)n, &v, &m), FA_REFUSE_KEY_RETIRED);
+    assert_string_equal(fa_refusal_str(FA_REFUSE_KEY_RETIRED), "signed with a retired key");
+    assert_string_equal(m.job_id, "job-1"); /* known, so the refusal can be reported for it */
 }
 
 static void test_device_key_derivation(void **state)
@@ -181,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_tampered_manifest),
         cmocka_unit_test(test_malformed_envelopes),
         cmocka_unit_test(test_ecdsa),
+        cmocka_unit_test(test_kid_selects_the_key),
         cmocka_unit_test(test_device_key_derivation),
         cmocka_unit_test(test_app_desc),
     };

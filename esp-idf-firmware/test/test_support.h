@@ -123,6 +123,7 @@ typedef struct {
     uint32_t size, secure_version;
     long long expires_at;
     const char *envelope_job_id; /* NULL: same as job_id */
+    const char *kid;             /* NULL: "k1" */
 } job_spec_t;
 
 /* A job envelope signed with HMAC-SHA256 under key. Returns its length. */
@@ -140,9 +141,9 @@ static inline int make_job(char *out, size_t cap, const uint8_t *key, size_t key
     assert_int_equal(fa_hmac_sha256(key, key_len, man, (size_t)n, mac), 0);
     b64enc((const uint8_t *)man, (size_t)n, b64m);
     b64enc(mac, 32, b64s);
-    return snprintf(out, cap, "{\"job_id\":\"%s\",\"rollout_id\":\"r1\",\"alg\":\"hmac-sha256\",\"kid\":\"k1\","
+    return snprintf(out, cap, "{\"job_id\":\"%s\",\"rollout_id\":\"r1\",\"alg\":\"hmac-sha256\",\"kid\":\"%s\","
                     "\"manifest\":\"%s\",\"sig\":\"%s\"}",
-                    s->envelope_job_id ? s->envelope_job_id : s->job_id, b64m, b64s);
+                    s->envelope_job_id ? s->envelope_job_id : s->job_id, s->kid ? s->kid : "k1", b64m, b64s);
 }
 
 #endif

@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -24,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "esp-idf-firmware"
 BINARY = FIRMWARE / "build-host" / "fleet-device"
 MASTER_KEY = bytes(range(32))
+
+SLOT0_OFF, SLOT_SIZE = 0x20000, 0x1E0000  # ota_0 and its size, as hf_flash.h and partitions.csv
+RESUME_EVERY = 16 * 1024  # FA_OTA_SAVE_EVERY
 
 # otadata states, as esp_ota_img_states_t
 NEW, PENDING_VERIFY, VALID, INVALID, ABORTED = 0, 1, 2, 3, 4
@@ -60,24 +64,27 @@ def make_image(tmp: Path, version: str, secure_version: int = 0, selftest: str =
 
 def signed_job(device_id: str, job_id: str, version: str, image: bytes, url: str, hw: str = "c3",
                secure_version: int = 0, expires_in: int = 600,
-               tamper: Callable[[bytes], bytes] | None = None) -> dict[str, Any]:
+               tamper: Callable[[bytes], bytes] | None = None, kid: str = "k1",
+               master: bytes = MASTER_KEY) -> dict[str, Any]:
     now = int(time.time())
     manifest = json.dumps({
         "device_id": device_id, "job_id": job_id, "version": version, "hw": hw, "url": url,
         "sha256": hashlib.sha256(image).hexdigest(), "size": len(image), "secure_version": secure_version,
         "issued_at": now, "expires_at": now + expires_in,
     }, separators=(",", ":")).encode()
-    sig = hmac.new(device_key(device_id), manifest, hashlib.sha256).digest()
+    sig = hmac.new(device_key(device_id, master), manifest, hashlib.sha256).digest()
     if tamper is not None:
         manifest = tamper(manifest)
-    return {"job_id": job_id, "rollout_id": "r-test", "alg": "hmac-sha256", "kid": "k1",
+    return {"job_id": job_id, "rollout_id": "r-test", "alg": "hmac-sha256", "kid": kid,
             "manifest": base64.b64encode(manifest).decode(), "sig": base64.b64encode(sig).decode()}
 
 
 @dataclass
 class ImageServer:
-    """Serves firmware over HTTP with Range support; can throttle and cut a connection once."""
+    """Serves firmware over HTTPS (given a TLS context) or HTTP with Range support; can throttle and
+    cut a connection once."""
 
+    tls: ssl.SSLContext | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: list[str] = field(default_factory=list)
     chunk_delay_s: float = 0.0
@@ -126,11 +133,16 @@ class ImageServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if self.tls is not None:
+            # The handshake happens at accept; a client that rejects the certificate just goes away.
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
     def url(self, path: str) -> str:
         assert self.server is not None
+        if self.tls is not None:
+            return f"https://localhost:{self.server.server_address[1]}{path}"  # the name the cert carries
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
     def stop(self) -> None:
@@ -150,6 +162,7 @@ class Device:
     hw: str = "c3"
     extra: list[str] = field(default_factory=list)
     master_key: bytes = MASTER_KEY
+    ca: Path | None = None  # the CA HTTPS downloads are verified against
     process: subprocess.Popen[bytes] | None = None
     lines: list[str] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -164,7 +177,8 @@ class Device:
     def start(self) -> Device:
         args = [str(BINARY), "run", "--flash", str(self.flash), "--id", self.device_id, "--hw", self.hw,
                 "--broker", f"mqtt://127.0.0.1:{self.broker_port}", "--prefix", self.prefix,
-                "--master-key", self.master_key.hex(), *self.extra]
+                "--master-key", self.master_key.hex(), *(["--ca", str(self.ca)] if self.ca else []),
+                *self.extra]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         env={**os.environ, "FLEET_RESET_REASON": "poweron"})
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
@@ -194,6 +208,12 @@ class Device:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def slot_bytes(self, slot: int, size: int) -> bytes:
+        """The first size bytes of an app slot, read from the flash file (partitions.csv offsets)."""
+        with self.flash.open("rb") as f:
+            f.seek(SLOT0_OFF + slot * SLOT_SIZE)
+            return f.read(size)
 
     def info(self) -> dict[str, Any]:
         out = subprocess.run([str(BINARY), "info", "--flash", str(self.flash)], check=True,

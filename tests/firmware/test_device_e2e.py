@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.firmware.device import ABORTED, INVALID, VALID, Device, ImageServer, make_image, signed_job
+from tests.firmware.device import (
+    ABORTED,
+    INVALID,
+    RESUME_EVERY,
+    VALID,
+    Device,
+    ImageServer,
+    make_image,
+    signed_job,
+)
+from tests.firmware.tls import make_pki
 from tests.support import Probe, Received
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,10 +118,14 @@ def test_debug_log_stream_is_rate_limited_and_stops_at_until(
         logs.wait(f"{p}/{dev.device_id}/logs", timeout=1.5)
 
 
+@pytest.mark.parametrize("scheme", ["https", "http"])
 def test_good_update_succeeds_and_heartbeats_the_new_version(
         device: Callable[..., Device], probe: Callable[..., Probe], image_server: ImageServer,
-        prefixes: tuple[str, str], tmp_path: Path) -> None:
+        prefixes: tuple[str, str], tmp_path: Path, scheme: str) -> None:
     p = prefixes[0]
+    if scheme == "http":  # a development store without TLS
+        image_server.stop()
+        image_server = ImageServer().start()
     image = make_image(tmp_path, "1.1.0", secure_version=1)
     image_server.files["/fw-1.1.0.bin"] = image
     dev = device()
@@ -128,6 +142,7 @@ def test_good_update_succeeds_and_heartbeats_the_new_version(
     hb = watcher.wait(f"{p}/{dev.device_id}/heartbeat", lambda m: m.body["fw"] == "1.1.0")
     assert hb.body["slot"] == 1
     assert slot_state(dev, 1) == VALID
+    assert image_server.url("/").startswith(f"{scheme}://")
     # the retained job is not taken again by the new firmware
     with pytest.raises(TimeoutError):
         watcher.wait(f"{p}/{dev.device_id}/ota/status", timeout=1.0)
@@ -220,7 +235,7 @@ def test_refusals_name_their_reason(device: Callable[..., Device], probe: Callab
         assert (st.body["state"], st.body["job_id"], st.body["error"]) == ("rejected", job["job_id"], reason)
 
 
-def test_killed_mid_download_boots_old_slot_and_takes_the_job_again(
+def test_killed_mid_download_resumes_after_the_reboot(
         device: Callable[..., Device], probe: Callable[..., Probe], image_server: ImageServer,
         prefixes: tuple[str, str], tmp_path: Path) -> None:
     p = prefixes[0]
@@ -234,15 +249,21 @@ def test_killed_mid_download_boots_old_slot_and_takes_the_job_again(
                     signed_job(dev.device_id, "job-k", "1.1.0", image, image_server.url("/fw.bin"),
                                secure_version=1), retain=True)
     watcher.wait(f"{p}/{dev.device_id}/ota/status", lambda m: m.body.get("progress", 0) >= 10)
-    dev.kill()  # power cut mid-download
+    dev.kill()  # power cut mid-download, after at least one resume point (every 16 KiB)
     image_server.chunk_delay_s = 0.0
     mark = len(dev.lines)
     dev.start()
     dev.wait_log("boot: slot=0 fw=1.0.0", after=mark)
+    dev.wait_log("resuming the download at byte", after=mark)
     seen = states(watcher, f"{p}/{dev.device_id}/ota/status", "succeeded")
-    assert [s["state"] for s in seen if s.get("progress") == 0][:1] == ["downloading"]  # started over
+    assert [s["state"] for s in seen][-3:] == ["verifying", "rebooting", "succeeded"]
+    # the second request went on from a resume point, not from 0
+    assert len(image_server.ranges) == 1
+    start = int(image_server.ranges[0].removeprefix("bytes=").rstrip("-"))
+    assert start > 0 and start % RESUME_EVERY == 0
     watcher.wait(f"{p}/{dev.device_id}/heartbeat", lambda m: m.body["fw"] == "1.1.0")
     assert slot_state(dev, 1) == VALID
+    assert dev.slot_bytes(1, len(image)) == image  # the slot, byte for byte
 
 
 def test_broken_download_resumes_with_range(device: Callable[..., Device], probe: Callable[..., Probe],
@@ -262,3 +283,93 @@ def test_broken_download_resumes_with_range(device: Callable[..., Device], probe
     assert len(image_server.ranges) == 1
     start = int(image_server.ranges[0].removeprefix("bytes=").rstrip("-"))
     assert 0 < start <= 50_000
+
+
+def test_kid_selects_the_key_and_keys_rotate(device: Callable[..., Device], probe: Callable[..., Probe],
+                                             image_server: ImageServer, prefixes: tuple[str, str],
+                                             tmp_path: Path) -> None:
+    p = prefixes[0]
+    new_master = bytes(range(100, 132))
+    image = make_image(tmp_path, "1.1.0", secure_version=1)
+    image_server.files["/fw.bin"] = image
+    url = image_server.url("/fw.bin")
+    dev = device()
+    watcher = probe(f"{p}/{dev.device_id}/ota/status")
+    dev.wait_log("mqtt: connected")
+    # a job under k2 before the device has that key
+    watcher.publish(f"{p}/{dev.device_id}/ota/job",
+                    signed_job(dev.device_id, "j-k2-early", "1.1.0", image, url, secure_version=1, kid="k2",
+                               master=new_master), retain=True)
+    st = watcher.wait(f"{p}/{dev.device_id}/ota/status")
+    assert (st.body["state"], st.body["error"]) == ("rejected", "unknown key id")
+    # the device learns k2 and retires k1 (provisioned, as a new firmware or NVS would carry it);
+    # the early job is withdrawn first, or the device, now holding k2, would take it after the restart
+    watcher.publish(f"{p}/{dev.device_id}/ota/job", None, retain=True)
+    dev.kill()
+    dev.extra += ["--add-key", f"k2:{new_master.hex()}", "--retire-kid", "k1"]
+    mark = len(dev.lines)
+    dev.start()
+    dev.wait_log("mqtt: connected", after=mark)
+    watcher.publish(f"{p}/{dev.device_id}/ota/job",
+                    signed_job(dev.device_id, "j-k1-old", "1.1.0", image, url, secure_version=1), retain=True)
+    st = watcher.wait(f"{p}/{dev.device_id}/ota/status", lambda m: m.body["job_id"] == "j-k1-old")
+    assert (st.body["state"], st.body["error"]) == ("rejected", "signed with a retired key")
+    watcher.publish(f"{p}/{dev.device_id}/ota/job",
+                    signed_job(dev.device_id, "j-k2", "1.1.0", image, url, secure_version=1, kid="k2",
+                               master=new_master), retain=True)
+    seen = states(watcher, f"{p}/{dev.device_id}/ota/status", "succeeded")
+    assert all(s["job_id"] == "j-k2" for s in seen) and seen[-1]["fw"] == "1.1.0"
+
+
+def test_debug_stream_honours_the_level(device: Callable[..., Device], probe: Callable[..., Probe],
+                                        prefixes: tuple[str, str]) -> None:
+    p = prefixes[0]
+    dev = device("--hb", "1", "--chatter-ms", "200")
+    logs = probe(f"{p}/{dev.device_id}/logs")
+    dev.wait_log("mqtt: connected")
+    delta = f"{p}/{dev.device_id}/shadow/update/delta"
+
+    def session(level: str, version: int) -> None:
+        debug = {"enabled": True, "until": int(time.time()) + 60, "level": level}
+        logs.publish(delta, {"state": {"debug": debug}, "version": version})
+
+    def lines_until(pred: Callable[[str], bool], timeout: float) -> list[str]:
+        got: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                m = logs.wait(f"{p}/{dev.device_id}/logs", timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            got += m.body["lines"]
+            if any(pred(line) for line in got):
+                break
+        return got
+
+    # info: heartbeats (a debug line each second) stay out of the stream
+    session("info", 2)
+    info = lines_until(lambda line: False, 2.5)
+    assert any(line.startswith("app tick") for line in info)
+    assert not any(line.startswith("D (") for line in info)
+    # debug: they come through
+    session("debug", 3)
+    debug = lines_until(lambda line: line.startswith("D (") and "heartbeat" in line, 5.0)
+    assert any(line.startswith("D (") and "heartbeat" in line for line in debug)
+
+
+def test_https_server_the_device_cannot_verify_gets_no_request(
+        device: Callable[..., Device], probe: Callable[..., Probe], image_server: ImageServer,
+        prefixes: tuple[str, str], tmp_path: Path) -> None:
+    p = prefixes[0]
+    image = make_image(tmp_path, "1.1.0", secure_version=1)
+    image_server.files["/fw.bin"] = image
+    dev = device(ca=make_pki(tmp_path / "other", "another").ca)  # trusts another CA only
+    watcher = probe(f"{p}/{dev.device_id}/ota/status")
+    dev.wait_log("mqtt: connected")
+    watcher.publish(f"{p}/{dev.device_id}/ota/job",
+                    signed_job(dev.device_id, "job-tls", "1.1.0", image, image_server.url("/fw.bin"),
+                               secure_version=1), retain=True)
+    st = watcher.wait(f"{p}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "failed")
+    assert st.body["error"] == "download failed"
+    assert any("E tls: localhost:" in line and "verif" in line.lower() for line in dev.lines)
+    assert slot_state(dev, 0) == VALID

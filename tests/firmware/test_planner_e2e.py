@@ -1,10 +1,11 @@
-"""Host devices under ota-planner: jobs the planner signs, its artifact store, its gates."""
+"""Host devices under ota-planner: jobs the planner signs, its artifact store (downloaded over
+HTTPS through a TLS front in the test harness), its gates."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,31 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.firmware.device import ABORTED, VALID, Device, make_image
+from tests.firmware.tls import Pki, TlsProxy
 from tests.otaplanner.planner_env import MASTER_KEY, Env, ota
-from tests.support import Probe
+from tests.support import Daemon, Probe, free_port
 
 __all__ = ["ota"]
 
 pytestmark = pytest.mark.timeout(120)
 KEY = bytes.fromhex(MASTER_KEY)
+
+
+@pytest.fixture
+def https_planner(ota: Env, pki: Pki) -> Iterator[Callable[..., Daemon]]:
+    """Starts the planner with its artifact store behind TLS: the jobs it signs carry
+    https://localhost URLs, which the devices verify against the test CA."""
+    proxies: list[TlsProxy] = []
+
+    def start(**env: str) -> Daemon:
+        port = free_port()
+        proxy = TlsProxy(port, pki.server_context()).start()
+        proxies.append(proxy)
+        return ota.planner(FLEET_ARTIFACT_HTTP_PORT=str(port), FLEET_ARTIFACT_PUBLIC_URL=proxy.url, **env)
+
+    yield start
+    for p in proxies:
+        p.stop()
 
 
 def register(ota: Env, image: bytes, version: str, secure_version: int = 1) -> None:
@@ -42,11 +61,13 @@ def slot_state(dev: Device, slot: int) -> int:
 
 
 def test_good_release_succeeds_and_the_rollout_completes(
-        ota: Env, device: Callable[..., Device], probe: Callable[..., Probe], tmp_path: Path) -> None:
-    ota.planner()
+        ota: Env, https_planner: Callable[..., Daemon], device: Callable[..., Device],
+        probe: Callable[..., Probe], tmp_path: Path) -> None:
+    https_planner()
     register(ota, make_image(tmp_path, "1.1.0", secure_version=1), "1.1.0")
     dev = device("--hb", "2", master_key=KEY)
-    watch = probe(f"{ota.prefix}/{dev.device_id}/ota/status", f"{ota.prefix}/{dev.device_id}/heartbeat")
+    watch = probe(f"{ota.prefix}/{dev.device_id}/ota/status", f"{ota.prefix}/{dev.device_id}/heartbeat",
+                  f"{ota.prefix}/{dev.device_id}/ota/job")
     ota.wait_known(1)
     create(ota, "good", "1.1.0")
     st = watch.wait(f"{ota.prefix}/{dev.device_id}/ota/status", lambda m: m.body["state"] == "succeeded",
@@ -54,13 +75,16 @@ def test_good_release_succeeds_and_the_rollout_completes(
     assert st.body["fw"] == "1.1.0"
     watch.wait(f"{ota.prefix}/{dev.device_id}/heartbeat", lambda m: m.body["fw"] == "1.1.0")
     assert slot_state(dev, 1) == VALID
+    job = watch.wait(f"{ota.prefix}/{dev.device_id}/ota/job", lambda m: bool(m.payload), timeout=5).body
+    assert base64.b64decode(job["manifest"]).count(b'"url":"https://localhost:') == 1
     done = ota.wait_state("good", "completed", timeout=40)
     assert done["counts"]["succeeded"] == 1
 
 
 def test_failing_self_test_rolls_back_and_the_planner_halts(
-        ota: Env, device: Callable[..., Device], probe: Callable[..., Probe], tmp_path: Path) -> None:
-    ota.planner()
+        ota: Env, https_planner: Callable[..., Daemon], device: Callable[..., Device],
+        probe: Callable[..., Probe], tmp_path: Path) -> None:
+    https_planner()
     register(ota, make_image(tmp_path, "1.2.0", secure_version=1, selftest="crash"), "1.2.0")
     dev = device("--hb", "2", master_key=KEY)
     watch = probe(f"{ota.prefix}/{dev.device_id}/ota/status")
@@ -95,7 +119,8 @@ def test_manifest_tampered_in_transit_is_rejected(
     ota.wait_status("evil", lambda b: b["counts"].get("rejected", 0) == 1, timeout=40)
 
 
-def test_ecdsa_signed_release_succeeds(ota: Env, device: Callable[..., Device], probe: Callable[..., Probe],
+def test_ecdsa_signed_release_succeeds(ota: Env, https_planner: Callable[..., Daemon],
+                                       device: Callable[..., Device], probe: Callable[..., Probe],
                                        tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     priv, pub = tmp_path / "signing.pem", tmp_path / "signing.pub.pem"
@@ -103,7 +128,7 @@ def test_ecdsa_signed_release_succeeds(ota: Env, device: Callable[..., Device], 
                                        serialization.NoEncryption()))
     pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-    ota.planner(FLEET_OTA_ECDSA_KEY=str(priv))
+    https_planner(FLEET_OTA_ECDSA_KEY=str(priv))
     register(ota, make_image(tmp_path, "1.1.0", secure_version=1), "1.1.0")
     # a device without the HMAC key: only the fleet signing key can convince it
     dev = device("--hb", "2", "--ecdsa-pub", str(pub), master_key=b"\x00" * 32)

@@ -46,10 +46,10 @@ def test_bad_fields_are_dropped_one_by_one_and_bad_messages_counted(daemon, prob
     dev.publish(f"{p}/f-1/heartbeat", beat(0, 100, temp_c="hot", seq="x", custom={"k": 1}))
     h = dev.wait(f"{p}/f-1/health")
     assert h.body["status"] == "ok"
-    st = json.loads(redis.hget("fleet:hw:{f-1}", "st"))
+    st = json.loads(redis.hget("fleet:health:{f-1}", "st"))
     assert st[0][0] == 1 and st[0][3] == 100, "the heartbeat was scored: one heartbeat, its uptime kept"
-    assert redis.hget("fleet:hw:{f-1}", "status") == "ok"
-    assert not redis.exists("fleet:hw:{list-1}") and not redis.exists("fleet:hw:{junk-1}")
+    assert redis.hget("fleet:health:{f-1}", "status") == "ok"
+    assert not redis.exists("fleet:health:{list-1}") and not redis.exists("fleet:health:{junk-1}")
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
     def count(kind: str, result: str) -> float:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+
+from daemons.runtime.mqtt import make_client
 
 SUCCESS = ["downloading", "verifying", "rebooting", "succeeded"]
 Rule = Callable[[str, dict[str, Any]], list[str]]
@@ -44,14 +45,11 @@ class FakeFleet:
         self.cleared: set[str] = set()  # devices whose job topic was emptied
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        port = int(url.rsplit(":", 1)[1])
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"fleet-{prefix}-{id(self)}",
-                                  protocol=paho.MQTTv5)
-        self.client.max_inflight_messages_set(1000)
+        self.client, addr = make_client(url, f"fleet-{prefix}-{id(self)}", max_inflight=1000)
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.connect(addr.host, addr.port, keepalive=30)
         self.client.loop_start()
         if self.ids:
             self.client.subscribe([(f"{prefix}/{d}/ota/job", paho.SubscribeOptions(qos=1)) for d in self.ids])

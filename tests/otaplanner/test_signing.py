@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import Settings
-from otaplanner.signing import SignatureError, Signer, Verifier, device_key, load_public_key
+from otaplanner.signing import SignatureError, Signer, Verifier, load_public_key, ota_device_key
 
 MASTER = bytes.fromhex("8d1f6a0e4b2c79d35f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6")
 MANIFEST = b'{"device_id":"dev-1","job_id":"j1"}'
@@ -30,8 +30,8 @@ def pem_key(tmp_path: Path, curve: ec.EllipticCurve | None = None) -> tuple[Path
 
 def test_device_key_is_hkdf_sha256_of_the_master_over_the_device_id() -> None:
     expected = HKDF(hashes.SHA256(), 32, b"", b"fleet-ota-v1:dev-1").derive(MASTER)
-    assert device_key(MASTER, "dev-1") == expected
-    assert device_key(MASTER, "dev-2") != expected and len(expected) == 32
+    assert ota_device_key(MASTER, "dev-1") == expected
+    assert ota_device_key(MASTER, "dev-2") != expected and len(expected) == 32
 
 
 def test_hmac_job_round_trip_and_exact_payload() -> None:
@@ -40,10 +40,10 @@ def test_hmac_job_round_trip_and_exact_payload() -> None:
     assert set(job) == {"job_id", "rollout_id", "alg", "kid", "manifest", "sig"}
     assert job["alg"] == "hmac-sha256" and job["kid"] == "k7" and job["rollout_id"] == "r1"
     assert base64.b64decode(job["manifest"]) == MANIFEST
-    sig = hmac.new(device_key(MASTER, "dev-1"), MANIFEST, hashlib.sha256).digest()
+    sig = hmac.new(ota_device_key(MASTER, "dev-1"), MANIFEST, hashlib.sha256).digest()
     assert base64.b64decode(job["sig"]) == sig
     # The device holds only its own key.
-    assert Verifier(device_keys={"k7": device_key(MASTER, "dev-1")}).verify(job, "dev-1") == MANIFEST
+    assert Verifier(device_keys={"k7": ota_device_key(MASTER, "dev-1")}).verify(job, "dev-1") == MANIFEST
     assert signer.verifier("dev-1").verify(job, "dev-1") == MANIFEST
 
 

@@ -50,6 +50,11 @@ typedef struct fa_port {
     void (*log)(void *ctx, fa_log_level_t level, const char *msg);
     uint32_t (*heap_free)(void *ctx);
     const char *(*reset_reason)(void *ctx);
+    /* Reopens the inactive slot for an update a reboot cut short, keeping its first offset bytes
+     * (esp_ota_resume); NULL: downloads start over after a reboot. */
+    fa_err_t (*ota_resume)(void *ctx, size_t image_size, size_t offset);
+    /* The level a debug session asked for (desired debug.level): the port logs down to it. */
+    void (*log_level)(void *ctx, fa_log_level_t level);
 } fa_port_t;
 
 #endif

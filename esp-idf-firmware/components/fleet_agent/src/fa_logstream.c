@@ -11,6 +11,26 @@ void fa_ls_init(fa_logstream_t *ls, uint32_t rate_per_s, uint32_t burst, uint32_
     ls->rate_per_s = rate_per_s ? rate_per_s : 1;
     ls->burst = burst ? burst : 1;
     ls->batch_max = batch_max ? batch_max : 1;
+    ls->level = 3;
+}
+
+void fa_ls_set_level(fa_logstream_t *ls, int level)
+{
+    ls->level = level;
+}
+
+int fa_ls_line_level(const char *line)
+{
+    static const char letters[] = "EWIDV";
+    if (line[0] == '\033' && line[1] == '[') { /* CONFIG_LOG_COLORS: "\033[0;33mW (..." */
+        const char *m = strchr(line, 'm');
+        line = m ? m + 1 : line;
+    }
+    const char *l = line[0] ? strchr(letters, line[0]) : NULL;
+    if (l != NULL && line[1] == ' ' && line[2] == '(') {
+        return (int)(l - letters) + 1;
+    }
+    return 3;
 }
 
 void fa_ls_set(fa_logstream_t *ls, bool enabled, int64_t until_s, int64_t now_ms)
@@ -34,15 +54,15 @@ bool fa_ls_active(const fa_logstream_t *ls, int64_t now_s)
     return ls->enabled && now_s < ls->until_s;
 }
 
-void fa_ls_push(fa_logstream_t *ls, const char *line, int64_t now_s)
+bool fa_ls_push(fa_logstream_t *ls, const char *line, int64_t now_s)
 {
-    if (!fa_ls_active(ls, now_s)) {
-        return;
+    if (!fa_ls_active(ls, now_s) || fa_ls_line_level(line) > ls->level) {
+        return false;
     }
     if (ls->count == FA_LS_RING) {
         ls->dropped++;
         ls->dropped_total++;
-        return;
+        return true; /* counted: the stream reports it */
     }
     char *slot = ls->lines[(ls->head + ls->count) % FA_LS_RING];
     size_t n = strlen(line);
@@ -55,6 +75,7 @@ void fa_ls_push(fa_logstream_t *ls, const char *line, int64_t now_s)
     memcpy(slot, line, n);
     slot[n] = '\0';
     ls->count++;
+    return true;
 }
 
 static void refill(fa_logstream_t *ls, int64_t now_ms)

@@ -18,6 +18,7 @@ typedef struct {
     uint32_t dropped;    /* since the last batch */
     uint32_t dropped_total;
     bool enabled;
+    int level;           /* lines above it (1 error .. 4 debug, 5 verbose) are not streamed */
     int64_t until_s;
     uint32_t rate_per_s;
     uint32_t burst;
@@ -31,7 +32,12 @@ void fa_ls_init(fa_logstream_t *ls, uint32_t rate_per_s, uint32_t burst, uint32_
 /* Opens (or closes, enabled = false) a session that ends at until_s (wall clock). */
 void fa_ls_set(fa_logstream_t *ls, bool enabled, int64_t until_s, int64_t now_ms);
 bool fa_ls_active(const fa_logstream_t *ls, int64_t now_s);
-void fa_ls_push(fa_logstream_t *ls, const char *line, int64_t now_s);
+/* The session's level: 1 error, 2 warn, 3 info (the default), 4 debug, 5 verbose. */
+void fa_ls_set_level(fa_logstream_t *ls, int level);
+/* The level of an ESP-IDF style line ("W (123) tag: ...", colours allowed); 3 when it has none. */
+int fa_ls_line_level(const char *line);
+/* Keeps a line for the next batch; false when no session is open or its level filters it out. */
+bool fa_ls_push(fa_logstream_t *ls, const char *line, int64_t now_s);
 /* Builds the next batch payload into out when one is due; returns its length, 0 when there is
  * nothing to send now, -1 if out is too small. Stops the session at until_s. */
 int fa_ls_batch(fa_logstream_t *ls, int64_t now_s, int64_t now_ms, char *out, size_t cap);

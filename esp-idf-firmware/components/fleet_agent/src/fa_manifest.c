@@ -25,6 +25,8 @@ const char *fa_refusal_str(fa_refusal_t r)
     case FA_REFUSE_SIZE: return "image size does not match the manifest";
     case FA_REFUSE_SHA256: return "sha256 mismatch";
     case FA_REFUSE_IMAGE: return "not a valid app image";
+    case FA_REFUSE_KEY_UNKNOWN: return "unknown key id";
+    case FA_REFUSE_KEY_RETIRED: return "signed with a retired key";
     }
     return "refused";
 }
@@ -132,8 +134,26 @@ static bool ct_equal(const uint8_t *a, const uint8_t *b, size_t n)
     return d == 0;
 }
 
+/* The key the job's kid names. A retired kid is refused as such even if a key still carries it. */
+static const fa_key_t *find_key(const fa_verify_ctx_t *v, const char *kid, fa_refusal_t *why)
+{
+    for (size_t i = 0; i < v->nretired; i++) {
+        if (strcmp(v->retired[i], kid) == 0) {
+            *why = FA_REFUSE_KEY_RETIRED;
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < v->nkeys; i++) {
+        if (v->keys[i].kid != NULL && strcmp(v->keys[i].kid, kid) == 0) {
+            return &v->keys[i];
+        }
+    }
+    *why = FA_REFUSE_KEY_UNKNOWN;
+    return NULL;
+}
+
 static fa_refusal_t verify_sig(const char *alg, const uint8_t *man, size_t man_len, const uint8_t *sig,
-                               size_t sig_len, const fa_verify_ctx_t *v)
+                               size_t sig_len, const fa_key_t *v)
 {
     uint8_t digest[32];
     if (strcmp(alg, "hmac-sha256") == 0) {
@@ -170,6 +190,7 @@ fa_refusal_t fa_job_check(const char *job, size_t len, const fa_verify_ctx_t *v,
     uint8_t man[MAN_MAX + 1];
     uint8_t sig[SIG_MAX];
     char alg[16];
+    char kid[FA_KID_MAX];
     char sig_b64[(SIG_MAX + 2) / 3 * 4 + 4];
 
     memset(out, 0, sizeof(*out));
@@ -182,7 +203,8 @@ fa_refusal_t fa_job_check(const char *job, size_t len, const fa_verify_ctx_t *v,
         return FA_REFUSE_MALFORMED;
     }
     (void)get_str(job, t, n, "rollout_id", out->rollout_id, sizeof(out->rollout_id));
-    if (!get_str(job, t, n, "alg", alg, sizeof(alg)) || !get_str(job, t, n, "manifest", b64, b64_cap) ||
+    if (!get_str(job, t, n, "alg", alg, sizeof(alg)) || !get_str(job, t, n, "kid", kid, sizeof(kid)) ||
+        !get_str(job, t, n, "manifest", b64, b64_cap) ||
         !get_str(job, t, n, "sig", sig_b64, sizeof(sig_b64))) {
         return FA_REFUSE_MALFORMED;
     }
@@ -192,7 +214,12 @@ fa_refusal_t fa_job_check(const char *job, size_t len, const fa_verify_ctx_t *v,
         return FA_REFUSE_MALFORMED;
     }
     /* Nothing in the manifest is trusted before its signature checks out. */
-    fa_refusal_t r = verify_sig(alg, man, (size_t)man_len, sig, (size_t)sig_len, v);
+    fa_refusal_t r = FA_REFUSE_NONE;
+    const fa_key_t *key = find_key(v, kid, &r);
+    if (key == NULL) {
+        return r;
+    }
+    r = verify_sig(alg, man, (size_t)man_len, sig, (size_t)sig_len, key);
     if (r != FA_REFUSE_NONE) {
         return r;
     }

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fleet_agent.h"
+
 typedef enum {
     FA_REFUSE_NONE = 0,
     FA_REFUSE_MALFORMED,
@@ -19,6 +21,8 @@ typedef enum {
     FA_REFUSE_SIZE,
     FA_REFUSE_SHA256,
     FA_REFUSE_IMAGE,
+    FA_REFUSE_KEY_UNKNOWN,
+    FA_REFUSE_KEY_RETIRED,
 } fa_refusal_t;
 
 #define FA_ID_MAX 65
@@ -39,15 +43,17 @@ typedef struct {
     int64_t expires_at;
 } fa_manifest_t;
 
+#define FA_MAX_RETIRED 4
+
 typedef struct {
     const char *device_id;
     const char *hw;
     uint32_t secure_version;
     int64_t now;
-    const uint8_t *hmac_key;
-    size_t hmac_key_len;
-    const uint8_t *ecdsa_pub;
-    size_t ecdsa_pub_len;
+    const fa_key_t *keys;  /* the keys this device trusts, by kid */
+    size_t nkeys;
+    char (*retired)[FA_KID_MAX]; /* kids it no longer trusts: refused with their own reason */
+    size_t nretired;
 } fa_verify_ctx_t;
 
 /* The first 32 + 256 bytes of an ESP-IDF app image: image header, first segment header,
@@ -63,7 +69,8 @@ typedef struct {
 } fa_app_desc_t;
 
 const char *fa_refusal_str(fa_refusal_t r);
-/* Parses and verifies a job message; out->job_id is filled whenever the envelope has one. */
+/* Parses and verifies a job message with the key its kid names; out->job_id is filled whenever
+ * the envelope has one. */
 fa_refusal_t fa_job_check(const char *job, size_t len, const fa_verify_ctx_t *v, fa_manifest_t *out);
 /* Decodes standard base64; returns the decoded length or -1. */
 int fa_b64_decode(const char *in, size_t len, uint8_t *out, size_t cap);

@@ -1,5 +1,4 @@
 /* fa_port_t on ESP-IDF (v5.x). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include "esp_app_desc.h"
 #include "esp_crt_bundle.h"
 #include "esp_http_client.h"
+#include "esp_idf_version.h"
 #include "esp_log.h"
 #include "esp_ota_ops.h"
 #include "esp_system.h"
@@ -16,20 +16,12 @@
 #include "fa_port_esp.h"
 #include "fa_port_esp_priv.h"
 #include "freertos/FreeRTOS.h"
-#include "freertos/semphr.h"
 #include "freertos/task.h"
 #include "mqtt_client.h"
 #include "nvs.h"
 #include "sdkconfig.h"
 
 static const char *TAG = "fleet";
-
-
-/* esp_log_set_vprintf() takes no user pointer: the log hook needs this one static. */
-static fa_esp_t *s_log_target;
-
-#define LOCK(h) xSemaphoreTakeRecursive((h)->lock, portMAX_DELAY)
-#define UNLOCK(h) xSemaphoreGiveRecursive((h)->lock)
 
 /* ---- clock ---- */
 
@@ -128,6 +120,27 @@ static fa_err_t p_ota_begin(void *ctx, size_t size)
     return esp_ota_begin(h->update_part, size, &h->ota);
 }
 
+/* esp_ota_resume() came with ESP-IDF v5.4.2; before it, a download cut by a reboot starts over. */
+#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2)
+#define FA_ESP_OTA_RESUME p_ota_resume
+/* A download a reboot cut short: the slot keeps its first offset bytes (esp_ota_begin erased the
+ * whole image's size when the update began, so nothing is erased now). */
+static fa_err_t p_ota_resume(void *ctx, size_t size, size_t offset)
+{
+    fa_esp_t *h = ctx;
+    h->update_part = esp_ota_get_next_update_partition(NULL);
+    if (h->update_part == NULL) {
+        return FA_ERR_NOT_FOUND;
+    }
+    if (size > h->update_part->size || offset > size) {
+        return FA_ERR_INVALID_SIZE;
+    }
+    return esp_ota_resume(h->update_part, size, offset, &h->ota);
+}
+#else
+#define FA_ESP_OTA_RESUME NULL
+#endif
+
 static fa_err_t p_ota_write(void *ctx, const void *data, size_t len)
 {
     fa_esp_t *h = ctx;
@@ -189,21 +202,10 @@ static void p_log(void *ctx, fa_log_level_t level, const char *msg)
     }
 }
 
-/* Every ESP_LOG line also goes to the debug stream (dropped there unless a session is open). */
-static int log_hook(const char *fmt, va_list ap)
+/* A debug session at level debug: every tag logs down to debug (within CONFIG_LOG_MAXIMUM_LEVEL). */
+static void p_log_level(void *ctx, fa_log_level_t level)
 {
-    fa_esp_t *h = s_log_target;
-    char line[160];
-    va_list copy;
-    va_copy(copy, ap);
-    int n = h && h->prev_vprintf ? h->prev_vprintf(fmt, ap) : vprintf(fmt, ap);
-    if (h && h->agent && xSemaphoreTakeRecursive(h->lock, 0) == pdTRUE) {
-        vsnprintf(line, sizeof(line), fmt, copy);
-        fa_agent_log_line(h->agent, line);
-        UNLOCK(h);
-    }
-    va_end(copy);
-    return n;
+    esp_log_level_set("*", level >= FA_LOG_DEBUG ? ESP_LOG_DEBUG : ESP_LOG_INFO);
 }
 
 static uint32_t p_heap_free(void *ctx)
@@ -228,73 +230,17 @@ static const char *p_reset_reason(void *ctx)
     }
 }
 
-/* ---- MQTT events and the agent task ---- */
-
-static void mqtt_event(void *arg, esp_event_base_t base, int32_t id, void *data)
-{
-    fa_esp_t *h = arg;
-    esp_mqtt_event_handle_t ev = data;
-    (void)base;
-    LOCK(h);
-    switch ((esp_mqtt_event_id_t)id) {
-    case MQTT_EVENT_CONNECTED:
-        fa_agent_mqtt_connected(h->agent);
-        break;
-    case MQTT_EVENT_DISCONNECTED:
-        fa_agent_mqtt_disconnected(h->agent);
-        break;
-    case MQTT_EVENT_PUBLISHED:
-        fa_agent_mqtt_published(h->agent, ev->msg_id);
-        break;
-    case MQTT_EVENT_DATA:
-        if (ev->current_data_offset == 0) {
-            int tl = ev->topic_len < (int)sizeof(h->rx_topic) - 1 ? ev->topic_len : (int)sizeof(h->rx_topic) - 1;
-            memcpy(h->rx_topic, ev->topic, (size_t)tl);
-            h->rx_topic[tl] = '\0';
-            h->rx_len = 0;
-        }
-        if (ev->total_data_len > CONFIG_FLEET_MAX_MESSAGE) {
-            break; /* too large for this device: dropped */
-        }
-        memcpy(h->rx + ev->current_data_offset, ev->data, (size_t)ev->data_len);
-        h->rx_len = (size_t)(ev->current_data_offset + ev->data_len);
-        if (h->rx_len == (size_t)ev->total_data_len) {
-            fa_agent_mqtt_message(h->agent, h->rx_topic, h->rx, h->rx_len);
-        }
-        break;
-    default:
-        break;
-    }
-    UNLOCK(h);
-}
-
-static void agent_task(void *arg)
-{
-    fa_esp_t *h = arg;
-    for (;;) {
-        LOCK(h);
-        fa_agent_tick(h->agent);
-        UNLOCK(h);
-        vTaskDelay(pdMS_TO_TICKS(20));
-    }
-}
-
-esp_err_t fa_esp_on_shadow_key(fa_esp_t *h, const char *key, fa_shadow_handler_t fn, void *user)
-{
-    LOCK(h);
-    esp_err_t err = fa_agent_on_shadow_key(h->agent, key, fn, user);
-    UNLOCK(h);
-    return err;
-}
-
 esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
 {
     fa_esp_t *h = calloc(1, sizeof(*h));
-    if (h == NULL || (h->rx = malloc(CONFIG_FLEET_MAX_MESSAGE)) == NULL) {
-        free(h);
+    if (h == NULL) {
         return ESP_ERR_NO_MEM;
     }
-    h->lock = xSemaphoreCreateRecursiveMutex();
+    h->events = xQueueCreate(CONFIG_FLEET_EVENT_QUEUE_LEN, sizeof(fa_esp_ev_t));
+    h->logs = xQueueCreate(CONFIG_FLEET_LOG_QUEUE_LEN, FA_ESP_LOG_LINE);
+    if (h->events == NULL || h->logs == NULL) {
+        return ESP_ERR_NO_MEM;
+    }
     ESP_ERROR_CHECK(nvs_open("fleet_agent", NVS_READWRITE, &h->nvs));
     const esp_app_desc_t *app = esp_app_get_description();
     snprintf(h->version, sizeof(h->version), "%s", app->version);
@@ -307,11 +253,13 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
         .ota_write = p_ota_write, .ota_end = p_ota_end, .ota_abort = p_ota_abort, .ota_set_boot = p_ota_set_boot,
         .mark_valid = p_mark_valid, .mark_invalid_and_reboot = p_mark_invalid_and_reboot, .reboot = p_reboot,
         .http_open = fa_esp_http_open, .http_read = fa_esp_http_read, .http_close = fa_esp_http_close, .log = p_log,
-        .heap_free = p_heap_free, .reset_reason = p_reset_reason,
+        .heap_free = p_heap_free, .reset_reason = p_reset_reason, .ota_resume = FA_ESP_OTA_RESUME,
+        .log_level = p_log_level,
     };
+    h->ota_ca_pem = c->ota_ca_pem;
     h->cfg = (fa_config_t){
         .port = p, .device_id = c->device_id, .hw = c->hw, .fw_version = h->version,
-        .secure_version = app->secure_version, .topic_prefix = CONFIG_FLEET_TOPIC_PREFIX,
+        .secure_version = app->secure_version, .topic_prefix = CONFIG_FLEET_TOPIC_PREFIX, .kid = c->kid,
         .hmac_key = c->hmac_key, .hmac_key_len = c->hmac_key ? 32 : 0,
         .ecdsa_pub = c->ecdsa_pub, .ecdsa_pub_len = c->ecdsa_pub_len,
         .heartbeat_interval_s = CONFIG_FLEET_HEARTBEAT_INTERVAL_S,
@@ -337,8 +285,6 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
         .session.protocol_ver = MQTT_PROTOCOL_V_5,
         .session.keepalive = 60,
         .buffer.size = 2048,
-        /* Jobs are verified in the MQTT event handler: it needs the agent's stack size. */
-        .task.stack_size = CONFIG_FLEET_TASK_STACK,
     };
     if (c->broker_ca_pem == NULL) {
         mc.broker.verification.crt_bundle_attach = esp_crt_bundle_attach;
@@ -347,10 +293,11 @@ esp_err_t fa_esp_start(const fa_esp_config_t *c, fa_esp_t **out)
     if (h->mqtt == NULL) {
         return ESP_FAIL;
     }
-    esp_mqtt_client_register_event(h->mqtt, ESP_EVENT_ANY_ID, mqtt_event, h);
-    s_log_target = h;
-    h->prev_vprintf = esp_log_set_vprintf(log_hook);
-    if (xTaskCreate(agent_task, "fleet_agent", CONFIG_FLEET_TASK_STACK, h, 5, NULL) != pdPASS) {
+    esp_mqtt_client_register_event(h->mqtt, ESP_EVENT_ANY_ID, fa_esp_mqtt_event, h);
+    fa_esp_log_target = h;
+    h->prev_vprintf = esp_log_set_vprintf(fa_esp_log_hook);
+    /* Jobs are verified in the agent task (decoded manifest, base64 and tokens on its stack). */
+    if (xTaskCreate(fa_esp_agent_task, "fleet_agent", CONFIG_FLEET_TASK_STACK, h, 5, &h->task) != pdPASS) {
         return ESP_ERR_NO_MEM;
     }
     err = esp_mqtt_client_start(h->mqtt);

@@ -1,9 +1,15 @@
-/* Image download for the ESP-IDF port: esp_http_client (HTTPS with the certificate bundle), Range. */
+/* Image download for the ESP-IDF port: esp_http_client over HTTPS with the server verified (the app's
+ * CA, a CA embedded from CONFIG_FLEET_OTA_CA_PEM_FILE, or the certificate bundle), Range. */
 #include <stdio.h>
 #include <string.h>
 
 #include "esp_crt_bundle.h"
 #include "fa_port_esp_priv.h"
+#include "sdkconfig.h"
+
+#if CONFIG_FLEET_OTA_TLS_CUSTOM_CA
+extern const char _binary_fleet_ota_ca_start[]; /* target_add_binary_data(... TEXT): NUL-terminated */
+#endif
 
 /* ---- HTTP(S) download with Range ---- */
 
@@ -24,9 +30,21 @@ fa_err_t fa_esp_http_open(void *ctx, const char *url, uint32_t offset, uint32_t 
     esp_http_client_config_t hc = {
         .url = url,
         .timeout_ms = 10000,
-        .crt_bundle_attach = esp_crt_bundle_attach,
         .buffer_size = 2048,
     };
+    if (strncmp(url, "https://", 8) != 0) {
+#if !CONFIG_FLEET_OTA_ALLOW_HTTP
+        return FA_ERR_NOT_SUPPORTED; /* production fetches images over HTTPS only */
+#endif
+    } else if (h->ota_ca_pem != NULL) {
+        hc.cert_pem = h->ota_ca_pem;
+    } else {
+#if CONFIG_FLEET_OTA_TLS_CUSTOM_CA
+        hc.cert_pem = _binary_fleet_ota_ca_start;
+#else
+        hc.crt_bundle_attach = esp_crt_bundle_attach;
+#endif
+    }
     h->http = esp_http_client_init(&hc);
     if (h->http == NULL) {
         return FA_ERR_NO_MEM;

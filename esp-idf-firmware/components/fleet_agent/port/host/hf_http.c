@@ -1,5 +1,5 @@
-/* A plain HTTP/1.1 GET client for the host port, with Range for resuming (development stores
- * serve HTTP; the ESP-IDF port uses esp_http_client with TLS). */
+/* An HTTP/1.1 GET client for the host port, with Range for resuming: https:// over mbedTLS with
+ * the server verified against the CA given by --ca (hf_tls.c), http:// for development stores. */
 #define _POSIX_C_SOURCE 200809L
 #include <netdb.h>
 #include <stdio.h>
@@ -11,12 +11,60 @@
 #include <unistd.h>
 
 #include "hf_port.h"
+#include "hf_tls.h"
+
+static int tr_send(hf_port_t *hp, const void *buf, size_t len)
+{
+    if (hp->http_tls) {
+        return hf_tls_send(hp->tls, buf, len);
+    }
+    return send(hp->http_fd, buf, len, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* > 0 bytes, 0 at the end, < 0 on an error: the same for both transports. */
+static int tr_recv(hf_port_t *hp, void *buf, size_t len)
+{
+    if (hp->http_tls) {
+        return hf_tls_recv(hp->tls, buf, len);
+    }
+    ssize_t r = recv(hp->http_fd, buf, len, 0);
+    return r < 0 ? -1 : (int)r;
+}
+
+static int dial(const char *host, const char *port)
+{
+    struct addrinfo hints = { 0 }, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &res) != 0) {
+        return -1;
+    }
+    int fd = -1;
+    /* "localhost" may name ::1 first while the server listens on 127.0.0.1 only: try each. */
+    for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        struct timeval tv = { 10, 0 };
+        if (fd >= 0) {
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        }
+        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return fd;
+}
 
 /* ---- HTTP GET with Range ---- */
 
 void hf_http_close(void *ctx)
 {
     hf_port_t *hp = ctx;
+    if (hp->http_tls) {
+        hf_tls_close(hp->tls);
+        hp->http_tls = false;
+    }
     if (hp->http_fd >= 0) {
         close(hp->http_fd);
         hp->http_fd = -1;
@@ -27,11 +75,19 @@ fa_err_t hf_http_open(void *ctx, const char *url, uint32_t offset, uint32_t *con
 {
     hf_port_t *hp = ctx;
     char host[128], port[8] = "80", req[1400];
-    const char *path;
-    if (strncmp(url, "http://", 7) != 0) {
-        return FA_ERR_NOT_SUPPORTED; /* the host port speaks plain HTTP (development stores) */
+    const char *path, *h;
+    bool tls = strncmp(url, "https://", 8) == 0;
+    if (tls) {
+        if (hp->tls == NULL) {
+            return FA_ERR_NOT_SUPPORTED; /* no CA to verify the server with (--ca) */
+        }
+        h = url + 8;
+        memcpy(port, "443", 4);
+    } else if (strncmp(url, "http://", 7) == 0) {
+        h = url + 7;
+    } else {
+        return FA_ERR_NOT_SUPPORTED;
     }
-    const char *h = url + 7;
     path = strchr(h, '/');
     size_t hl = path ? (size_t)(path - h) : strlen(h);
     if (!path) {
@@ -44,43 +100,42 @@ fa_err_t hf_http_open(void *ctx, const char *url, uint32_t offset, uint32_t *con
     host[hl] = '\0';
     char *colon = strrchr(host, ':');
     if (colon) {
-        snprintf(port, sizeof(port), "%s", colon + 1);
+        if (strlen(colon + 1) >= sizeof(port)) {
+            return FA_ERR_INVALID_ARG;
+        }
+        memcpy(port, colon + 1, strlen(colon + 1) + 1);
         *colon = '\0';
     }
-    struct addrinfo hints = { 0 }, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &res) != 0) {
+    int fd = dial(host, port);
+    if (fd < 0) {
         return FA_FAIL;
     }
-    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
-    struct timeval tv = { 10, 0 };
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    }
-    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        if (fd >= 0) {
-            close(fd);
+    hp->http_fd = fd;
+    if (tls) {
+        if (hf_tls_connect(hp->tls, fd, host) != 0) {
+            hf_http_close(ctx);
+            return FA_ERR_INVALID_RESPONSE; /* the server could not prove who it is */
         }
-        freeaddrinfo(res);
-        return FA_FAIL;
+        hp->http_tls = true;
     }
-    freeaddrinfo(res);
     int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n", path, host, port);
-    if (offset) {
+    if (n > 0 && n < (int)sizeof(req) && offset) {
         n += snprintf(req + n, sizeof(req) - (size_t)n, "Range: bytes=%lu-\r\n", (unsigned long)offset);
     }
-    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
-    if (n >= (int)sizeof(req) || send(fd, req, (size_t)n, 0) != n) {
-        close(fd);
+    if (n > 0 && n < (int)sizeof(req)) {
+        n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
+    }
+    if (n <= 0 || n >= (int)sizeof(req) || tr_send(hp, req, (size_t)n) != 0) {
+        hf_http_close(ctx);
         return FA_FAIL;
     }
     /* Read the head. */
     size_t have = 0;
     char *end = NULL;
     while (have < sizeof(hp->http_buf) - 1) {
-        ssize_t r = recv(fd, hp->http_buf + have, sizeof(hp->http_buf) - 1 - have, 0);
+        int r = tr_recv(hp, hp->http_buf + have, sizeof(hp->http_buf) - 1 - have);
         if (r <= 0) {
-            close(fd);
+            hf_http_close(ctx);
             return FA_FAIL;
         }
         have += (size_t)r;
@@ -91,7 +146,7 @@ fa_err_t hf_http_open(void *ctx, const char *url, uint32_t offset, uint32_t *con
     }
     int status = 0;
     if (end == NULL || sscanf((char *)hp->http_buf, "HTTP/%*s %d", &status) != 1 || (status != 200 && status != 206)) {
-        close(fd);
+        hf_http_close(ctx);
         return FA_ERR_INVALID_RESPONSE;
     }
     *content_len = 0;
@@ -106,7 +161,6 @@ fa_err_t hf_http_open(void *ctx, const char *url, uint32_t offset, uint32_t *con
     }
     hp->http_pos = (size_t)(end + 4 - (char *)hp->http_buf);
     hp->http_have = have;
-    hp->http_fd = fd;
     return FA_OK;
 }
 
@@ -129,9 +183,9 @@ int hf_http_read(void *ctx, void *buf, size_t len)
             hp->http_pos += n;
             return (int)n;
         }
-        ssize_t r = recv(hp->http_fd, hp->http_buf, sizeof(hp->http_buf), 0);
+        int r = tr_recv(hp, hp->http_buf, sizeof(hp->http_buf));
         if (r <= 0) {
-            return r == 0 ? 0 : -1;
+            return r;
         }
         hp->http_have = (size_t)r;
         hp->http_pos = 0;

@@ -14,7 +14,9 @@
 
 #include "fa_crypto.h"
 #include "fleet_agent.h"
+#include "hf_evq.h"
 #include "hf_port.h"
+#include "hf_tls.h"
 #include "hf_tools.h"
 
 
@@ -49,6 +51,7 @@ typedef struct {
     fa_port_t port;
     fa_agent_t *agent;
     struct mosquitto *mosq;
+    hf_evq_t evq; /* libmosquitto's thread -> the app thread, which alone runs the core */
 } app_t;
 
 static void reboot_cb(void *user)
@@ -56,7 +59,9 @@ static void reboot_cb(void *user)
     app_t *app = user;
     fprintf(stderr, "I reboot: restarting\n");
     fflush(stderr);
-    mosquitto_destroy(app->mosq); /* no DISCONNECT: the broker sends the Last Will, as on a reset */
+    (void)app;
+    /* No DISCONNECT and no mosquitto_destroy (its thread is still running): exec drops the socket
+     * and the broker sends the Last Will, as on a reset. */
     reexec();
 }
 
@@ -68,13 +73,13 @@ static void log_sink(void *user, const char *line)
     }
 }
 
+/* libmosquitto's callbacks run on its network thread: they only queue a copy of the event. */
 static void on_connect(struct mosquitto *m, void *user, int rc)
 {
     app_t *app = user;
     (void)m;
     if (rc == 0) {
-        fprintf(stderr, "I mqtt: connected\n");
-        fa_agent_mqtt_connected(app->agent);
+        hf_evq_push(&app->evq, HF_EV_CONNECTED, 0, NULL, NULL, 0);
     }
 }
 
@@ -82,19 +87,25 @@ static void on_disconnect(struct mosquitto *m, void *user, int rc)
 {
     (void)m;
     (void)rc;
-    fa_agent_mqtt_disconnected(((app_t *)user)->agent);
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_DISCONNECTED, 0, NULL, NULL, 0);
 }
 
 static void on_message(struct mosquitto *m, void *user, const struct mosquitto_message *msg)
 {
     (void)m;
-    fa_agent_mqtt_message(((app_t *)user)->agent, msg->topic, msg->payload, (size_t)msg->payloadlen);
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_MESSAGE, 0, msg->topic, msg->payload, (size_t)msg->payloadlen);
+}
+
+static void on_subscribe(struct mosquitto *m, void *user, int mid, int qos_count, const int *granted)
+{
+    (void)m;
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_SUBSCRIBED, mid, NULL, NULL, 0);
 }
 
 static void on_publish(struct mosquitto *m, void *user, int mid)
 {
     (void)m;
-    fa_agent_mqtt_published(((app_t *)user)->agent, mid);
+    hf_evq_push(&((app_t *)user)->evq, HF_EV_PUBLISHED, mid, NULL, NULL, 0);
 }
 
 static fa_err_t print_handler(void *user, const char *key, const char *json, size_t len)
@@ -127,16 +138,20 @@ static int cmd_run(int argc, char **argv)
     static app_t app;
     static uint8_t key[64], pub[4096];
     static const char *shadow_keys[8];
-    int nkeys = 0;
+    static const char *add_keys[FA_MAX_KEYS], *retired[4];
+    static uint8_t add_key_bytes[FA_MAX_KEYS][32];
+    int nkeys = 0, nadd = 0, nretired = 0;
     const char *flash = NULL, *id = NULL, *hw = NULL, *broker = "mqtt://127.0.0.1:1883", *prefix = "fleet";
-    const char *keyhex = NULL, *masterhex = NULL, *pubpath = NULL;
+    const char *keyhex = NULL, *masterhex = NULL, *pubpath = NULL, *ca = NULL;
     fa_config_t cfg = { 0 };
     int chatter_ms = 0;
     static struct option opts[] = {
         { "flash", 1, 0, 'f' }, { "id", 1, 0, 'i' }, { "hw", 1, 0, 'w' }, { "broker", 1, 0, 'b' },
         { "prefix", 1, 0, 'p' }, { "key", 1, 0, 'k' }, { "master-key", 1, 0, 'm' }, { "ecdsa-pub", 1, 0, 'e' },
         { "hb", 1, 0, 'h' }, { "confirm", 1, 0, 'c' }, { "shadow-key", 1, 0, 's' }, { "chatter-ms", 1, 0, 'C' },
-        { "log-rate", 1, 0, 'r' }, { "log-burst", 1, 0, 'B' }, { 0, 0, 0, 0 },
+        { "log-rate", 1, 0, 'r' }, { "log-burst", 1, 0, 'B' },
+        { "kid", 1, 0, 'K' }, { "add-key", 1, 0, 'A' }, { "retire-kid", 1, 0, 'R' },
+        { "ca", 1, 0, 'T' }, { 0, 0, 0, 0 },
     };
     int c;
     optind = 2;
@@ -156,6 +171,10 @@ static int cmd_run(int argc, char **argv)
         case 'C': chatter_ms = atoi(optarg); break;
         case 'r': cfg.log_rate_per_s = (uint32_t)atoi(optarg); break;
         case 'B': cfg.log_burst = (uint32_t)atoi(optarg); break;
+        case 'K': cfg.kid = optarg; break;
+        case 'A': if (nadd < FA_MAX_KEYS - 1) add_keys[nadd++] = optarg; break; /* KID:MASTERHEX */
+        case 'R': if (nretired < 4) retired[nretired++] = optarg; break;
+        case 'T': ca = optarg; break;
         default: return hf_usage();
         }
     }
@@ -206,6 +225,9 @@ static int cmd_run(int argc, char **argv)
     app.hp.reboot_user = &app;
     app.hp.log_sink = log_sink;
     app.hp.log_user = &app;
+    if (ca != NULL && (app.hp.tls = hf_tls_new(ca)) == NULL) {
+        return 2;
+    }
     cfg.port = &app.port;
     cfg.device_id = id;
     cfg.hw = hw;
@@ -243,6 +265,35 @@ static int cmd_run(int argc, char **argv)
     for (int i = 0; i < nkeys; i++) {
         fa_agent_on_shadow_key(app.agent, shadow_keys[i], print_handler, &app);
     }
+    /* Keys the device learned later (a rotation), each named by its kid; and kids it retired. */
+    for (int i = 0; i < nadd; i++) {
+        static char kids[FA_MAX_KEYS][FA_KID_MAX];
+        const char *colon = strchr(add_keys[i], ':');
+        uint8_t master[64];
+        int n = colon ? hexdec(colon + 1, master, sizeof(master)) : -1;
+        size_t kl = colon ? (size_t)(colon - add_keys[i]) : 0;
+        if (n <= 0 || kl == 0 || kl >= FA_KID_MAX ||
+            fa_derive_device_key(master, (size_t)n, id, add_key_bytes[i]) != FA_OK) {
+            fprintf(stderr, "E app: bad --add-key (KID:MASTERHEX)\n");
+            return 2;
+        }
+        memcpy(kids[i], add_keys[i], kl);
+        kids[i][kl] = '\0';
+        fa_key_t k = { kids[i], add_key_bytes[i], 32, NULL, 0 };
+        if (fa_agent_add_key(app.agent, &k) != FA_OK) {
+            return 2;
+        }
+    }
+    for (int i = 0; i < nretired; i++) {
+        if (fa_agent_retire_key(app.agent, retired[i]) != FA_OK) {
+            return 2;
+        }
+    }
+    /* 64 events; a producer waits up to 1 s for room (libmosquitto holds no lock the app thread
+     * needs while a callback runs, so this only slows the broker down) before it drops. */
+    if (hf_evq_init(&app.evq, 64, 65536, 1000) != 0) {
+        return 2;
+    }
     mosquitto_lib_init();
     app.mosq = mosquitto_new(id, true, &app);
     app.hp.mosq = app.mosq;
@@ -255,34 +306,50 @@ static int cmd_run(int argc, char **argv)
     mosquitto_disconnect_callback_set(app.mosq, on_disconnect);
     mosquitto_message_callback_set(app.mosq, on_message);
     mosquitto_publish_callback_set(app.mosq, on_publish);
+    mosquitto_subscribe_callback_set(app.mosq, on_subscribe);
     char host[128] = "127.0.0.1";
     int port = 1883;
     if (sscanf(broker, "mqtt://%127[^:]:%d", host, &port) < 1) {
         return hf_usage();
     }
     bool offline = info.selftest == HF_SELFTEST_OFFLINE; /* a broken network stack never connects */
-    bool connected_once = false;
-    int64_t next_try = 0, next_chatter = 0;
+    bool started = false;
+    unsigned long dropped = 0;
+    int64_t next_try = 0, next_tick = 0, next_chatter = 0;
     unsigned chatter_n = 0;
+    /* Reconnects after the first connection are the network thread's job, at most 1 s apart. */
+    mosquitto_reconnect_delay_set(app.mosq, 1, 1, false);
     while (!g_stop) {
         int64_t now = app.port.uptime_ms(app.port.ctx);
-        if (!offline && !connected_once && now >= next_try) {
+        if (!offline && !started && now >= next_try) {
             next_try = now + 1000;
-            if (mosquitto_connect(app.mosq, host, port, 30) == MOSQ_ERR_SUCCESS) {
-                connected_once = true;
+            started = mosquitto_connect(app.mosq, host, port, 30) == MOSQ_ERR_SUCCESS &&
+                      mosquitto_loop_start(app.mosq) == MOSQ_ERR_SUCCESS;
+        }
+        hf_ev_t ev;
+        if (hf_evq_pop(&app.evq, &ev, 20)) {
+            if (ev.type == HF_EV_CONNECTED) {
+                app.hp.subs_pending = 0;
+            }
+            bool suback = ev.type == HF_EV_SUBSCRIBED && app.hp.subs_pending > 0;
+            hf_ev_dispatch(app.agent, &ev);
+            /* SUBSCRIBEs leave from the network thread later: "connected" is logged only once the
+             * broker acknowledged them all, so whoever waits for the line can publish to the device. */
+            if (suback && --app.hp.subs_pending == 0) {
+                fprintf(stderr, "I mqtt: connected\n");
             }
         }
-        if (connected_once) {
-            int rc = mosquitto_loop(app.mosq, 20, 1);
-            if (rc != MOSQ_ERR_SUCCESS && now >= next_try) {
-                next_try = now + 1000;
-                mosquitto_reconnect(app.mosq);
-            }
-        } else {
-            struct timespec ts = { 0, 20 * 1000000 };
-            nanosleep(&ts, NULL);
+        if (now < next_tick) {
+            continue; /* events are handled as they come; the timers every 20 ms */
         }
+        next_tick = now + 20;
         fa_agent_tick(app.agent);
+        if (hf_evq_dropped(&app.evq) != dropped) {
+            char line[64];
+            dropped = hf_evq_dropped(&app.evq);
+            snprintf(line, sizeof(line), "mqtt: %lu events dropped (queue full)", dropped);
+            app.port.log(app.port.ctx, FA_LOG_WARN, line);
+        }
         if (chatter_ms > 0 && now >= next_chatter) {
             char line[64];
             next_chatter = now + chatter_ms;

@@ -134,7 +134,11 @@ static int p_publish(void *ctx, const char *topic, const void *data, size_t len,
 static fa_err_t p_subscribe(void *ctx, const char *topic, int qos)
 {
     hf_port_t *hp = ctx;
-    return mosquitto_subscribe(hp->mosq, NULL, topic, qos) == MOSQ_ERR_SUCCESS ? FA_OK : FA_FAIL;
+    if (mosquitto_subscribe(hp->mosq, NULL, topic, qos) != MOSQ_ERR_SUCCESS) {
+        return FA_FAIL;
+    }
+    hp->subs_pending++;
+    return FA_OK;
 }
 
 /* ---- slots ---- */
@@ -171,6 +175,25 @@ static fa_err_t p_ota_begin(void *ctx, size_t size)
     if (hp->flash.erase(hp->flash.ctx, hf_slot_off(hp->ota_slot), erase) != 0) {
         return FA_FAIL;
     }
+    hp->ota_open = true;
+    return FA_OK;
+}
+
+/* esp_ota_resume: the slot was erased for this image when the update began; the bytes before offset
+ * are kept and writing goes on from there (bytes rewritten after the last resume point are the same
+ * bytes again, which NOR flash takes). */
+static fa_err_t p_ota_resume(void *ctx, size_t size, size_t offset)
+{
+    hf_port_t *hp = ctx;
+    if (p_running_state(ctx) == FA_IMG_PENDING_VERIFY) {
+        return FA_ERR_INVALID_STATE;
+    }
+    if (size == 0 || size > HF_SLOT_SIZE || offset > size) {
+        return FA_ERR_INVALID_SIZE;
+    }
+    hp->ota_slot = 1 - hp->running_slot;
+    hp->ota_size = (uint32_t)size;
+    hp->ota_written = (uint32_t)offset;
     hp->ota_open = true;
     return FA_OK;
 }
@@ -235,11 +258,19 @@ static void p_log(void *ctx, fa_log_level_t level, const char *msg)
     hf_port_t *hp = ctx;
     static const char lv[] = "?EWID";
     char line[256];
+    if (level > hp->log_level) {
+        return; /* debug lines only while a debug session asks for them */
+    }
     snprintf(line, sizeof(line), "%c (%s) fleet: %s", lv[level <= 4 ? level : 0], hp->fw_version, msg);
     fprintf(stderr, "%s\n", line);
     if (hp->log_sink) {
         hp->log_sink(hp->log_user, line);
     }
+}
+
+static void p_log_level(void *ctx, fa_log_level_t level)
+{
+    ((hf_port_t *)ctx)->log_level = level;
 }
 
 static const char *p_reset_reason(void *ctx)
@@ -253,6 +284,7 @@ void hf_port_init(hf_port_t *hp, fa_port_t *p)
     memset(p, 0, sizeof(*p));
     hp->http_fd = -1;
     hp->boot_ms = mono_ms();
+    hp->log_level = FA_LOG_INFO;
     p->ctx = hp;
     p->now_s = p_now_s;
     p->uptime_ms = p_uptime_ms;
@@ -276,4 +308,6 @@ void hf_port_init(hf_port_t *hp, fa_port_t *p)
     p->http_close = hf_http_close;
     p->log = p_log;
     p->reset_reason = p_reset_reason;
+    p->ota_resume = p_ota_resume;
+    p->log_level = p_log_level;
 }

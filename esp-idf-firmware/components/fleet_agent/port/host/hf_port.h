@@ -15,7 +15,9 @@ typedef struct {
     int running_slot;
     int64_t boot_ms; /* uptime counts from the (re)start of the process */
     const char *fw_version;
+    fa_log_level_t log_level; /* what p_log prints: info, or debug during a debug session */
     struct mosquitto *mosq;
+    int subs_pending; /* SUBSCRIBEs sent and not acknowledged yet */
     void (*reboot)(void *user); /* re-executes the process */
     void *reboot_user;
     void (*log_sink)(void *user, const char *line);
@@ -26,6 +28,8 @@ typedef struct {
     uint32_t ota_written;
     bool ota_open;
     /* the download */
+    struct hf_tls *tls;  /* from --ca: https:// URLs are verified against it; NULL: http:// only */
+    bool http_tls;       /* the open connection is TLS */
     int http_fd;
     uint32_t http_skip; /* bytes to discard when a server ignored Range */
     uint8_t http_buf[4096];

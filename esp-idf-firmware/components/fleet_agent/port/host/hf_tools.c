@@ -27,6 +27,7 @@ int hf_usage(void)
     fprintf(stderr,
             "usage: fleet-device run --flash F --id ID --hw HW [--broker mqtt://h:p] [--prefix P]\n"
             "         [--key HEX | --master-key HEX] [--ecdsa-pub PEM] [--hb S] [--confirm S]\n"
+            "         [--kid KID] [--add-key KID:MASTERHEX]... [--retire-kid KID]... [--ca PEM]\n"
             "         [--shadow-key K]... [--chatter-ms N] [--log-rate N] [--log-burst N]\n"
             "       fleet-device mkimage --out F --version V [--secure-version N] [--selftest ok|crash|offline] [--size N]\n"
             "       fleet-device flash --flash F --slot N IMAGE\n"
