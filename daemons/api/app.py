@@ -101,8 +101,13 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         c: Context = app.state.ctx
-        await asyncio.to_thread(c.bridge.start)
-        c.index.backfill()
+        if not await asyncio.to_thread(c.bridge.start, 5.0):
+            log.warning("broker_unreachable", mqtt=settings.mqtt_url,
+                        detail="writes answer 503 until it is back")
+        try:
+            c.index.backfill()
+        except redis_lib.exceptions.RedisError as exc:
+            log.warning("redis_unreachable", error=str(exc))
         handles = await _start_listeners(c)
         expiry = asyncio.ensure_future(c.debug.run_expiry())
         log.info("started", url=public_url(settings), mqtt=settings.mqtt_url)

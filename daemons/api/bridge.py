@@ -22,7 +22,6 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.errors import FleetError
 from daemons.runtime.config import Settings
 from daemons.runtime.mqtt import client_for
 
@@ -65,15 +64,15 @@ class Bridge:
 
     # -- connection ----------------------------------------------------------------------------
 
-    def start(self, timeout: float = 15.0) -> None:
-        try:
-            self._client.connect(self._addr.host, self._addr.port, keepalive=30)
-        except OSError as exc:
-            raise FleetError(f"cannot connect to {self.settings.mqtt_url}: {exc}") from None
+    def start(self, timeout: float = 15.0) -> bool:
+        """Start connecting (paho retries in the background) and wait up to `timeout` for it.
+
+        The API serves reads while the broker is away (writes and /healthz answer 503), so a
+        broker that is not there yet is not fatal: False says so.
+        """
+        self._client.connect_async(self._addr.host, self._addr.port, keepalive=30)
         self._client.loop_start()
-        if not self._connected.wait(timeout):
-            self.stop()
-            raise FleetError(f"cannot connect to {self.settings.mqtt_url}: no CONNACK")
+        return self._connected.wait(timeout)
 
     def stop(self) -> None:
         self._client.disconnect()
