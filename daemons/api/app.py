@@ -125,6 +125,7 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
                               "problem details; lists page with `limit` and `cursor`.")
     app.state.ctx = build_context(settings, redis, bridge or Bridge(settings))
     app.state.ctx.metrics = metrics
+    app.state.ctx.debug.on_open = metrics.debug_sessions.inc
     problems.install(app)
 
     async def redis_away(request: Request, exc: Exception) -> Response:

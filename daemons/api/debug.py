@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from daemons.api import links
@@ -77,6 +78,7 @@ class DebugSessions:
         self.log = get_logger("api")
         # device id -> events set when its sessions are closed early (wakes its WebSockets)
         self.closed: dict[str, asyncio.Event] = {}
+        self.on_open: Callable[[], None] | None = None  # counts sessions (the API's metrics)
 
     async def _desired(self, device_id: str, debug: dict[str, Any] | None) -> None:
         ok, got = await self.bridge.request(f"{self.p}/{device_id}/shadow/update",
@@ -104,6 +106,8 @@ class DebugSessions:
         answer = {"session_id": session_id, "device_id": device_id, "expires_at": expires_at,
                   "link": self.base_url + links.link_path(self.key, session_id, device_id, expires_at)}
         self.audit.record(who, "debug.open", device_id, 201, f"operator {operator}, until {expires_at}")
+        if self.on_open is not None:
+            self.on_open()
         return answer
 
     def _sessions(self, device_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:

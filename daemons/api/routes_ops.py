@@ -89,7 +89,6 @@ async def open_debug(c: Ctx, who: Operator, device_id: Annotated[str, Path(patte
     except DebugError as exc:
         c.audit.record(who, "debug.open", device_id, exc.code, exc.message)
         raise Problem(exc.code, exc.message) from None
-    c.metrics.debug_sessions.inc()
     return session
 
 

@@ -119,7 +119,7 @@ def test_debug_session_streams_logs_then_expires_and_clears_desired(stack: Stack
         assert "debug" not in http.get("/api/v1/devices/sim-0002/shadow").json()["state"]["desired"]
         metrics = httpx.get(f"{stack.url}/metrics").text
         assert 'fleet_debug_links_refused_total{reason="bad_signature"} 2.0' in metrics
-        assert "fleet_debug_sessions_opened_total 2.0" in metrics and "sim-000" not in metrics
+        assert "fleet_debug_sessions_opened_total 2.0" in metrics and "sim-000" not in metrics  # HTTP ones
         assert http.post("/api/v1/devices/sim-0002/debug", json={"ttl_s": 99999}).status_code == 422
     with stack.client("admin") as http:
         actions = [(a["action"], a["target"]) for a in http.get("/api/v1/audit").json()["items"]]
