@@ -83,7 +83,7 @@ async def _start_listeners(c: Context) -> list[int]:
 
     def on_summary(topic: str, payload: bytes) -> None:
         if payload:
-            c.redis.set("fleet:api:health:summary", payload)
+            c.redis.set(routes_ops.SUMMARY_KEY, payload)
 
     def on_debug_open(topic: str, payload: bytes) -> None:
         asyncio.run_coroutine_threadsafe(c.debug.open_from_mqtt(payload), loop)

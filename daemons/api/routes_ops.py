@@ -33,10 +33,8 @@ router = APIRouter(responses=responses(400, 401, 403, 422))
 pages = APIRouter(include_in_schema=False)
 STATIC = FsPath(__file__).parent / "static"
 ALERTS_MAX = 1000
-
-
-def alerts_key(c: Context) -> str:
-    return "fleet:api:alerts"
+ALERTS_KEY = "fleet:api:alerts"  # list of `{o}/health/alerts` events seen by the API, newest first
+SUMMARY_KEY = "fleet:api:health:summary"  # the latest retained `{o}/health/summary`
 
 
 def store_alert(c: Context, payload: bytes) -> None:
@@ -48,8 +46,8 @@ def store_alert(c: Context, payload: bytes) -> None:
     if not isinstance(body, dict) or not isinstance(body.get("device_id"), str):
         return
     pipe = c.redis.pipeline(transaction=False)
-    pipe.lpush(alerts_key(c), json.dumps(body, separators=(",", ":")))
-    pipe.ltrim(alerts_key(c), 0, ALERTS_MAX - 1)
+    pipe.lpush(ALERTS_KEY, json.dumps(body, separators=(",", ":")))
+    pipe.ltrim(ALERTS_KEY, 0, ALERTS_MAX - 1)
     pipe.execute()
 
 
@@ -57,7 +55,7 @@ def store_alert(c: Context, payload: bytes) -> None:
 def health_alerts(c: Ctx, who: Viewer, page: Page,
                   status: Annotated[str | None, Query(pattern="^(ok|watch|critical|offline)$")] = None
                   ) -> dict[str, Any]:
-    rows = [json.loads(r) for r in c.redis.lrange(alerts_key(c), 0, -1)]
+    rows = [json.loads(r) for r in c.redis.lrange(ALERTS_KEY, 0, -1)]
     if status is not None:
         rows = [r for r in rows if r.get("status") == status]
     rows = [r for r in rows if isinstance(r.get("score"), int) and isinstance(r.get("status"), str)]
@@ -67,7 +65,7 @@ def health_alerts(c: Ctx, who: Viewer, page: Page,
 @router.get("/health/summary", response_model=m.HealthSummary,
             summary="healthwatch's fleet summary: counts, worst devices, cohort medians (extension)")
 def health_summary(c: Ctx, who: Viewer) -> dict[str, Any]:
-    raw = c.redis.get("fleet:api:health:summary")
+    raw = c.redis.get(SUMMARY_KEY)
     if raw:
         return json.loads(raw)  # type: ignore[no-any-return]
     return {"counts": {}, "worst": [], "cohorts": {}, "devices": 0}
