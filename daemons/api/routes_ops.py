@@ -116,7 +116,8 @@ def login(c: Ctx, body: Login, request: Request, response: Response) -> dict[str
         raise Problem(401, "unknown, expired or revoked token")
     session_id, who = opened
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="strict", path="/",
-                        secure=request.url.scheme == "https", max_age=12 * 3600)
+                        secure=request.url.scheme == "https" or c.public_url.startswith("https:"),
+                        max_age=12 * 3600)
     return {"id": who.id, "name": who.name, "role": who.role}
 
 
