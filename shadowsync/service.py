@@ -260,18 +260,8 @@ class ShadowService:
         device.seen(now, encoding)
         if current is None:
             raise doc.ShadowError(404, f"no shadow {r.shadow or '(classic)'} for {device.id}")
-        state = current.get("state", {})
-        body: dict[str, Any] = {
-            "state": {"desired": state.get("desired", {}), "reported": state.get("reported", {})},
-            "metadata": current.get("metadata", {}),
-            "version": current["version"],
-            "timestamp": now,
-            "last_seen_at": int(device.fields["last_seen_at"]),
-            "connected": device.fields.get("connected") == "1",
-        }
-        delta = doc.document_delta(current)
-        if delta:
-            body["state"]["delta"] = delta
+        connected = device.fields.get("connected") == "1"
+        body = doc.get_body(current, int(device.fields["last_seen_at"]), connected, now)
         with_client_token(body, token)
         out.publish(f"{r.base(self.prefix)}/get/accepted", body, encoding)
         out.count("get", "accepted")

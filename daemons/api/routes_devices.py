@@ -73,16 +73,8 @@ def _shadow_body(fields: dict[str, str], name: str) -> dict[str, Any] | None:
     raw = fields.get("sh:" + name)
     if not raw:
         return None
-    current = json.loads(raw)
-    state = current.get("state", {})
-    body: dict[str, Any] = {
-        "state": {"desired": state.get("desired", {}), "reported": state.get("reported", {})},
-        "metadata": current.get("metadata", {}), "version": current["version"], "timestamp": int(time.time()),
-        "last_seen_at": int(fields.get("last_seen_at") or 0), "connected": fields.get("connected") == "1"}
-    delta = doc.document_delta(current)
-    if delta:
-        body["state"]["delta"] = delta
-    return body
+    connected = fields.get("connected") == "1"
+    return doc.get_body(json.loads(raw), int(fields.get("last_seen_at") or 0), connected, int(time.time()))
 
 
 def _device_fields(c: Ctx, device_id: str) -> dict[str, str]:
