@@ -104,15 +104,27 @@ def get_device(c: Ctx, who: Viewer, device_id: DeviceId) -> dict[str, Any]:
 
 
 def _ota(c: Ctx, device_id: str) -> dict[str, Any] | None:
-    """The device's current job (the planner's one job slot), with its state in that rollout."""
+    """The device's current job (the planner's one job slot), else its job in the newest rollout
+    that took it in, with its state there; None when no rollout ever did."""
     slot = c.redis.hgetall(f"ota:cur:{{{device_id}}}")
-    rid, job_id = slot.get("rid"), slot.get("job")
-    if not rid:
+    if slot.get("rid"):
+        rid, job_id = slot["rid"], slot.get("job")
+        kind = "rb:" if str(job_id or "").endswith("#rb") else ""
+        rec = c.redis.hget(c.rollouts.key(rid, kind + "dev"), device_id)
+        state = str(DeviceRecord.from_json(json.loads(rec)).state) if rec else None
+        return {"rollout_id": rid, "job_id": job_id, "state": state}
+    rids = list(c.redis.smembers("ota:rollouts"))  # a few hundred at most: one pipeline
+    pipe = c.redis.pipeline(transaction=False)
+    for rid in rids:
+        pipe.hget(c.rollouts.key(rid, "meta"), "created_at")
+        pipe.hget(c.rollouts.key(rid, "dev"), device_id)
+    rows = pipe.execute() if rids else []
+    taken = [(int(rows[2 * i] or 0), rid, rows[2 * i + 1]) for i, rid in enumerate(rids) if rows[2 * i + 1]]
+    if not taken:
         return None
-    kind = "rb:" if str(job_id or "").endswith("#rb") else ""
-    rec = c.redis.hget(c.rollouts.key(rid, kind + "dev"), device_id)
-    state = str(DeviceRecord.from_json(json.loads(rec)).state) if rec else None
-    return {"rollout_id": rid, "job_id": job_id, "state": state}
+    _, rid, raw = max(taken)
+    record = DeviceRecord.from_json(json.loads(raw))
+    return {"rollout_id": rid, "job_id": record.job_id, "state": str(record.state)}
 
 
 @router.get("/devices/{device_id}/shadow", response_model=m.ShadowDocument, responses=responses(404),

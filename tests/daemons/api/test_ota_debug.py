@@ -62,6 +62,8 @@ def test_release_rollout_completes_and_streams_its_progress(stack: Stack) -> Non
                     seen.append(json.loads(line[5:]))
         assert seen[-1]["state"] == "completed", seen[-1]
         assert any(s.get("counts", {}).get("succeeded", 0) < DEVICES for s in seen if "counts" in s)
+        device = http.get("/api/v1/devices/sim-0001").json()
+        assert device["ota"] == {"rollout_id": "r1", "job_id": "r1@sim-0001", "state": "succeeded"}
         final = http.get("/api/v1/rollouts/r1").json()
         assert final["counts"]["succeeded"] == DEVICES and final["events"][0]["event"] == "created"
         conflict = http.post("/api/v1/rollouts/r1/pause")
