@@ -1,4 +1,25 @@
-"""One device's health: its streaming state, the reasons it is unwell, its score and status."""
+"""One device's health: its streaming state, the reasons it is unwell, its score and status.
+
+Arrival order (PROTOCOL §2: heartbeats that arrive late, twice or out of order never count as
+reboots, gaps or trends). `arrival` sorts each heartbeat before it is scored:
+
+- new: newer than every heartbeat seen, by `seq` when the device counts (so a clock that jumps,
+  either way, reorders nothing), else by `ts`, or by `uptime_s` when `ts` went back. A `seq`
+  far below the last one (outside the window) or lower with a newer `ts` is a restarted
+  counter: new as well.
+- duplicate: that `seq` (or, without seq, that `ts`) was already scored.
+- late: an older `seq` not seen yet, within the last SEQ_WINDOW (or, without seq, an older
+  `ts`). Its only contribution (with seq) is to take back the missed heartbeat counted when its
+  gap was seen (the gap was not real); its levels, uptime and time never enter the trends,
+  rates, reboot or gap detectors, whose state follows the newest heartbeat only. A late
+  heartbeat is not a sign of life either: it does not refresh the offline timer or publish
+  a verdict.
+
+Elapsed time between two heartbeats is `ts` bounded by what the device says passed (seq steps
+times the interval, or the uptime growth of a device that does not count), so a clock jumping
+forward is neither a gap nor a reboot. The window of seen sequence numbers is a bitmask, the
+anti-replay window of IPsec (RFC 4303 §3.4.3) used for the same purpose.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +32,8 @@ from healthwatch.status import STATUSES, HealthStatus
 
 OK, WATCH, CRITICAL, OFFLINE = HealthStatus
 PENALTY: dict[int, int] = {WATCH: 30, CRITICAL: 65}
+SEQ_WINDOW = 64  # sequence numbers remembered behind the newest (bit i: seq - i was scored)
+NEW, LATE, DUPLICATE = "new", "late", "duplicate"
 _F_T, _F_D, _F_R, _F_H = SD_FLOOR["temp"], SD_FLOOR["drain"], SD_FLOOR["rssi"], SD_FLOOR["heap"]
 _M_T, _M_D, _M_R, _M_H = MAD_FLOOR["temp"], MAD_FLOOR["drain"], MAD_FLOOR["rssi"], MAD_FLOOR["heap"]
 
@@ -57,6 +80,7 @@ class DeviceState:
     tt_slow: float = 0.0
     tt_var: float = 0.0
     tt_z: float = 0.0
+    win: int = 0  # the seq window: bit i set when seq - i was scored or filled
     t: Track = field(default_factory=Track)
     b: Track = field(default_factory=Track)
     r: Track = field(default_factory=Track)
@@ -67,7 +91,7 @@ class DeviceState:
     _SCALARS: ClassVar[tuple[str, ...]] = (
         "n", "ts", "seq", "uptime", "hw", "fw", "t_raw", "t_rel", "b_pct", "b_ts", "drain", "b_t0",
         "b_p0", "rb", "reset", "ms", "status", "bad_run", "good_run", "score", "wall", "pub_ts", "pub_sig",
-        "tt_n", "tt_slow", "tt_var", "tt_z")
+        "tt_n", "tt_slow", "tt_var", "tt_z", "win")
 
     def to_json(self) -> list[Any]:
         return [[getattr(self, k) for k in self._SCALARS], self.t.to_list(), self.b.to_list(),
@@ -76,9 +100,9 @@ class DeviceState:
     @classmethod
     def from_json(cls, v: list[Any]) -> DeviceState:
         st = cls()
-        if not len(cls._SCALARS) - 4 <= len(v[0]) <= len(cls._SCALARS):
+        if not len(cls._SCALARS) - 5 <= len(v[0]) <= len(cls._SCALARS):
             raise ValueError("unknown state layout")
-        # A state written before the trend fields existed lacks them: the trend starts learning afresh.
+        # A state written before the trend fields (or the seq window) existed lacks them: they start afresh.
         for k, x in zip(cls._SCALARS, v[0], strict=False):
             setattr(st, k, x)
         st.t, st.b, st.r, st.h = (Track.from_list(x) for x in v[1:5])
@@ -95,13 +119,54 @@ def _stat(cs: CohortStats, i: int) -> tuple[float, float] | None:
     return None if m is None else (m.median, m.mad)
 
 
+def arrival(st: DeviceState, hb: dict[str, Any]) -> str:
+    """NEW, LATE or DUPLICATE: where a validated heartbeat stands against the ones already scored."""
+    if not st.n:
+        return NEW
+    ts, seq, up = hb.get("ts"), hb.get("seq"), hb.get("uptime_s")
+    if seq is None or st.seq < 0:
+        if ts is None or ts > st.ts:
+            return NEW
+        if ts < st.ts and up is not None and up > st.uptime >= 0:
+            return NEW  # the clock went back; the uptime (a monotonic clock) did not
+        return DUPLICATE if ts == st.ts else LATE
+    behind = st.seq - seq
+    if behind < 0 or behind >= SEQ_WINDOW or (ts is not None and ts > st.ts):
+        return NEW  # newer, or a counter that restarted (a late copy is never newer than the newest)
+    return DUPLICATE if st.win >> behind & 1 else LATE
+
+
+def fill(st: DeviceState, hb: dict[str, Any], t: Tuning) -> None:
+    """A LATE heartbeat: mark its seq seen and take back the miss counted for it, as decayed since.
+
+    The miss was counted when the first heartbeat after the gap arrived: the nearest newer seq
+    in the window, about `behind` intervals before the newest.
+    """
+    if hb.get("seq") is None or st.seq < 0:
+        return  # late by ts alone: which gap it belonged to is unknown, so nothing is taken back
+    behind = st.seq - hb["seq"]
+    after = next((j for j in range(behind - 1, -1, -1) if st.win >> j & 1), 0)
+    st.win |= 1 << behind
+    st.ms = max(0.0, st.ms - decay(1.0, after * t.interval_s, t.missed_tau_s))
+
+
 def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now: float) -> Verdict:
-    """Fold one validated heartbeat into the state; return the device's verdict."""
+    """Fold one validated NEW heartbeat (see `arrival`) into the state; return the device's verdict."""
     ts = hb.get("ts", now)
     dt = ts - st.ts if st.n else 0.0
     if dt < 0:
-        dt = 0.0  # out of order: levels still learn, rates do not
+        dt = 0.0  # the device's clock went back: levels still learn, rates do not
     first = st.n == 0
+    seq = hb.get("seq")
+    steps = seq - st.seq if seq is not None and st.seq >= 0 and not first else 0
+    # Time between the two heartbeats as far as it can be told: a clock that jumps forward
+    # stretches `dt`, not the count of heartbeats the device sent meanwhile, nor (for a device
+    # that does not count) the uptime it says passed.
+    elapsed = min(dt, steps * t.interval_s) if steps > 0 else dt
+    up = hb.get("uptime_s")
+    prev_up = st.uptime
+    if seq is None and up is not None and prev_up >= 0 and up >= prev_up:
+        elapsed = min(elapsed, up - prev_up)
     st.n += 1
     hw, fw = hb.get("hw"), hb.get("fw")
     if hw is not None:
@@ -110,11 +175,10 @@ def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now
         st.fw = fw
 
     # Reboots: uptime went backwards (or grew less than the time that passed, beyond a slack).
-    up = hb.get("uptime_s")
     st.rb = decay(st.rb, dt, t.reboot_tau_s)
     rebooted = False
     if up is not None:
-        if not first and st.uptime >= 0 and up + max(0.5 * t.interval_s, 0.1 * dt) < st.uptime + dt:
+        if not first and prev_up >= 0 and up + max(0.5 * t.interval_s, 0.1 * elapsed) < prev_up + elapsed:
             rebooted = True
         st.uptime = up
     reason = hb.get("reset_reason")
@@ -125,16 +189,17 @@ def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now
     if rebooted:
         st.rb += 1.0
 
-    # Missed heartbeats: from seq gaps when the device counts, else from gaps in ts.
-    seq = hb.get("seq")
+    # Missed heartbeats: from seq gaps when the device counts, else from the time that passed.
     missed = 0.0
     if not first:
         if seq is not None and st.seq >= 0:
-            if 0 < seq - st.seq - 1 < 100_000:
-                missed = seq - st.seq - 1
-        elif dt > 1.5 * t.interval_s:
-            missed = round(dt / t.interval_s) - 1
+            if 0 < steps - 1 < 100_000:
+                missed = steps - 1
+        else:
+            if elapsed > 1.5 * t.interval_s:
+                missed = round(elapsed / t.interval_s) - 1
     if seq is not None:
+        st.win = (st.win << steps | 1) & ((1 << SEQ_WINDOW) - 1) if steps > 0 else 1
         st.seq = seq
     st.ms = decay(st.ms, dt, t.missed_tau_s) + missed
 
@@ -206,7 +271,7 @@ def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now
     if st.ms >= t.missed_alarm:
         reasons.append(("missed_heartbeats", WATCH, f"about {st.ms:.0f} heartbeats missed in the last hour"))
 
-    st.ts = ts if ts > st.ts else st.ts
+    st.ts = ts  # the newest heartbeat's own time, even when its clock went back
     st.wall = now
     return _conclude(st, reasons, its, t)
 

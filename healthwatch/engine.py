@@ -10,7 +10,7 @@ from typing import Any
 
 from healthwatch.cohort import CohortTable, cohort_key
 from healthwatch.detect import Tuning
-from healthwatch.device import DeviceState, Verdict, observe, offline_verdict
+from healthwatch.device import LATE, NEW, DeviceState, Verdict, arrival, fill, observe, offline_verdict
 from healthwatch.validate import validate
 
 REPUBLISH_S = 300.0  # refresh the retained health at least this often (heartbeat time)
@@ -20,14 +20,21 @@ class HealthEngine:
     def __init__(self, tuning: Tuning | None = None, cohorts: CohortTable | None = None) -> None:
         self.tuning = tuning or Tuning()
         self.cohorts = cohorts or CohortTable()
+        self.last_arrival = NEW  # what the last `score` call saw: new, late or duplicate
 
     def score(self, st: DeviceState, device_id: str, body: dict[str, Any], now: float
               ) -> tuple[Verdict | None, list[str]]:
-        """Fold one heartbeat into `st`. Returns (verdict, dropped fields); verdict None for a repeat."""
+        """Fold one heartbeat into `st`. Returns (verdict, dropped fields).
+
+        The verdict is None for a heartbeat that is not the newest (`self.last_arrival` says
+        whether it was late or a duplicate; see healthwatch.device for what a late one does).
+        """
         hb, dropped = validate(body)
-        seq = hb.get("seq")
-        if st.n and seq is not None and seq == st.seq and hb.get("ts", -1) == st.ts:
-            return None, dropped  # a QoS 1 redelivery: already counted
+        self.last_arrival = arrival(st, hb)
+        if self.last_arrival != NEW:
+            if self.last_arrival == LATE:
+                fill(st, hb, self.tuning)
+            return None, dropped
         old_key = cohort_key(st.hw, st.fw) if st.n else None
         key = cohort_key(hb.get("hw", st.hw), hb.get("fw", st.fw))
         verdict = observe(st, hb, self.cohorts.get(key), self.tuning, now)

@@ -13,15 +13,17 @@ from typing import Any
 from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
+from otaplanner.artifacts import ArtifactStore
 from otaplanner.control import Control
 from otaplanner.door import OperatorRequest
 from otaplanner.manifest import SHA256_RE
+from otaplanner.records import Release
 from otaplanner.rollback import rollback
 
 MAX_CAS_ROUNDS = 10
 
 
-def parse_release(body: dict[str, Any]) -> dict[str, Any]:
+def parse_release(body: dict[str, Any]) -> Release:
     """Validate a registration; the release as stored (and retained) on success."""
     version = body.get("version")
     if not isinstance(version, str) or not ro.NAME_RE.fullmatch(version):
@@ -44,7 +46,7 @@ def parse_release(body: dict[str, Any]) -> dict[str, Any]:
     notes = body.get("notes")
     if notes is not None and (not isinstance(notes, str) or len(notes) > 4096):
         raise ro.RolloutError(400, "notes must be a string of at most 4096 characters")
-    release: dict[str, Any] = {"version": version, "hw": sorted(set(hw)), "object": obj,
+    release: Release = {"version": version, "hw": sorted(set(hw)), "object": obj,
                                "sha256": sha.lower(), "size": size, "secure_version": secure}
     if notes is not None:
         release["notes"] = notes
@@ -52,7 +54,7 @@ def parse_release(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class Commands:
-    def __init__(self, control: Control, artifacts: Any) -> None:
+    def __init__(self, control: Control, artifacts: ArtifactStore) -> None:
         self.control = control
         self.store = control.store
         self.artifacts = artifacts
@@ -77,8 +79,8 @@ class Commands:
                     400, f"object {release['object']!r} is {size} bytes, not {release['size']}")
             release["registered_at"] = int(now)
             if not self.store.add_release(release["version"], release):
-                existing = self.store.release(release["version"]) or {}
-                if {k: v for k, v in existing.items() if k != "registered_at"} != {
+                existing = self.store.release(release["version"])
+                if existing is None or {k: v for k, v in existing.items() if k != "registered_at"} != {
                         k: v for k, v in release.items() if k != "registered_at"}:
                     raise ro.RolloutError(409, f"release {release['version']} exists with other contents")
                 release = existing

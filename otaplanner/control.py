@@ -88,6 +88,9 @@ class Control:
     # -- periodic work ----------------------------------------------------------------------
 
     def tick(self, rid: str, now: float, out: Outcome) -> None:
+        """One periodic pass over an active rollout, on the replica that holds (or takes) its lease:
+        timeouts, the failure and health gates, job refresh, taking devices in, issuing, the stage
+        gate, then the status (sent only when it changed, or after a takeover)."""
         if not self.store.lease(rid, self.owner, self.lease_ms):
             self._owned.discard(rid)
             return

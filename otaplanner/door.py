@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemons.protocol.codec import CodecError, Encoding, decode
+from daemons.protocol.codec import CodecError, Encoding, decode, salvage_token
 from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import Inbound, Refused, Reply, client_token_of, device_topic, valid_device_id
 
@@ -77,11 +77,13 @@ class Door:
         reply = Reply(topic, None, counted_as, int(now))
         try:
             if len(payload) > MAX_PAYLOAD:
-                raise Rejected(413, f"payload larger than {MAX_PAYLOAD} bytes")
+                raise CodecError(413, f"payload larger than {MAX_PAYLOAD} bytes", salvage_token(payload))
             body, _ = decode(payload)
             token = client_token_of(body)
             if "clientToken" in body and token is None:
                 raise Rejected(400, "clientToken must be a string of at most 64 characters")
+        except CodecError as exc:  # answered with the token when the payload named one
+            return Refused(Reply(topic, exc.token, counted_as, int(now)), exc)
         except Rejected as exc:
             return Refused(reply, exc)
         return OperatorRequest(kind, rid, body, Reply(topic, token, counted_as, int(now)), now)
@@ -102,7 +104,8 @@ class Door:
         if not message.payload:
             return Dropped(kind, "empty")  # a retained message being cleared
         try:
-            body, encoding = decode(message.payload)
+            # Devices' numbers are judged field by field (§2); only hw, fw and the job are read here.
+            body, encoding = decode(message.payload, exact_numbers=False)
         except CodecError:
             return Dropped(kind, "malformed")
         return DeviceMessage(device_id, kind, body, encoding)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from otaplanner.artifacts import MAX_EXPIRES_S
+from otaplanner.artifacts import MAX_EXPIRES_S, ArtifactStore
 from otaplanner.manifest import build_manifest
+from otaplanner.records import Release
 from otaplanner.signing import Signer
 
 # A pre-signed URL is shared by the jobs issued within this many seconds (signing one per
@@ -16,7 +17,7 @@ URL_REUSE_S = 60
 
 
 class JobFactory:
-    def __init__(self, signer: Signer, artifacts: Any) -> None:
+    def __init__(self, signer: Signer, artifacts: ArtifactStore) -> None:
         self.signer = signer
         self.artifacts = artifacts
         self._urls: dict[tuple[str, int], tuple[float, str]] = {}
@@ -32,7 +33,7 @@ class JobFactory:
         return url
 
     def make(self, device_id: str, hw: str | None, job_id: str, rollout_id: str,
-             release: dict[str, Any], expiry_s: int, now: float | None = None) -> dict[str, Any]:
+             release: Release, expiry_s: int, now: float | None = None) -> dict[str, Any]:
         issued = int(time.time() if now is None else now)
         manifest = build_manifest(
             device_id=device_id,

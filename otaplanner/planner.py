@@ -8,6 +8,7 @@ advance, rate-limited issuing) runs in `tick`, per rollout, on the replica holdi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from daemons.protocol.messages import Inbound, Outcome, Refused
 from daemons.registry import Registry
 from daemons.runtime.logs import OncePerKey, get_logger
 from otaplanner import rollout as ro
+from otaplanner.artifacts import ArtifactStore
 from otaplanner.commands import Commands
 from otaplanner.control import Control
 from otaplanner.door import DeviceMessage, Door, Dropped, OperatorRequest
@@ -37,7 +39,7 @@ class Sighting:
 class Planner:
     tick_interval_s = 0.5
 
-    def __init__(self, store: RolloutStore, registry: Registry, jobs: JobFactory, artifacts: Any,
+    def __init__(self, store: RolloutStore, registry: Registry, jobs: JobFactory, artifacts: ArtifactStore,
                  prefix: str = "fleet", ops_prefix: str = "fleetops", owner: str = "otaplanner",
                  clock: Callable[[], float] = time.time, **control_options: Any) -> None:
         self.store = store
@@ -99,7 +101,8 @@ class Planner:
     def _device(self, m: DeviceMessage, seen: dict[str, Sighting], health: dict[str, tuple[float, float]],
                 now: float, out: Outcome) -> str | None:
         """One device message; the rollout it touched, if any."""
-        if m.kind != "health":  # published by healthwatch, not by the device
+        # What the device itself sent: not the health (healthwatch's) nor its Last Will (the broker's).
+        if m.kind != "health" and not (m.kind == "status" and m.body.get("online") is False):
             sighting = seen.setdefault(m.device_id, Sighting(m.encoding))
             sighting.encoding = m.encoding
             for name in ("hw", "fw"):
@@ -147,6 +150,12 @@ class Planner:
         if old in ("nojob", "terminal", "same"):
             out.count("ota_status", old)
             return None
+        if old.startswith("{"):
+            # A terminal report after the timeout replaced `timed_out` (PROTOCOL §3): the gates
+            # count it from now on, the registry takes its `fw` (handle), the event says so.
+            self.control.reporter.publish_event(rid, json.loads(old), out)
+            out.count("ota_status", "late")
+            self.log.info("late_report", rollout_id=rid, device_id=device_id, state=state)
         out.count("ota_status", state)
         if new in ro.TERMINAL:
             # The job is over: clear the retained job so the device does not see it again.

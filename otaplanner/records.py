@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NotRequired, TypedDict
 
 from otaplanner import rollout as ro
+
+
+class Release(TypedDict):
+    """A registered release (PROTOCOL §3), as stored in `ota:releases` and retained on its topic."""
+
+    version: str
+    hw: list[str]
+    object: str
+    sha256: str
+    size: int
+    secure_version: int
+    notes: NotRequired[str]
+    registered_at: NotRequired[int]
 
 
 def job_id_for(rollout_id: str, device_id: str) -> str:
@@ -31,7 +44,7 @@ class Rollout:
 
     rid: str
     cfg: ro.RolloutConfig
-    release: dict[str, Any]
+    release: Release
     state: str
     stage: int
     opened_at: float

@@ -10,7 +10,7 @@ from typing import Any
 from daemons.protocol.messages import Outcome
 from otaplanner import rollout as ro
 from otaplanner.control import Control
-from otaplanner.records import DeviceRecord, Rollout, job_id_for
+from otaplanner.records import DeviceRecord, Release, Rollout, job_id_for
 
 RB = "rb:"  # key prefix of the rollback jobs' records
 RB_SUFFIX = "#rb"
@@ -27,7 +27,7 @@ def rollback(control: Control, r: Rollout, now: float, out: Outcome) -> dict[str
     if not updated:
         raise ro.RolloutError(409, "no device was updated by this rollout: nothing to roll back")
     bad = int(r.release.get("secure_version", 0))
-    releases: dict[str, dict[str, Any]] = {}
+    releases: dict[str, Release] = {}
     refused: list[dict[str, Any]] = []
     for version in sorted({rec.fw_before for rec in updated.values()}):
         release = store.release(version)

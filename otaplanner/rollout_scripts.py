@@ -66,7 +66,11 @@ return out
 
 TERMINAL_LUA = "{succeeded=1, failed=1, rolled_back=1, rejected=1, timed_out=1, withdrawn=1}"
 
-# A device's progress report: applied only to its current job, never after a terminal state.
+# A device's progress report: applied only to its current job, never after a terminal state,
+# except that a terminal report replaces `timed_out` (PROTOCOL §3: the device's word is the truth,
+# a slow link must not hide a good or bad install). That late report is recorded as an event in
+# the rollout's list (KEYS[4] meta, KEYS[5] events), its seq the rollout's next rev, and the
+# script answers with the event's JSON; otherwise with the state it replaced or why it did not.
 REPORT = """
 local terminal = TERMINAL_LUA
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -74,7 +78,8 @@ if not raw then return 'nojob' end
 local rec = cjson.decode(raw)
 if rec.j ~= ARGV[2] then return 'nojob' end
 local old, new, now = rec.s, ARGV[3], tonumber(ARGV[4])
-if terminal[old] then return 'terminal' end
+local late = old == 'timed_out' and terminal[new] and new ~= 'timed_out' and new ~= 'withdrawn'
+if terminal[old] and not late then return 'terminal' end
 if old == new then return 'same' end
 rec.s = new
 if new == 'in_progress' then
@@ -84,11 +89,20 @@ else
   rec.d = now
   redis.call('ZREM', KEYS[3], ARGV[1])
 end
+if late then rec.l = 1 end
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
 redis.call('HINCRBY', KEYS[2], old, -1)
 redis.call('HINCRBY', KEYS[2], new, 1)
 redis.call('HINCRBY', KEYS[2], '_v', 1)
-return old
+if not late then return old end
+local event = cjson.decode(ARGV[6])
+event.seq = redis.call('HINCRBY', KEYS[4], 'rev', 1)
+event.stage = tonumber(redis.call('HGET', KEYS[4], 'stage')) or 0
+event.from = redis.call('HGET', KEYS[4], 'state') or cjson.null
+event.state = event.from
+local text = cjson.encode(event)
+redis.call('RPUSH', KEYS[5], text)
+return text
 """.replace("TERMINAL_LUA", TERMINAL_LUA)
 
 EXPIRE = """

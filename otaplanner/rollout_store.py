@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from daemons.registry import device_key
-from otaplanner.records import DeviceRecord
+from otaplanner.records import DeviceRecord, Release
 from otaplanner.rollout import Counts
 from otaplanner.rollout_scripts import (
     ASSIGN,
@@ -67,11 +67,11 @@ class RolloutStore:
 
     # -- releases -------------------------------------------------------------------------
 
-    def release(self, version: str) -> dict[str, Any] | None:
+    def release(self, version: str) -> Release | None:
         raw = self.redis.hget("ota:releases", version)
-        return json.loads(raw) if raw else None
+        return cast(Release, json.loads(raw)) if raw else None
 
-    def add_release(self, version: str, release: dict[str, Any]) -> bool:
+    def add_release(self, version: str, release: Release) -> bool:
         return bool(self.redis.hsetnx("ota:releases", version, json.dumps(release, sort_keys=True)))
 
     # -- rollout meta -----------------------------------------------------------------------
@@ -217,8 +217,14 @@ class RolloutStore:
 
     def report(self, rid: str, device_id: str, job_id: str, state: str, now: float, timeout_s: int,
                kind: str = "") -> str:
-        return str(self._report(keys=self._keys(rid, kind + "dev", kind + "cnt", kind + "deadline"),
-                                args=[device_id, job_id, state, int(now), timeout_s]))
+        """Apply a device's report. Returns the state it replaced, `nojob`, `terminal` or `same`;
+        or, for a terminal report replacing `timed_out`, the stored `late` event as JSON."""
+        late_event = {"rollout_id": rid, "event": "late_report", "device_id": device_id, "job_id": job_id,
+                      "job_state": state, "replaces": "timed_out", "late": True,
+                      "reason": f"{state} reported after the job timed out", "timestamp": int(now)}
+        keys = self._keys(rid, kind + "dev", kind + "cnt", kind + "deadline", "meta", "events")
+        return str(self._report(keys=keys, args=[device_id, job_id, state, int(now), timeout_s,
+                                                 json.dumps(late_event)]))
 
     def expire(self, rid: str, now: float, kind: str = "") -> dict[str, str]:
         """Time out in-progress jobs past their deadline; returns device -> job id."""

@@ -1,4 +1,21 @@
-"""Shadow documents: recursive merge, metadata, delta and limits (PROTOCOL §1). Pure functions."""
+"""Shadow documents: recursive merge, metadata, delta and limits (PROTOCOL §1). Pure functions.
+
+The rules, and where each comes from. AWS IoT Developer Guide, "Device Shadow service documents":
+"Request state document" (`state` with `desired` / `reported`, `clientToken`, `version`),
+"Delta state" (desired fields that differ from reported, recursively), "Array values in shadow
+documents" (arrays are values, replaced and compared whole); "Interacting with shadows" >
+"Deleting properties" (null deletes a field, `"desired": null` the section). PROTOCOL §1 (the
+contract, written from AWS IoT's observed behaviour, which those pages do not spell out):
+
+- `state` may be null: the whole state (desired and reported) is cleared; `{}` changes nothing;
+  either way the update is accepted and the version moves on by one. A missing `state`, or one
+  that is not an object or null, is refused (400), as AWS refuses "Missing required node: state".
+- null deletes at every level: `"desired": null` drops the section, `{"a": null}` the field.
+- An object emptied by deletions stays, as an empty object (AWS keeps `{"a": {}}`).
+- Limits: depth ≤ 6 inside a section, arrays counting as a level like objects, keys ≤ 64
+  characters (400); the state ≤ 8 KiB as JSON (413). Checked without recursion, before anything
+  is merged, so nothing of a refused request is stored.
+"""
 
 from __future__ import annotations
 
@@ -31,40 +48,70 @@ def empty_document() -> dict[str, Any]:
 
 
 def depth(value: Any) -> int:
-    """`{"a": {"b": 1}}` has depth 2; a scalar or an array has depth 0."""
-    if isinstance(value, dict) and value:
-        return 1 + max(depth(v) for v in value.values())
-    return 1 if isinstance(value, dict) else 0
+    """`{"a": {"b": 1}}` has depth 2, `{"a": [1]}` too (an array is a level); a scalar has depth 0."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
-def check_keys(value: Any, path: str = "") -> None:
-    if isinstance(value, dict):
-        for key, child in value.items():
-            if not isinstance(key, str) or not key:
-                raise ShadowError(400, f"invalid key at {path or 'state'}")
-            if len(key) > MAX_KEY_CHARS:
-                raise ShadowError(400, f"key longer than {MAX_KEY_CHARS} characters: {key[:16]}...")
-            check_keys(child, f"{path}.{key}" if path else key)
+def check_section(value: Any, section: str) -> None:
+    """Depth and key limits of one section, objects inside arrays included; raises ShadowError(400)."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, section)]
+    while stack:
+        item, level, path = stack.pop()
+        if isinstance(item, dict):
+            pairs: Any = item.items()
+        elif isinstance(item, list):
+            pairs = ((f"[{i}]", child) for i, child in enumerate(item))
+        else:
+            continue
+        if level > MAX_DEPTH:
+            raise ShadowError(400, f"state.{section} is deeper than {MAX_DEPTH} levels")
+        for key, child in pairs:
+            if isinstance(item, dict):
+                if not isinstance(key, str) or not key:
+                    raise ShadowError(400, f"invalid key at {path}")
+                if len(key) > MAX_KEY_CHARS:
+                    raise ShadowError(400, f"key longer than {MAX_KEY_CHARS} characters: {key[:16]}...")
+            stack.append((child, level + 1, f"{path}.{key}"))
 
 
-def validate_state(state: Any) -> dict[str, Any]:
-    """Check the `state` of an update request; return it when it can be merged."""
+MISSING = object()
+
+
+def validate_state(state: Any = MISSING) -> dict[str, Any] | None:
+    """Check the `state` of an update request; return it (None for a null state) when it can be merged.
+
+    Raises ShadowError: 400 when `state` is missing, not an object or null, holds anything but
+    `desired` / `reported` (each an object or null), or breaks the depth or key limits; 413 when
+    it is larger than MAX_STATE_BYTES as JSON.
+    """
+    if state is MISSING:
+        raise ShadowError(400, "missing required node: state")
+    if state is None:
+        return None
     if not isinstance(state, dict):
-        raise ShadowError(400, "state must be an object")
+        raise ShadowError(400, "state must be an object or null")
     unknown = set(state) - set(SECTIONS)
     if unknown:
         raise ShadowError(400, f"state may hold only desired and reported, not {sorted(unknown)[0]!r}")
-    if not state:
-        raise ShadowError(400, "state must hold desired or reported")
     for section in SECTIONS:
         if section not in state:
             continue
         value = state[section]
         if value is not None and not isinstance(value, dict):
             raise ShadowError(400, f"state.{section} must be an object or null")
-        if depth(value) > MAX_DEPTH:
-            raise ShadowError(400, f"state.{section} is deeper than {MAX_DEPTH} levels")
-        check_keys(value, section)
+        check_section(value, section)
     if json_size(state) > MAX_STATE_BYTES:
         raise ShadowError(413, f"state larger than {MAX_STATE_BYTES} bytes")
     return state
@@ -73,19 +120,19 @@ def validate_state(state: Any) -> dict[str, Any]:
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
     """Merge `patch` into `target` in place: objects recurse, null deletes, arrays are values.
 
-    An object emptied by deletions is removed too, so no `{}` husks are left behind.
+    An object emptied by deletions stays as `{}`, as on AWS IoT.
     """
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
         elif isinstance(value, dict):
-            current = target.get(key)
-            if not isinstance(current, dict):
-                current = {}
-                target[key] = current
+            existing = target.get(key)
+            created = not isinstance(existing, dict)
+            current: dict[str, Any] = existing if isinstance(existing, dict) else {}
             merge(current, value)
-            if not current and value:
-                del target[key]
+            # Deleting inside an object that is not there creates nothing.
+            if not created or current or not value:
+                target[key] = current
         else:
             target[key] = clone(value)
 
@@ -101,20 +148,22 @@ def stamp(patch: dict[str, Any], timestamp: int) -> dict[str, Any]:
     return out
 
 
-def merge_metadata(target: dict[str, Any], patch: dict[str, Any], timestamp: int) -> None:
-    """Keep metadata in the shape of the state after `merge(state, patch)`."""
+def merge_metadata(target: dict[str, Any], patch: dict[str, Any], timestamp: int,
+                   state: dict[str, Any]) -> None:
+    """Keep metadata in the shape of `state`, the section as it is after `merge(section, patch)`."""
     for key, value in patch.items():
-        if value is None:
+        if key not in state:
             target.pop(key, None)
-        elif isinstance(value, dict) and value:
+            continue
+        now = state[key]
+        if isinstance(value, dict) and value and isinstance(now, dict) and now:
             current = target.get(key)
             if not isinstance(current, dict) or set(current) == {"timestamp"}:
                 current = {}
                 target[key] = current
-            merge_metadata(current, value, timestamp)
-            if not current:
-                del target[key]
+            merge_metadata(current, value, timestamp, now)
         else:
+            # A leaf written now, or an object emptied now: `{}` is a value, like on AWS IoT.
             target[key] = {"timestamp": timestamp}
 
 
@@ -154,9 +203,15 @@ def pick_metadata(metadata: Any, shape: Any) -> dict[str, Any]:
     return out
 
 
-def apply_update(document: dict[str, Any], state: dict[str, Any], timestamp: int) -> dict[str, Any]:
-    """Return a new document with `state` merged in and the version bumped."""
+def apply_update(document: dict[str, Any], state: dict[str, Any] | None, timestamp: int) -> dict[str, Any]:
+    """Return a new document with `state` merged in and the version bumped; a None state clears it.
+
+    Raises ShadowError(413) when the merged state would exceed MAX_STATE_BYTES.
+    """
     new = clone(document)
+    if state is None:
+        new["state"], new["metadata"] = {}, {}
+        state = {}
     doc_state = new.setdefault("state", {})
     doc_meta = new.setdefault("metadata", {})
     for section in SECTIONS:
@@ -168,7 +223,7 @@ def apply_update(document: dict[str, Any], state: dict[str, Any], timestamp: int
             doc_meta.pop(section, None)
             continue
         merge(doc_state.setdefault(section, {}), patch)
-        merge_metadata(doc_meta.setdefault(section, {}), patch, timestamp)
+        merge_metadata(doc_meta.setdefault(section, {}), patch, timestamp, doc_state[section])
     if json_size(doc_state) > MAX_STATE_BYTES:
         raise ShadowError(413, f"the document's state would exceed {MAX_STATE_BYTES} bytes")
     new["version"] = int(document.get("version", 0)) + 1
@@ -192,7 +247,7 @@ def public_document(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def get_body(document: dict[str, Any], last_seen_at: int, connected: bool, now: int) -> dict[str, Any]:
+def get_body(document: dict[str, Any], last_seen_at: int | None, connected: bool, now: int) -> dict[str, Any]:
     """A stored document as `S/get/accepted` shows it (PROTOCOL §1): desired, reported, the delta
     (omitted when empty), metadata, version, timestamp, last_seen_at, connected."""
     state = document.get("state", {})

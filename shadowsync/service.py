@@ -1,23 +1,28 @@
-"""shadow-sync's rules: decoded messages and a store in, what to publish out (PROTOCOL §1)."""
+"""shadow-sync's rules: typed requests (shadowsync.requests) and a store in, what to publish out.
+
+PROTOCOL §1 and §4. A batch is routed per device; each device is read once, every request of
+the batch applied to it in order, and written back with one compare-and-set (shadowsync.store).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from daemons.protocol.codec import CodecError, Encoding, decode
-from daemons.protocol.messages import Inbound, Outcome, client_token_of, error_body, with_client_token
-from daemons.protocol.selector import parse_selector
-from daemons.registry import DeviceInfo, Registry, parse_tags
+from daemons.protocol.codec import Encoding
+from daemons.protocol.errors import Rejected
+from daemons.protocol.messages import Inbound, Outcome, Reply, with_client_token
+from daemons.registry import DeviceInfo, Registry
 from daemons.runtime.logs import OncePerKey, get_logger
 from shadowsync import document as doc
+from shadowsync.requests import Bulk, Dropped, Presence, Read, Refusal, Request, Tags, Update, parse
 from shadowsync.store import DeviceWrite, ShadowStore
-from shadowsync.topics import Route, route, subscriptions
+from shadowsync.topics import Route, subscriptions
 
-MAX_PAYLOAD = 64 * 1024
 MAX_CAS_ROUNDS = 50
 BULK_CHUNK = 500
 
@@ -56,6 +61,7 @@ class _Device:
         return "msgpack" if self.fields.get("enc") == "msgpack" else "json"
 
     def seen(self, now: int, encoding: Encoding) -> None:
+        """The device itself spoke (status, heartbeat, report): never for an operator's request."""
         self.set("last_seen_at", str(now))
         self.set("enc", encoding)
 
@@ -64,13 +70,13 @@ class _Device:
         return bool(self.write.sets or self.write.deletes)
 
 
-def _int_field(request: dict[str, Any], name: str) -> int | None:
-    value = request.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise doc.ShadowError(400, f"{name} must be a non-negative integer")
-    return value
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request applied to one device in one compare-and-set round."""
+
+    device: _Device
+    now: int
+    out: Outcome
 
 
 class ShadowService:
@@ -102,22 +108,23 @@ class ShadowService:
 
     def handle(self, batch: list[Inbound]) -> Outcome:
         out = Outcome()
-        per_device: dict[str, list[tuple[Route, Inbound]]] = {}
-        operator: list[tuple[Route, Inbound]] = []
+        per_device: dict[str, list[Request]] = {}
+        operator: list[Request] = []
         for message in batch:
-            r = route(message.topic, self.prefix, self.ops)
-            if r.kind in ("bad_id", "unknown"):
-                out.count("message", r.kind)
+            request = parse(message, self.prefix, self.ops)
+            if isinstance(request, Dropped):
+                kind = request.route.kind
+                out.count("message", kind)
                 if self._once.first(message.topic[:200]):
-                    self.log.warning("dropped", reason=r.kind, topic=message.topic[:200])
-            elif r.kind in ("bulk", "tags"):
-                operator.append((r, message))
+                    self.log.warning("dropped", reason=kind, topic=message.topic[:200])
+            elif request.route.kind in ("bulk", "tags"):
+                operator.append(request)
             else:
-                per_device.setdefault(r.device_id, []).append((r, message))
+                per_device.setdefault(request.route.device_id, []).append(request)
         if per_device:
-            out.extend(self._apply(per_device, self._device_messages))
-        for r, message in operator:
-            out.extend(self._tags(r, message) if r.kind == "tags" else self._bulk(message))
+            out.extend(self._apply(per_device, self._device_requests))
+        for request in operator:
+            out.extend(self._operator(request))
         return out
 
     def _apply(
@@ -157,82 +164,67 @@ class ShadowService:
 
     # -- device topics -----------------------------------------------------------------------
 
-    def _device_messages(self, device: _Device, messages: list[tuple[Route, Inbound]], now: int) -> Outcome:
-        out = Outcome()
-        for r, message in messages:
-            out.extend(self._one(device, r, message, now))
-        return out
+    def _device_requests(self, device: _Device, requests: list[Request], now: int) -> Outcome:
+        call = Call(device, now, Outcome())
+        for request in requests:
+            self._one(call, request)
+        return call.out
 
-    def _one(self, device: _Device, r: Route, message: Inbound, now: int) -> Outcome:
-        out = Outcome()
-        if r.kind in ("status", "heartbeat"):
-            self._presence(device, r.kind, message.payload, now, out)
-            return out
-        base = r.base(self.prefix)
-        reply_to = f"{base}/{r.operation}"
-        encoding: Encoding = "json"
-        token: str | None = None
-        try:
-            if len(message.payload) > MAX_PAYLOAD:
-                raise doc.ShadowError(413, f"payload larger than {MAX_PAYLOAD} bytes")
-            empty: dict[str, Any] | None = {} if r.operation in ("get", "delete") else None
-            request, encoding = decode(message.payload, empty_as=empty)
-            token = client_token_of(request)
-            if "clientToken" in request and token is None:
-                raise doc.ShadowError(400, "clientToken must be a string of at most 64 characters")
-            if r.kind == "bad_name":
-                raise doc.ShadowError(400, "shadow name must match ^[A-Za-z0-9_-]{1,64}$")
-            if r.kind == "update":
-                self._update(device, r, request, encoding, token, now, out)
-            elif r.kind == "get":
-                self._get(device, r, encoding, token, now, out)
+    def _one(self, call: Call, request: Request) -> None:
+        if isinstance(request, Presence):
+            self._presence(call, request)
+        elif isinstance(request, Refusal):
+            if request.reply is None:  # a status or heartbeat this daemon cannot read: no answer topic
+                call.out.count(request.route.kind, "too_large" if request.error.code == 413 else "malformed")
             else:
-                self._delete(device, r, encoding, token, now, out)
-        except (CodecError, doc.ShadowError) as exc:
-            code = exc.code
-            out.publish(f"{reply_to}/rejected", error_body(code, exc.message, token, now), encoding)
-            out.count(r.operation, f"rejected_{code}")
-        return out
+                self._reject(call, request.reply, request.error)
+        elif isinstance(request, Update | Read):
+            try:
+                if isinstance(request, Update):
+                    self._update(call, request)
+                elif request.route.kind == "get":
+                    self._get(call, request)
+                else:
+                    self._delete(call, request)
+            except Rejected as exc:
+                self._reject(call, request.reply, exc)
 
-    def _update(
-        self, device: _Device, r: Route, request: dict[str, Any], encoding: Encoding,
-        token: str | None, now: int, out: Outcome,
-    ) -> None:
-        state = doc.validate_state(request.get("state"))
-        version = _int_field(request, "version")
-        seq = _int_field(request, "seq")
-        if seq is not None and seq <= int(device.fields.get("seq", "-1")):
-            raise doc.ShadowError(409, f"stale: seq {seq} is not above {device.fields.get('seq')}")
+    @staticmethod
+    def _reject(call: Call, reply: Reply, error: Rejected) -> None:
+        replace(reply, now=call.now).reject(call.out, error)
+
+    def _update(self, call: Call, request: Update) -> None:
+        device, r, now, state = call.device, request.route, call.now, request.state
+        if request.seq is not None and request.seq <= int(device.fields.get("seq", "-1")):
+            raise doc.ShadowError(409, f"stale: seq {request.seq} is not above {device.fields.get('seq')}")
         current = device.shadow(r.shadow)
         previous = current or device.fresh_shadow(r.shadow)
-        if version is not None and version != previous["version"]:
-            raise doc.ShadowError(409, f"version conflict: expected {previous['version']}, got {version}")
+        if request.version is not None and request.version != previous["version"]:
+            raise doc.ShadowError(
+                409, f"version conflict: expected {previous['version']}, got {request.version}")
         new = doc.apply_update(previous, state, now)
         device.set("sh:" + r.shadow, new)
         device.set("ver:" + r.shadow, str(new["version"]))
-        if seq is not None:
-            device.set("seq", str(seq))
-        if "reported" in state:
-            device.seen(now, encoding)
-        base = r.base(self.prefix)
-        accepted: dict[str, Any] = {
+        if request.seq is not None:
+            device.set("seq", str(request.seq))
+        if request.reports:
+            device.seen(now, request.reply.encoding)
+        reply = request.reply
+        reply.accept(call.out, {
             "state": state,
-            "metadata": doc.stamp(state, now),
+            "metadata": doc.stamp(state, now) if state is not None else {},
             "version": new["version"],
             "timestamp": now,
-        }
-        with_client_token(accepted, token)
-        out.publish(f"{base}/update/accepted", accepted, encoding)
+        })
         documents: dict[str, Any] = {"current": doc.public_document(new), "timestamp": now}
         if current is not None:
             documents["previous"] = doc.public_document(current)
-        with_client_token(documents, token)
-        out.publish(f"{base}/update/documents", documents, encoding)
-        before = previous.get("state", {}).get("desired")
-        after = new["state"].get("desired")
-        if before != after:
-            self._publish_delta(device, r.shadow, new, now, out, token)
-        out.count("update", "accepted")
+        with_client_token(documents, reply.token)
+        call.out.publish(f"{reply.topic}/documents", documents, reply.encoding)
+        # Every update that carries desired sends the delta, changed or not (§1): re-sending the
+        # same desired reaches a device that drifted locally.
+        if state is not None and "desired" in state:
+            self._publish_delta(device, r.shadow, new, now, call.out, reply.token)
 
     def _publish_delta(
         self, device: _Device, shadow: str, document: dict[str, Any], now: int, out: Outcome,
@@ -254,45 +246,41 @@ class ShadowService:
         out.count("delta", "published")
         return True
 
-    def _get(self, device: _Device, r: Route, encoding: Encoding, token: str | None, now: int,
-             out: Outcome) -> None:
+    def _get(self, call: Call, request: Read) -> None:
+        # An operator's get is not the device's activity (§1): last_seen_at and enc stay.
+        device, r = call.device, request.route
         current = device.shadow(r.shadow)
-        device.seen(now, encoding)
         if current is None:
             raise doc.ShadowError(404, f"no shadow {r.shadow or '(classic)'} for {device.id}")
+        seen = device.fields.get("last_seen_at")
         connected = device.fields.get("connected") == "1"
-        body = doc.get_body(current, int(device.fields["last_seen_at"]), connected, now)
-        with_client_token(body, token)
-        out.publish(f"{r.base(self.prefix)}/get/accepted", body, encoding)
-        out.count("get", "accepted")
+        # last_seen_at None: the device never spoke
+        body = doc.get_body(current, int(seen) if seen else None, connected, call.now)
+        request.reply.accept(call.out, body)
 
-    def _delete(self, device: _Device, r: Route, encoding: Encoding, token: str | None, now: int,
-                out: Outcome) -> None:
+    def _delete(self, call: Call, request: Read) -> None:
+        device, r = call.device, request.route
         current = device.shadow(r.shadow)
         if current is None:
             raise doc.ShadowError(404, f"no shadow {r.shadow or '(classic)'} for {device.id}")
         # The version counter survives the delete, as on AWS IoT: the next update continues it.
         device.delete("sh:" + r.shadow)
-        body: dict[str, Any] = {"version": current["version"], "timestamp": now}
-        with_client_token(body, token)
-        out.publish(f"{r.base(self.prefix)}/delete/accepted", body, encoding)
-        out.count("delete", "accepted")
+        request.reply.accept(call.out, {"version": current["version"], "timestamp": call.now})
 
-    def _presence(self, device: _Device, kind: str, payload: bytes, now: int, out: Outcome) -> None:
-        if not payload:
+    def _presence(self, call: Call, request: Presence) -> None:
+        device, kind, body, out, now = call.device, request.route.kind, request.body, call.out, call.now
+        if body is None:
             out.count(kind, "empty")  # a retained status being cleared
             return
-        try:
-            body, encoding = decode(payload)
-        except CodecError:
-            out.count(kind, "malformed")
-            return
-        device.seen(now, encoding)
+        # `{"online": false}` is the Last Will: the broker's word after the device went, not a
+        # message from it, so it moves neither last_seen_at nor the encoding.
+        if not (kind == "status" and body.get("online") is False):
+            device.seen(now, request.encoding)
         hw, fw = body.get("hw"), body.get("fw")
-        if isinstance(hw, str) and hw and hw != device.info.hw:
+        if isinstance(hw, str) and 0 < len(hw) <= 64 and hw != device.info.hw:
             device.new_hw = hw
             device.set("hw", hw)
-        if isinstance(fw, str) and fw and fw != device.info.fw:
+        if isinstance(fw, str) and 0 < len(fw) <= 64 and fw != device.info.fw:
             device.new_fw = fw
             device.set("fw", fw)
         out.count(kind, "seen")
@@ -300,10 +288,11 @@ class ShadowService:
             return
         online = body["online"]
         was_online = device.fields.get("connected") == "1"
-        stamp = str(body.get("ts", ""))
+        stamp = str(body.get("ts", ""))[:32]
         device.set("connected", "1" if online else "0")
-        # A retained status redelivered to us is not a new connection; a new `ts` or a
-        # transition is. On a new connection the device gets every non-empty delta.
+        # A retained status redelivered to us is not a new connection; a new `ts` (every connect
+        # sends a fresh one, §4) or a transition is. On a new connection the device gets every
+        # non-empty delta.
         if online and (not was_online or stamp != device.fields.get("status_ts")):
             for name in [f[3:] for f in device.fields if f.startswith("sh:")]:
                 current = device.shadow(name)
@@ -313,55 +302,32 @@ class ShadowService:
 
     # -- operator topics ---------------------------------------------------------------------
 
-    def _tags(self, r: Route, message: Inbound) -> Outcome:
+    def _operator(self, request: Request) -> Outcome:
         out = Outcome()
-        tags: dict[str, str] = {}
-        if message.payload:
-            try:
-                body, _ = decode(message.payload)
-                tags = parse_tags(body)
-            except (CodecError, ValueError) as exc:
-                out.count("tags", "rejected")
-                self.log.warning("tags_rejected", device_id=r.device_id, error=str(exc))
-                return out
-        old = self.registry.read_many([r.device_id])[r.device_id]
-        pipe = self.store.redis.pipeline(transaction=False)
-        self.registry.set_tags(pipe, old, tags)
-        pipe.execute()
-        out.count("tags", "accepted")
+        if isinstance(request, Tags):
+            old = self.registry.read_many([request.route.device_id])[request.route.device_id]
+            pipe = self.store.redis.pipeline(transaction=False)
+            self.registry.set_tags(pipe, old, request.tags)
+            pipe.execute()
+            out.count("tags", "accepted")
+        elif isinstance(request, Bulk):
+            self._bulk(request, out)
+        elif not isinstance(request, Refusal):
+            raise TypeError(f"not an operator request: {request!r}")
+        elif request.reply is None:  # tags: a retained topic, nobody to answer
+            out.count("tags", "rejected")
+            self.log.warning("tags_rejected", device_id=request.route.device_id, error=request.error.message)
+        else:
+            replace(request.reply, now=int(self.clock())).reject(out, request.error)
         return out
 
-    def _bulk(self, message: Inbound) -> Outcome:
-        out = Outcome()
-        reply = f"{self.ops}/shadow/bulk"
-        token: str | None = None
+    def _bulk(self, request: Bulk, out: Outcome) -> None:
         now = int(self.clock())
-        try:
-            request, _ = decode(message.payload)
-            token = client_token_of(request)
-            selector = parse_selector(request.get("selector"))
-            state = request.get("state")
-            if not isinstance(state, dict) or set(state) != {"desired"} or not isinstance(
-                    state["desired"], dict):
-                raise doc.ShadowError(400, "state must be {\"desired\": {...}}")
-            doc.validate_state(state)
-        except (CodecError, doc.ShadowError) as exc:
-            out.publish(f"{reply}/rejected", error_body(exc.code, exc.message, token, now))
-            out.count("bulk", f"rejected_{exc.code}")
-            return out
-        except ValueError as exc:
-            out.publish(f"{reply}/rejected", error_body(400, str(exc), token, now))
-            out.count("bulk", "rejected_400")
-            return out
-        matched = self.registry.select(selector)
+        matched = self.registry.select(request.selector)
         for start in range(0, len(matched), BULK_CHUNK):
-            chunk = {i: state for i in matched[start:start + BULK_CHUNK]}
+            chunk = {i: request.state for i in matched[start:start + BULK_CHUNK]}
             out.extend(self._apply(chunk, self._bulk_one))
-        body: dict[str, Any] = {"matched": len(matched), "timestamp": now}
-        with_client_token(body, token)
-        out.publish(f"{reply}/accepted", body)
-        out.count("bulk", "accepted")
-        return out
+        request.reply.accept(out, {"matched": len(matched), "timestamp": now})
 
     def _bulk_one(self, device: _Device, state: dict[str, Any], now: int) -> Outcome:
         out = Outcome()
@@ -373,7 +339,10 @@ class ShadowService:
             out.count("bulk_device", "rejected_413")
             return out
         if current is not None and new["state"].get("desired") == current["state"].get("desired"):
-            return out  # already applied: a redelivered bulk request changes nothing
+            # Already applied (a redelivered bulk request): nothing is stored again, but the delta
+            # still goes out, as for any update that carries desired (§1).
+            self._publish_delta(device, "", current, now, out)
+            return out
         device.set("sh:", new)
         device.set("ver:", str(new["version"]))
         documents: dict[str, Any] = {"current": doc.public_document(new), "timestamp": now}

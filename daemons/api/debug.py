@@ -25,7 +25,8 @@ from daemons.api.audit import Audit
 from daemons.api.auth import Principal
 from daemons.api.bridge import Bridge, BridgeTimeout
 from daemons.protocol.codec import CodecError, decode
-from daemons.protocol.messages import client_token_of, error_body, valid_device_id
+from daemons.protocol.errors import Rejected
+from daemons.protocol.messages import Outcome, Reply, client_token_of, valid_device_id
 from daemons.runtime.logs import get_logger
 
 TTL_MAX_S = 3600
@@ -57,13 +58,6 @@ def parse_logs(payload: bytes) -> dict[str, Any] | None:
     return out
 
 
-class DebugError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class DebugSessions:
     def __init__(self, redis: Any, bridge: Bridge, audit: Audit, key: bytes, base_url: str,
                  prefix: str, ops: str, namespace: str = "fleet") -> None:
@@ -84,23 +78,23 @@ class DebugSessions:
         ok, got = await self.bridge.request(f"{self.p}/{device_id}/shadow/update",
                                             {"state": {"desired": {"debug": debug}}})
         if not ok:
-            raise DebugError(int(got.get("code", 500)), str(got.get("message", "shadow update rejected")))
+            raise Rejected(int(got.get("code", 500)), str(got.get("message", "shadow update rejected")))
 
     async def open(self, device_id: str, ttl_s: int, who: Principal | None, operator: str,
                    level: str = "debug") -> dict[str, Any]:
-        """Open a session: `{session_id, device_id, link, expires_at}`. Raises DebugError."""
+        """Open a session: `{session_id, device_id, link, expires_at}`. Raises Rejected."""
         if not valid_device_id(device_id):
-            raise DebugError(400, "device_id: not a valid device id")
+            raise Rejected(400, "device_id: not a valid device id")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= TTL_MAX_S:
-            raise DebugError(400, f"ttl_s: an integer from 1 to {TTL_MAX_S} expected")
+            raise Rejected(400, f"ttl_s: an integer from 1 to {TTL_MAX_S} expected")
         if level not in LEVELS:
-            raise DebugError(400, f"level: one of {', '.join(LEVELS)} expected")
+            raise Rejected(400, f"level: one of {', '.join(LEVELS)} expected")
         expires_at = math.ceil(time.time()) + ttl_s  # rounded up: the link lives at least ttl_s
         session_id = links.new_session_id()
         try:
             await self._desired(device_id, {"enabled": True, "until": expires_at, "level": level})
         except BridgeTimeout as exc:
-            raise DebugError(503, f"shadow-sync not answering: {exc}") from None
+            raise Rejected(503, f"shadow-sync not answering: {exc}") from None
         self.redis.zadd(self.zkey, {json.dumps({"session_id": session_id, "device_id": device_id,
                                                 "expires_at": expires_at}, sort_keys=True): expires_at})
         answer = {"session_id": session_id, "device_id": device_id, "expires_at": expires_at,
@@ -121,7 +115,7 @@ class DebugSessions:
         if not self._sessions(device_id):  # no later session of this device still wants logs
             try:
                 await self._desired(device_id, None)
-            except (BridgeTimeout, DebugError) as exc:
+            except (BridgeTimeout, Rejected) as exc:
                 self.log.warning("debug_clear_failed", device_id=device_id, error=str(exc))
         if why == "expire":
             self.audit.record(who, "debug.expire", device_id, 200, f"session {session['session_id']}")
@@ -153,24 +147,28 @@ class DebugSessions:
     # -- MQTT door: {o}/debug/open ---------------------------------------------------------------
 
     async def open_from_mqtt(self, payload: bytes) -> None:
-        topic = f"{self.o}/debug/open"
+        """Serve one `{o}/debug/open` request (PROTOCOL §4), answered with its clientToken."""
         token: str | None = None
         try:
             request, _ = decode(payload)
             token = client_token_of(request)
             operator = request.get("operator")
             if not isinstance(operator, str) or not 1 <= len(operator) <= 128:
-                raise DebugError(400, "operator: a non-empty string (at most 128 characters) expected")
+                raise Rejected(400, "operator: a non-empty string (at most 128 characters) expected")
             if "clientToken" in request and token is None:
-                raise DebugError(400, "clientToken: a string of at most 64 characters expected")
+                raise Rejected(400, "clientToken: a string of at most 64 characters expected")
             answer = await self.open(request.get("device_id"), request.get("ttl_s"),  # type: ignore[arg-type]
                                      None, operator, request.get("level", "debug"))
+            error: Rejected | None = None
         except CodecError as exc:
-            self.bridge.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token))
-            return
-        except DebugError as exc:
-            self.bridge.publish(f"{topic}/rejected", error_body(exc.code, exc.message, token))
-            return
-        if token is not None:
-            answer["clientToken"] = token
-        self.bridge.publish(f"{topic}/accepted", answer)
+            error, token = exc, exc.token
+        except Rejected as exc:
+            error = exc
+        out = Outcome()
+        reply = Reply(f"{self.o}/debug/open", token, "debug_open")
+        if error is None:
+            reply.accept(out, answer)
+        else:
+            reply.reject(out, error)
+        for message in out.publishes:
+            self.bridge.publish(message.topic, message.payload)

@@ -46,7 +46,7 @@ class ShadowDocument(Open):
     metadata: dict[str, Any]
     version: int
     timestamp: int
-    last_seen_at: int
+    last_seen_at: int | None  # None: the device never spoke
     connected: bool
 
 

@@ -73,8 +73,8 @@ def _shadow_body(fields: dict[str, str], name: str) -> dict[str, Any] | None:
     raw = fields.get("sh:" + name)
     if not raw:
         return None
-    connected = fields.get("connected") == "1"
-    return doc.get_body(json.loads(raw), int(fields.get("last_seen_at") or 0), connected, int(time.time()))
+    seen, connected = fields.get("last_seen_at"), fields.get("connected") == "1"
+    return doc.get_body(json.loads(raw), int(seen) if seen else None, connected, int(time.time()))
 
 
 def _device_fields(c: Ctx, device_id: str) -> dict[str, str]:

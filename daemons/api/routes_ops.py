@@ -22,11 +22,11 @@ from daemons.api.debug import (
     LEVELS,
     QUEUE_MAX,
     TTL_MAX_S,
-    DebugError,
     parse_logs,
 )
 from daemons.api.deps import SESSION_COOKIE, Admin, Context, Ctx, Operator, Page, Viewer, page_body
 from daemons.api.problems import Problem, responses
+from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import DEVICE_ID_RE
 
 router = APIRouter(responses=responses(400, 401, 403, 422))
@@ -84,7 +84,7 @@ async def open_debug(c: Ctx, who: Operator, device_id: Annotated[str, Path(patte
     body = body or DebugOpen(ttl_s=600, level="debug")
     try:
         session: dict[str, Any] = await c.debug.open(device_id, body.ttl_s, who, who.name, body.level)
-    except DebugError as exc:
+    except Rejected as exc:
         c.audit.record(who, "debug.open", device_id, exc.code, exc.message)
         raise Problem(exc.code, exc.message) from None
     return session

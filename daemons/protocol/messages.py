@@ -68,7 +68,7 @@ class Outcome:
         self.counts.extend(other.counts)
 
 
-def with_client_token(body: dict[str, Any], client_token: Any) -> dict[str, Any]:
+def with_client_token(body: dict[str, Any], client_token: str | None) -> dict[str, Any]:
     """`body` (changed in place) with the request's clientToken, when it had a valid one: every answer
     to a request carries it back (PROTOCOL §0), accepted, rejected, documents and delta alike."""
     if isinstance(client_token, str):
@@ -76,7 +76,8 @@ def with_client_token(body: dict[str, Any], client_token: Any) -> dict[str, Any]
     return body
 
 
-def error_body(code: int, message: str, client_token: Any = None, now: int | None = None) -> dict[str, Any]:
+def error_body(code: int, message: str, client_token: str | None = None,
+               now: int | None = None) -> dict[str, Any]:
     """The §0 error payload."""
     body: dict[str, Any] = {
         "code": code,
@@ -105,13 +106,15 @@ class Reply:
     token: str | None
     counted_as: str
     now: int | None = None
+    encoding: Encoding = "json"  # the request's: device requests are answered in their encoding
 
     def accept(self, out: Outcome, body: dict[str, Any], result: str = "accepted") -> None:
-        out.publish(f"{self.topic}/accepted", with_client_token(body, self.token))
+        out.publish(f"{self.topic}/accepted", with_client_token(body, self.token), self.encoding)
         out.count(self.counted_as, result)
 
     def reject(self, out: Outcome, error: Rejected) -> None:
-        out.publish(f"{self.topic}/rejected", error_body(error.code, error.message, self.token, self.now))
+        out.publish(f"{self.topic}/rejected", error_body(error.code, error.message, self.token, self.now),
+                    self.encoding)
         out.count(self.counted_as, f"rejected_{error.code}")
 
 

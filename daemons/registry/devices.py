@@ -39,7 +39,7 @@ def parse_tags(body: Any) -> dict[str, str]:
     for k, v in body.items():
         text = tag_value(v)
         if text is None or not k or len(k) > MAX_TAG_KEY or len(text) > MAX_TAG_VALUE:
-            raise ValueError(f"tag {str(k)[:70]!r} must be a short string")
+            raise ValueError(f"tag {str(k)[:MAX_TAG_KEY]!r} must be a short string")
         tags[k] = text
     return tags
 

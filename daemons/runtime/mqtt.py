@@ -23,6 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from daemons.protocol.errors import FleetError
 from daemons.protocol.messages import Inbound, Publish
@@ -177,7 +178,8 @@ class MqttSession:
         self.protocol_version = 5 if v5 else 4
         return True, ""
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags, reason: ReasonCode,
+                    props: Properties | None) -> None:
         ok = not reason.is_failure
         self._connack = (ok, int(reason.value))
         if ok:
@@ -192,7 +194,7 @@ class MqttSession:
                 self.on_connection(True)
         self._connack_event.set()
 
-    def _shared_allowed(self, props: Any) -> bool:
+    def _shared_allowed(self, props: Properties | None) -> bool:
         mode = self.settings.shared_subscriptions
         if mode != "auto":
             return mode == "on"
@@ -204,7 +206,8 @@ class MqttSession:
     def subscription(self, topic: str) -> str:
         return f"$share/{self.daemon}/{topic}" if self.shared else topic
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,
+                       reason: ReasonCode, props: Properties | None) -> None:
         self._connected.clear()
         if self.on_connection is not None:
             self.on_connection(False)
@@ -213,7 +216,8 @@ class MqttSession:
         token = AckToken(self._generation, msg.mid, msg.qos)
         self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), token))
 
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    props: Properties) -> None:
         self._confirmed.put(mid)
 
     @property

@@ -27,6 +27,7 @@ class DeviceRunner:
         self.prefix = prefix
         self.heartbeat_s = heartbeat_s
         self.base = f"{prefix}/{model.device_id}"
+        self.status_ts = 0  # ts of the last status published
         self.statuses: list[Status] = []  # everything published on ota/status, in order
         self.seq = 0
         self.started_at = time.monotonic()
@@ -43,6 +44,7 @@ class DeviceRunner:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         client.subscribe(f"{self.base}/ota/job", qos=1)
+        self._presence()  # on every connection, reconnects included (PROTOCOL §4)
         self._connected.set()
 
     def start(self, timeout: float = 10.0) -> DeviceRunner:
@@ -50,7 +52,6 @@ class DeviceRunner:
         self.client.loop_start()
         if not self._connected.wait(timeout):
             raise TimeoutError(f"{self.model.device_id}: no CONNACK")
-        self._presence()
         self.heartbeat()
         self._worker.start()
         return self
@@ -67,8 +68,10 @@ class DeviceRunner:
         return self.client.publish(f"{self.base}/{suffix}", json.dumps(body), qos=1, retain=retain)
 
     def _presence(self) -> None:
-        self._publish("status", {"online": True, "fw": self.model.version, "ts": int(self.model.clock())},
-                     retain=True)
+        # A fresh ts per connection, even two within one second: shadow-sync tells a new
+        # connection from a redelivered retained status by it.
+        self.status_ts = max(int(self.model.clock()), self.status_ts + 1)
+        self._publish("status", {"online": True, "fw": self.model.version, "ts": self.status_ts}, retain=True)
 
     def publish_status(self, status: Status) -> None:
         self.statuses.append(status)

@@ -77,6 +77,7 @@ class Fleet:
         }
         # mqtts:// is honoured (TLS), which the hand-built client here used to ignore.
         self.client, addr = make_client(url, f"simulator-{prefix}", max_inflight=1000)
+        self.status_ts = 0  # ts of the last status published
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.connect(addr.host, addr.port, keepalive=30)
@@ -96,10 +97,11 @@ class Fleet:
     def _on_connect(self, client: paho.Client, *args: Any) -> None:
         client.subscribe(f"{self.prefix}/+/shadow/update/delta", qos=1)
         client.subscribe(f"{self.prefix}/+/ota/job", qos=1)
-        now = int(time.time())
+        # A fresh ts on every connection (PROTOCOL §4), even two within one second.
+        self.status_ts = max(int(time.time()), self.status_ts + 1)
         for d in self.devices.values():
             client.publish(f"{self.prefix}/{d.device_id}/status",
-                           encode({"online": True, "fw": d.fw, "ts": now}), qos=1, retain=True)
+                           encode({"online": True, "fw": d.fw, "ts": self.status_ts}), qos=1, retain=True)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if msg.topic.endswith("/ota/job"):

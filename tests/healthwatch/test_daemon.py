@@ -99,3 +99,47 @@ def test_restart_keeps_per_device_state(daemon, probe, prefixes):
         dev.publish(f"{p}/r-1/heartbeat", beat(i, 10))
     alert = dev.wait(f"{o}/health/alerts").body
     assert alert["status"] == "critical" and alert["reasons"][0]["code"] == "reboot_loop"
+
+
+def test_out_of_order_and_redelivered_heartbeats_raise_no_alarm(daemon, probe, prefixes, redis):
+    # Issue 11: QoS 1 redelivery after a reconnect delivers 20 heartbeats in this order.
+    p, o = prefixes
+    daemon("healthwatch")
+    dev = probe(f"{p}/+/health", f"{o}/health/alerts")
+    for i in [1, 2, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, *range(15, 21), 20]:
+        dev.publish(f"{p}/ooo-1/heartbeat", beat(i, 1000 + 60 * i))
+    dev.publish(f"{p}/marker-1/heartbeat", beat(0, 100))  # in order after the others
+    dev.wait(f"{p}/marker-1/health")
+    seen = dev.drain(quiet=0.2)
+    assert not [m for m in seen if m.topic == f"{o}/health/alerts"], "no alert"
+    assert all(m.body["status"] == "ok" and m.body["reasons"] == [] for m in seen
+               if m.topic == f"{p}/ooo-1/health")
+    assert redis.hmget("fleet:health:{ooo-1}", "status", "score") == ["ok", "100"]
+
+
+def test_hostile_heartbeats_are_dropped_and_counted_or_judged_field_by_field(daemon, probe, prefixes, redis):
+    import msgpack
+
+    p, _ = prefixes
+    port = free_port()
+    daemon("healthwatch", FLEET_METRICS_PORT=str(port))
+    dev = probe(f"{p}/+/health")
+    hostile = [
+        b'{"ts":1,"seq":1,"x":' + b"[" * 300 + b"1" + b"]" * 300 + b"}",  # deep arrays
+        b"\x81\xa1x" + b"\x81\xa1a" * 600 + b"\x01",  # deep MessagePack maps
+        b'{"ts":1,"seq":1,"seq":2}',  # duplicate keys
+        b'{"ts":1,"hw":"\xff"}',  # invalid UTF-8
+        b'{"ts":1,"seq":1,"temp_c":NaN}',  # not JSON
+    ]
+    for raw in hostile:
+        dev.publish(f"{p}/hx-1/heartbeat", raw=raw)
+    # MessagePack may carry NaN and integers past int64: those fields are dropped, the rest scored.
+    dev.publish(f"{p}/hx-2/heartbeat", raw=msgpack.packb({**beat(0, 100), "temp_c": float("nan"),
+                                                           "heap_free": 2**64 - 1}))
+    h = dev.wait(f"{p}/hx-2/health")
+    assert h.body["status"] == "ok"
+    assert not redis.exists("fleet:health:{hx-1}")
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'kind="heartbeat",result="malformed"} 5.0' in metrics
+    assert 'kind="heartbeat_field",result="bad_temp_c"} 1.0' in metrics
+    assert 'kind="heartbeat_field",result="bad_heap_free"} 1.0' in metrics

@@ -188,7 +188,9 @@ def test_state_written_before_the_trend_fields_loads_and_relearns_the_trend():
             engine.score(st, d.device_id, hb, step * 60.0)
     assert st.tt_n > 0
     old = st.to_json()
-    old[0] = old[0][:-4]  # the layout before tt_n, tt_slow, tt_var, tt_z
+    assert DeviceState.from_json(json.loads(json.dumps([old[0][:-1], *old[1:]]))).win == 0, \
+        "a state written before the seq window loads; its window starts empty"
+    old[0] = old[0][:-5]  # the layout before tt_n, tt_slow, tt_var, tt_z (and win)
     back = DeviceState.from_json(json.loads(json.dumps(old)))
     assert back.tt_n == 0 and back.t.n == st.t.n and back.status == st.status
     with pytest.raises(ValueError):

@@ -101,7 +101,35 @@ def test_jobs_in_progress_time_out_and_are_withdrawn(world: tuple[Planner, Clock
     clock.t += 10_000
     status = published(planner.tick(clock.t), "/status")
     assert not status or status[-1]["counts"]["issued"] == 19
-    assert report(planner, issued["d03"], "d03", "succeeded").counts.count(("ota_status", "terminal")) == 1
+
+
+def test_a_terminal_report_after_the_timeout_replaces_timed_out(world: tuple[Planner, Clock],
+                                                                redis: Any) -> None:
+    # PROTOCOL §3 (issue 11): the device's word is the truth; AWS IoT Jobs would keep TIMED_OUT.
+    planner, clock = world
+    issued = jobs(create(planner, timeout_s=300))
+    for device_id in ("d03", "d04"):
+        report(planner, issued[device_id], device_id, "downloading")
+    clock.t += 301
+    assert published(planner.tick(clock.t), "/status")[-1]["counts"]["timed_out"] == 2
+    out = send(planner, "p/d03/ota/status", {"job_id": issued["d03"]["job_id"], "state": "succeeded",
+                                             "fw": "2.0.0"})
+    assert ("ota_status", "late") in out.counts
+    [event] = published(out, "/events")
+    assert event["late"] is True and event["event"] == "late_report" and event["device_id"] == "d03"
+    assert event["job_state"] == "succeeded" and event["replaces"] == "timed_out"
+    assert event["seq"] == max(e["seq"] for e in planner.store.events("r"))
+    assert Registry(redis).read_many(["d03"])["d03"].fw == "2.0.0", "the registry takes the real fw"
+    report(planner, issued["d04"], "d04", "rolled_back")
+    clock.t += 1
+    counts = published(planner.tick(clock.t), "/status")[-1]["counts"]
+    assert counts["timed_out"] == 0 and counts["succeeded"] == 1 and counts["rolled_back"] == 1
+    # Once decided by the device, it stays decided; a non-terminal late report changes nothing.
+    assert report(planner, issued["d03"], "d03", "failed").counts.count(("ota_status", "terminal")) == 1
+    report(planner, issued["d05"], "d05", "downloading")
+    clock.t += 301
+    planner.tick(clock.t)
+    assert report(planner, issued["d05"], "d05", "verifying").counts.count(("ota_status", "terminal")) == 1
 
 
 def test_rate_per_min_spreads_the_jobs(world: tuple[Planner, Clock]) -> None:
@@ -223,3 +251,16 @@ def test_advance_opens_the_next_stage_at_once(world: tuple[Planner, Clock]) -> N
     out = send(planner, "o/ota/rollouts/r/command", {"action": "advance"})
     assert published(out, "command/accepted")[0]["state"] == "running"
     assert set(jobs(out)) | set(first) == {f"d{i:02d}" for i in range(20)}
+
+
+def test_only_the_device_itself_sets_its_encoding(world: tuple[Planner, Clock], redis: Any) -> None:
+    # Issue 11: health (healthwatch's) and the Last Will (the broker's) are not the device speaking.
+    import msgpack
+
+    from daemons.registry import device_key
+
+    planner, _ = world
+    planner.handle([Inbound("p/mp-1/heartbeat", msgpack.packb({"hw": "c3", "fw": "1.0.0", "seq": 1}))])
+    send(planner, "p/mp-1/health", {"score": 90, "status": "ok", "reasons": [], "ts": 1})
+    send(planner, "p/mp-1/status", {"online": False})
+    assert redis.hget(device_key("fleet", "mp-1"), "enc") == "msgpack"

@@ -137,16 +137,21 @@ def test_named_shadows_are_independent(shadow, prefixes):
     assert shadow.request(f"{p}/n-1/shadow/name/config/get").body["state"]["desired"] == {"x": 1}
 
 
-def test_delta_only_when_desired_changes(shadow, prefixes):
+def test_delta_on_every_update_that_carries_desired(shadow, prefixes):
     p, _ = prefixes
     s = f"{p}/d-1/shadow"
     shadow.request(f"{s}/update", {"state": {"desired": {"a": 1}}})
     shadow.wait(f"{s}/update/delta")
-    shadow.request(f"{s}/update", {"state": {"reported": {"b": 1}}})  # desired unchanged
-    shadow.request(f"{s}/update", {"state": {"desired": {"a": 1}}})  # same value again
+    shadow.request(f"{s}/update", {"state": {"reported": {"b": 1}}})  # no desired: no delta
+    # The same desired again (the device drifted): the delta goes out again (PROTOCOL §1).
+    shadow.request(f"{s}/update", {"state": {"desired": {"a": 1}}})
+    delta = shadow.wait(f"{s}/update/delta")
+    assert delta.body["state"] == {"a": 1} and delta.body["version"] == 3
     shadow.request(f"{s}/update", {"state": {"desired": {"c": 2}}})
     delta = shadow.wait(f"{s}/update/delta")
     assert delta.body["state"] == {"a": 1, "c": 2} and delta.body["version"] == 4
+    shadow.request(f"{s}/update", {"state": {"reported": {"a": 1, "c": 2}}})
+    shadow.request(f"{s}/update", {"state": {"desired": {"c": 2}}})  # desired = reported: empty delta
     assert not [m for m in shadow.drain() if m.topic == f"{s}/update/delta"]
 
 

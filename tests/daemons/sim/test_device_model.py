@@ -168,3 +168,18 @@ def test_runner_over_mqtt_reports_progress_and_success(served: Served, broker: S
     finally:
         runner.stop()
         watch.publish(f"{p}/dev-1/ota/job", raw=b"", retain=True)
+
+
+def test_runner_sends_a_fresh_status_ts_on_every_connection(broker: Server, probe: Callable[..., Probe],
+                                                             prefixes: tuple[str, str]) -> None:
+    # PROTOCOL §4 (issue 11): shadow-sync pushes the delta on each reconnect, told apart by the ts.
+    p = prefixes[0]
+    watch = probe(f"{p}/dev-1/status")
+    runner = DeviceRunner(device(), broker.url, p).start()
+    try:
+        first = watch.wait(f"{p}/dev-1/status", lambda m: m.body.get("online") is True).body["ts"]
+        runner.client.reconnect()  # at once, within the same second
+        again = watch.wait(f"{p}/dev-1/status", lambda m: m.body.get("online") is True).body["ts"]
+        assert again > first
+    finally:
+        runner.stop()
