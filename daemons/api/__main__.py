@@ -7,6 +7,7 @@ listens on FLEET_API_HOST:FLEET_API_PORT (default 127.0.0.1:8080).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 import uvicorn
@@ -35,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except FleetError as exc:
         print(f"fleet-api: {exc}", file=sys.stderr)
         return 2
-    # uvicorn handles SIGTERM/SIGINT itself (graceful shutdown, then the lifespan's cleanup).
+    # uvicorn handles SIGTERM/SIGINT itself (graceful shutdown, then the lifespan's cleanup) and
+    # then raises the signal again for the handler it found: a no-op one makes that exit 0, as the
+    # daemons do on SIGTERM.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning",
                             access_log=False, ws="websockets-sansio", lifespan="on")
     server = uvicorn.Server(config)

@@ -118,6 +118,7 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
             for h in handles:
                 c.bridge.unlisten(h)
             c.bridge.stop()
+            log.info("stopped")
 
     app = FastAPI(title="fleet operator API", version="1", lifespan=lifespan,
                   openapi_url=f"{API}/openapi.json", docs_url=f"{API}/docs", redoc_url=None,

@@ -27,6 +27,7 @@ def test_broker_away(stack: Stack) -> None:
         assert httpx.get(f"{url}/api/v1/devices", headers=auth).status_code == 200
         write = httpx.patch(f"{url}/api/v1/devices/x1/shadow", headers=auth, json={"state": {"desired": {}}})
         assert write.status_code == 503 and "broker" in write.json()["detail"]
+        assert api.terminate() == 0  # SIGTERM: uvicorn drains and the process exits 0, as systemd expects
     finally:
         api.kill()
 
