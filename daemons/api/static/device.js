@@ -126,7 +126,9 @@ export function devicePage(root, id) {
       h("h2", {}, "reported"), h("div", { id: "shadow-reported" }, json(st.reported)),
       h("h2", {}, "delta"), h("div", { id: "shadow-delta" }, json(st.delta)),
       h("p", { class: "muted" }, d.named_shadows.length ? `named shadows: ${d.named_shadows.join(", ")}` : ""));
-    live.ota.replaceChildren(d.ota ? h("p", {}, `rollout ${d.ota.rollout_id}: `, pill(d.ota.state || "issued", "running")) : h("p", { class: "muted" }, "no job"));
+    const otaClass = (s) => (s === "succeeded" ? "completed" : ["pending", "issued", "in_progress"].includes(s) ? "running" : "halted");
+    live.ota.replaceChildren(d.ota ? h("p", { id: "ota-now" }, `rollout ${d.ota.rollout_id}: `, pill(d.ota.state || "issued", otaClass(d.ota.state || "issued")))
+      : h("p", { class: "muted" }, "no job"));
     live.tags.replaceChildren(h("p", { id: "tags-now" }, Object.entries(d.tags).map(([k, v]) => `${k}=${v}`).join(", ") || "no tags"));
   }
   every(2000, refresh);
