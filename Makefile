@@ -5,19 +5,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients redis-server python3-venv gcc make cmake pkg-config \
-	libmosquitto-dev libmbedtls-dev libcmocka-dev chromium
+	libmosquitto-dev libmbedtls-dev libcmocka-dev systemd prometheus chromium
 
 .PHONY: setup apt venv s3rver run test pytest lint bench eval fuzz firmware-test firmware-size clean
 
 setup: apt venv s3rver
 
-# Idempotent: installs only the Debian packages that are missing.
+# Idempotent: installs only the Debian packages that are missing. systemd (systemd-analyze) and
+# prometheus (promtool) serve the tests of the units and of deploy/prometheus; the Prometheus server
+# the package would start at install is stopped and disabled at once.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi; \
+	if printf '%s\n' $$missing | grep -qx prometheus; then \
+		$(SUDO) sh -c 'systemctl disable --now prometheus || service prometheus stop' >/dev/null 2>&1 || true; \
 	fi
 
 # s3rver: a real S3-protocol server for the S3 tests (it checks SigV4 pre-signed URLs itself).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 from daemons.protocol.messages import Outcome
 from daemons.runtime.app import run_daemon
@@ -30,6 +30,11 @@ class InstrumentedHealthService(HealthService):
         self.g_reason = Gauge("fleet_health_reasons", "Devices per active reason", ["reason"], registry=r)
         self.g_cohort = Gauge("fleet_health_cohort_devices", "Devices per cohort (hw|fw), largest first",
                               ["cohort"], registry=r)
+        lag = Histogram("fleet_heartbeat_lag_seconds",
+                        "From a heartbeat's ts (device clock) to its arrival at healthwatch", registry=r,
+                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900))
+        # Clocks of devices drift: a negative lag (device ahead) counts as 0.
+        self.on_lag = lambda seconds: lag.observe(max(0.0, seconds))
         self._reasons_seen: set[str] = set()
         self._cohorts_seen: set[str] = set()
 

@@ -21,6 +21,7 @@ MAX_PAYLOAD = 16 * 1024
 SUMMARY_EVERY_S = 10.0
 COHORT_RELOAD_S = 60.0
 SUMMARY_COHORTS = 20
+MAX_CAS_ROUNDS = 50
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class HealthService:
         self._cohorts_at = 0.0
         self._dirty = True
         self.last_summary: dict[str, Any] = {}
+        # Seconds from a heartbeat's `ts` to its arrival, for the metrics (__main__ sets it).
+        self.on_lag: Callable[[float], None] | None = None
 
     def topics(self) -> list[str]:
         return [f"{self.prefix}/+/heartbeat"]
@@ -90,12 +93,32 @@ class HealthService:
                 self._drop(out, routed.why, routed.topic, routed.detail)
             else:
                 work.setdefault(routed.device_id, []).append(routed.body)
+                ts = routed.body.get("ts") if isinstance(routed.body, dict) else None
+                if self.on_lag is not None and isinstance(ts, int | float) and not isinstance(ts, bool):
+                    self.on_lag(now - ts)
         if not work:
             return out
+        # Compare-and-set per device: a device another replica wrote meanwhile is scored again
+        # from its new state; only the outcome of the write that applied is published.
+        for _ in range(MAX_CAS_ROUNDS):
+            writes, scored = self._score(work, now)
+            raced = self.store.write(writes)
+            for device_id, result in scored.items():
+                if device_id not in raced:
+                    out.extend(result)
+            work = {i: work[i] for i in raced}
+            if not work:
+                return out
+        raise RuntimeError(f"health write kept racing for {len(work)} devices")
+
+    def _score(self, work: dict[str, list[dict[str, Any]]], now: float
+               ) -> tuple[list[DeviceWrite], dict[str, Outcome]]:
         states = self.store.read(list(work))
         writes: list[DeviceWrite] = []
+        scored: dict[str, Outcome] = {}
         for device_id, bodies in work.items():
-            stored = states[device_id]
+            stored, rev = states[device_id]
+            out = scored[device_id] = Outcome()
             st = stored or DeviceState()
             old_keys = _count_keys(st) if stored else set()
             old_cohort = cohort_key(st.hw, st.fw) if stored else None
@@ -119,9 +142,8 @@ class HealthService:
             counts = {k: 1 for k in new_keys - old_keys} | {k: -1 for k in old_keys - new_keys}
             if counts:
                 self._dirty = True
-            writes.append(DeviceWrite(device_id, st, cohort_key(st.hw, st.fw), old_cohort, counts))
-        self.store.write(writes)
-        return out
+            writes.append(DeviceWrite(device_id, st, cohort_key(st.hw, st.fw), old_cohort, counts, rev))
+        return writes, scored
 
     def _drop(self, out: Outcome, why: str, topic: str, detail: str = "") -> None:
         # No rejected topic exists for heartbeats (§2): count, log once per topic, drop.
@@ -158,21 +180,28 @@ class HealthService:
             return
         states = self.store.read(ids)
         writes = []
+        results: dict[str, Outcome] = {}
         for device_id in ids:
-            st = states[device_id]
+            st, rev = states[device_id]
             if st is None or st.status == HealthStatus.OFFLINE:
                 continue
             old_keys = _count_keys(st)
             verdict = self.engine.offline(st, now)
             new_keys = _count_keys(st)
             counts = {k: 1 for k in new_keys - old_keys} | {k: -1 for k in old_keys - new_keys}
-            out.publish(f"{self.prefix}/{device_id}/health", verdict.health(), retain=True)
+            result = results[device_id] = Outcome()
+            result.publish(f"{self.prefix}/{device_id}/health", verdict.health(), retain=True)
             st.pub_sig = ""
-            self._alert(out, device_id, verdict)
+            self._alert(result, device_id, verdict)
             key = cohort_key(st.hw, st.fw)
-            writes.append(DeviceWrite(device_id, st, key, key, counts))
+            writes.append(DeviceWrite(device_id, st, key, key, counts, rev))
         self._dirty = True
-        self.store.write(writes, offline=True)
+        raced = self.store.write(writes, offline=True)
+        for device_id, result in results.items():
+            if device_id not in raced:
+                out.extend(result)
+        if raced:  # a heartbeat came in meanwhile: back on the timer, not offline
+            self.store.requeue(sorted(raced))
 
     def _summary(self, now: float, out: Outcome) -> None:
         counts, worst = self.store.summary()

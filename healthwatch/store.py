@@ -1,7 +1,10 @@
 """healthwatch's Redis layout: one batch read and one batch write per batch of heartbeats.
 
-- `fleet:health:{<id>}` hash: `st` (the streaming state, JSON), `status`, `score`, `hw`, `fw`. Hash-tagged by
-  device, so it works on Redis Cluster; other daemons (ota-planner) may read `status` and `score`.
+- `fleet:health:{<id>}` hash: `st` (the streaming state, JSON), `status`, `score`, `hw`, `fw`, `rev`.
+  Hash-tagged by device, so it works on Redis Cluster; other daemons (ota-planner) may read `status`
+  and `score`. Written by a compare-and-set script on `rev` (bumped by every write): two replicas
+  behind `$share` may get heartbeats of one device at once; the one whose write loses re-reads and
+  scores again, so no heartbeat's effect is lost and no counter moves twice.
 - `fleet:health:{idx}:seen` sorted set: wall clock of the last heartbeat of every device not offline (the
   offline timer reads its oldest members); `:scores` sorted set: latest score (the worst devices);
   `:status:<status>` sets: the devices in each status;
@@ -22,7 +25,15 @@ import redis as redis_lib
 
 from healthwatch.cohort import Levels
 from healthwatch.device import DeviceState
-from healthwatch.status import STATUSES
+from healthwatch.status import STATUSES, HealthStatus
+
+# KEYS[1] the device hash; ARGV[1] the `rev` read, then field/value pairs. 1 applied, 0 raced.
+CAS_SCRIPT = """
+local rev = redis.call('HGET', KEYS[1], 'rev')
+if (rev or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'rev', (tonumber(rev) or 0) + 1, unpack(ARGV, 2))
+return 1
+"""
 
 
 def _fmt(levels: Levels) -> str:
@@ -48,14 +59,17 @@ class DeviceWrite:
     old_cohort: str | None = None
     # Changes to the fleet-wide counters (status:<s> and reason:<code>), +1 / -1.
     counts: dict[str, int] = field(default_factory=dict)
+    rev: str = ""  # the device's `rev` when its state was read ("" for a new device)
 
 
 class HealthStates(Protocol):
     """What the health service needs of its store (HealthStore is the Redis one)."""
 
-    def read(self, device_ids: list[str]) -> dict[str, DeviceState | None]: ...
+    def read(self, device_ids: list[str]) -> dict[str, tuple[DeviceState | None, str]]: ...
 
-    def write(self, writes: list[DeviceWrite], offline: bool = False) -> None: ...
+    def write(self, writes: list[DeviceWrite], offline: bool = False) -> set[str]: ...
+
+    def requeue(self, device_ids: list[str]) -> None: ...
 
     def overdue(self, cutoff: float, limit: int = 1000) -> list[str]: ...
 
@@ -72,6 +86,8 @@ class HealthStore:
         self.scores_key = f"{namespace}:health:{{idx}}:scores"
         self.counts_key = f"{namespace}:health:{{idx}}:counts"
         self.cohorts_key = f"{namespace}:health:{{cohorts}}:names"
+        self._cas = redis.register_script(CAS_SCRIPT)
+        self._cluster = isinstance(redis, redis_lib.RedisCluster)
 
     def migrate_legacy_keys(self) -> int:
         """Rename keys stored under the old `{ns}:hw:` prefix to `{ns}:health:`; how many moved.
@@ -97,33 +113,39 @@ class HealthStore:
     def levels_key(self, cohort: str) -> str:
         return f"{self.ns}:health:{{cohorts}}:levels:{cohort}"
 
-    def read(self, device_ids: list[str]) -> dict[str, DeviceState | None]:
+    def read(self, device_ids: list[str]) -> dict[str, tuple[DeviceState | None, str]]:
+        """Each device's state (None: new or unreadable) and its `rev`, for `DeviceWrite.rev`."""
         pipe = self.redis.pipeline(transaction=False)
         for device_id in device_ids:
-            pipe.hget(self.key(device_id), "st")
-        out: dict[str, DeviceState | None] = {}
-        for device_id, raw in zip(device_ids, pipe.execute(), strict=True):
+            pipe.hmget(self.key(device_id), "st", "rev")
+        out: dict[str, tuple[DeviceState | None, str]] = {}
+        for device_id, (raw, rev) in zip(device_ids, pipe.execute(), strict=True):
             state = None
             if raw:
                 try:
                     state = DeviceState.from_json(json.loads(raw))
                 except (ValueError, TypeError, KeyError, IndexError):
                     state = None  # unreadable (older layout): start afresh rather than stall
-            out[device_id] = state
+            out[device_id] = (state, rev or "")
         return out
 
-    def write(self, writes: list[DeviceWrite], offline: bool = False) -> None:
+    def write(self, writes: list[DeviceWrite], offline: bool = False) -> set[str]:
+        """CAS each device's hash, then update the indexes and counters of those applied.
+
+        Returns the devices whose `rev` moved since they were read (nothing of theirs written):
+        the caller re-reads and recomputes them.
+        """
         if not writes:
-            return
+            return set()
+        applied = self._commit(writes)
+        raced = {w.device_id for w, ok in zip(writes, applied, strict=True) if not ok}
         pipe = self.redis.pipeline(transaction=False)
         seen: dict[str, float] = {}
         scores: dict[str, float] = {}
         for w in writes:
+            if w.device_id in raced:
+                continue
             st = w.state
-            pipe.hset(self.key(w.device_id), mapping={
-                "st": json.dumps(st.to_json(), separators=(",", ":")),
-                "status": STATUSES[st.status], "score": st.score,
-                "hw": st.hw or "", "fw": st.fw or ""})
             scores[w.device_id] = st.score
             # One set per status, for the operator API's `health=` filter (daemons.api.fleetindex).
             for other in STATUSES:
@@ -141,10 +163,47 @@ class HealthStore:
             for name, delta in w.counts.items():
                 if delta:
                     pipe.hincrby(self.counts_key, name, delta)
+        if not scores:  # every write raced
+            return raced
         if seen:
             pipe.zadd(self.seen_key, seen)
         pipe.zadd(self.scores_key, scores)
         pipe.execute()
+        return raced
+
+    def _commit(self, writes: list[DeviceWrite]) -> list[bool]:
+        def args(w: DeviceWrite) -> list[Any]:
+            st = w.state
+            return [w.rev, "st", json.dumps(st.to_json(), separators=(",", ":")),
+                    "status", STATUSES[st.status], "score", st.score,
+                    "hw", st.hw or "", "fw", st.fw or ""]
+
+        if not self._cluster:
+            pipe = self.redis.pipeline(transaction=False)
+            for w in writes:
+                self._cas(keys=[self.key(w.device_id)], args=args(w), client=pipe)
+            return [bool(r) for r in pipe.execute()]
+        # redis-py's cluster pipeline refuses scripts: pipeline them per node instead.
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, w in enumerate(writes):
+            node = self.redis.get_node_from_key(self.key(w.device_id))
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        applied = [False] * len(writes)
+        for node, indexes in by_node.values():
+            pipe = self.redis.get_redis_connection(node).pipeline(transaction=False)
+            for i in indexes:
+                self._cas(keys=[self.key(writes[i].device_id)], args=args(writes[i]), client=pipe)
+            for i, ok in zip(indexes, pipe.execute(), strict=True):
+                applied[i] = bool(ok)
+        return applied
+
+    def requeue(self, device_ids: list[str]) -> None:
+        """Put devices back on the offline timer at their last heartbeat (an offline claim lost)."""
+        states = self.read(device_ids)
+        walls = {i: st.wall for i, (st, _) in states.items()
+                 if st is not None and st.status != HealthStatus.OFFLINE}
+        if walls:
+            self.redis.zadd(self.seen_key, walls, gt=True)
 
     def overdue(self, cutoff: float, limit: int = 1000) -> list[str]:
         """Devices whose last heartbeat is older than `cutoff`, claimed by this replica (ZREM wins)."""

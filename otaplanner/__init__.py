@@ -5,8 +5,9 @@ Modules: `rollout` (the pure rules: config, buckets, gates, command table), `rol
 job ids), `control` (the per-tick driver: lease, gates, transitions) and the parts it drives:
 `issuing` (taking devices in, sending and withdrawing jobs), `reporting` (status and events),
 `health_gate`, `refresh`; `commands` (operator requests), `rollback`, `planner` (the daemon's
-handler), `jobs`, `manifest`, `signing`, `artifacts`, `artifact_http` (the local store's HTTP
-server). The device side lives in `daemons.sim.device_model`.
+handler), `aws_jobs` (the AWS IoT Jobs device API over the planner's jobs, docs/AWS.md), `jobs`,
+`manifest`, `signing`, `artifacts`, `artifact_http` (the local store's HTTP server). The device
+side lives in `daemons.sim.device_model`.
 
 Where PROTOCOL §3 is silent, as AWS IoT Jobs, and written down here:
 - A job id is `<rollout id>@<device id>` (`#rb` appended for a rollback job); `@` is in neither id.

@@ -17,6 +17,7 @@ from typing import Any
 from daemons.protocol.messages import Inbound, Outcome, Refused
 from daemons.registry import Registry
 from daemons.runtime.logs import OncePerKey, get_logger
+from otaplanner import aws_jobs
 from otaplanner import rollout as ro
 from otaplanner.artifacts import ArtifactStore
 from otaplanner.commands import Commands
@@ -53,9 +54,11 @@ class Planner:
         self.log = get_logger("otaplanner")
         self._once = OncePerKey()
         self._timeouts: dict[str, int] = {}
+        # The AWS IoT Jobs device API, where the prefix is AWS's own (otaplanner.aws_jobs).
+        self.aws = aws_jobs.AwsJobs(store, prefix, self._apply_report) if aws_jobs.serves(prefix) else None
 
     def topics(self) -> list[str]:
-        return self.door.topics()
+        return [*self.door.topics(), *(self.aws.topics() if self.aws else [])]
 
     def tick(self, now: float) -> Outcome:
         out = Outcome()
@@ -67,6 +70,8 @@ class Planner:
         for rid in self.store.trailing():
             if rid not in active:
                 self.control.trail(rid, now, out)
+        if self.aws:
+            self.aws.notify(out, now)
         return out
 
     # -- batches ---------------------------------------------------------------------------------
@@ -78,6 +83,13 @@ class Planner:
         touched: set[str] = set()
         health: dict[str, tuple[float, float]] = {}
         for message in batch:
+            request = self.aws.route(message.topic) if self.aws else None
+            if self.aws and request:
+                rid, said = self.aws.handle(*request, message.payload, now, out)
+                self._sighted(seen, request[0], "json", said)
+                if rid:
+                    touched.add(rid)
+                continue
             routed = self.door.route(message, now)
             if isinstance(routed, Refused):
                 routed.reply.reject(out, routed.error)
@@ -96,6 +108,8 @@ class Planner:
         self.store.put_health(health)
         # The next tick publishes their status, from the replica that holds each rollout's lease.
         self.store.trail(touched)
+        if self.aws:
+            self.aws.notify(out, now)
         return out
 
     def _device(self, m: DeviceMessage, seen: dict[str, Sighting], health: dict[str, tuple[float, float]],
@@ -103,12 +117,7 @@ class Planner:
         """One device message; the rollout it touched, if any."""
         # What the device itself sent: not the health (healthwatch's) nor its Last Will (the broker's).
         if m.kind != "health" and not (m.kind == "status" and m.body.get("online") is False):
-            sighting = seen.setdefault(m.device_id, Sighting(m.encoding))
-            sighting.encoding = m.encoding
-            for name in ("hw", "fw"):
-                value = m.body.get(name)
-                if isinstance(value, str) and 0 < len(value) <= 64:
-                    setattr(sighting, name, value)
+            self._sighted(seen, m.device_id, m.encoding, m.body)
         if m.kind == "ota/status":
             return self._report(m.device_id, m.body, now, out)
         if m.kind == "health":
@@ -122,6 +131,15 @@ class Planner:
             out.count(m.kind, "seen")
         return None
 
+    @staticmethod
+    def _sighted(seen: dict[str, Sighting], device_id: str, encoding: str, body: dict[str, Any]) -> None:
+        sighting = seen.setdefault(device_id, Sighting(encoding))
+        sighting.encoding = encoding
+        for name in ("hw", "fw"):
+            value = body.get(name)
+            if isinstance(value, str) and 0 < len(value) <= 64:
+                setattr(sighting, name, value)
+
     def _observe(self, seen: dict[str, Sighting]) -> None:
         """Feed the registry (which devices exist, their hw/fw) and remember each device's encoding."""
         before = self.registry.record(
@@ -131,17 +149,22 @@ class Planner:
                 self.control.issuer.device_news(device_id)
 
     def _report(self, device_id: str, body: dict[str, Any], now: float, out: Outcome) -> str | None:
+        return self._apply_report(device_id, body, now, out)[0]
+
+    def _apply_report(self, device_id: str, body: dict[str, Any], now: float,
+                      out: Outcome) -> tuple[str | None, str]:
+        """A §3 progress report: (rollout touched or None, previous state or why nothing changed)."""
         job_id, state = body.get("job_id"), body.get("state")
         rid = rollout_of(job_id) if isinstance(job_id, str) and len(job_id) <= 200 else None
         if rid is None or not isinstance(state, str) or state not in ro.REPORTED:
             out.count("ota_status", "malformed")
-            return None
+            return None, "malformed"
         timeout = self._timeouts.get(rid)
         if timeout is None:
             r = self.control.load(rid)
             if r is None:
                 out.count("ota_status", "unknown_job")
-                return None
+                return None, "unknown_job"
             timeout = self._timeouts[rid] = r.cfg.timeout_s
         assert isinstance(job_id, str)
         new = ro.REPORTED[state]
@@ -149,7 +172,7 @@ class Planner:
         old = self.store.report(rid, device_id, job_id, new, now, timeout, kind)
         if old in ("nojob", "terminal", "same"):
             out.count("ota_status", old)
-            return None
+            return None, old
         if old.startswith("{"):
             # A terminal report after the timeout replaced `timed_out` (PROTOCOL §3): the gates
             # count it from now on, the registry takes its `fw` (handle), the event says so.
@@ -163,4 +186,4 @@ class Planner:
             if new != ro.SUCCEEDED:
                 self.log.info("job_failed", rollout_id=rid, device_id=device_id, state=state,
                               error=str(body.get("error", ""))[:200])
-        return rid
+        return rid, old

@@ -115,6 +115,14 @@ class RolloutStore:
     def untrail(self, rid: str) -> None:
         self.redis.srem("ota:trailing", rid)
 
+    def states(self) -> dict[str, str]:
+        """Every rollout id -> its state (one pipelined read of each meta)."""
+        rids = sorted(self.redis.smembers("ota:rollouts"))
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in rids:
+            pipe.hget(self.key(rid, "meta"), "state")
+        return {rid: state or "" for rid, state in zip(rids, pipe.execute() if rids else [], strict=True)}
+
     def in_progress(self, rid: str) -> int:
         return sum(int(self.redis.zcard(self.key(rid, k))) for k in ("deadline", "rb:deadline"))
 
@@ -154,12 +162,12 @@ class RolloutStore:
         return {k: DeviceRecord.from_json(json.loads(v))
                 for k, v in self.redis.hgetall(self.key(rid, "dev")).items()}
 
-    def records_of(self, rid: str, device_ids: Iterable[str]) -> dict[str, DeviceRecord]:
+    def records_of(self, rid: str, device_ids: Iterable[str], kind: str = "") -> dict[str, DeviceRecord]:
         """The records of these devices (those the rollout has taken in)."""
         ids = list(device_ids)
         if not ids:
             return {}
-        rows = self.redis.hmget(self.key(rid, "dev"), ids)
+        rows = self.redis.hmget(self.key(rid, kind + "dev"), ids)
         return {d: DeviceRecord.from_json(json.loads(r)) for d, r in zip(ids, rows, strict=True) if r}
 
     def assign(self, rid: str, records: dict[str, DeviceRecord], kind: str = "") -> int:
@@ -183,6 +191,11 @@ class RolloutStore:
             self._claim(keys=keys, args=[rid, job_id], client=pipe)
         got = zip(jobs, pipe.execute(), strict=True)
         return {d: ("msgpack" if enc == "msgpack" else "json") for d, enc in got if enc}
+
+    def current(self, device_id: str) -> str | None:
+        """The job id in the device's one job slot, if it holds one."""
+        job = self.redis.hget(f"ota:cur:{{{device_id}}}", "job")
+        return str(job) if job else None
 
     def free(self, slots: dict[str, str]) -> None:
         """Give back the device's job slot (device -> job id) once its job is over."""
@@ -236,11 +249,11 @@ class RolloutStore:
         flat = list(self._withdraw(keys=self._keys(rid, "dev", "cnt", "pending"), args=[int(now)]))
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
-    def jobs(self, rid: str, device_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def jobs(self, rid: str, device_ids: Iterable[str], kind: str = "") -> dict[str, dict[str, Any]]:
         ids = list(device_ids)
         if not ids:
             return {}
-        rows = self.redis.hmget(self.key(rid, "jobs"), ids)
+        rows = self.redis.hmget(self.key(rid, kind + "jobs"), ids)
         return {d: json.loads(r) for d, r in zip(ids, rows, strict=True) if r}
 
     # -- health -----------------------------------------------------------------------------

@@ -38,6 +38,11 @@ class _Device:
         self.new_hw: str | None = None
         self.new_fw: str | None = None
 
+    def delta_pending(self) -> bool:
+        """Whether any of the device's shadows has a non-empty delta."""
+        return any(doc.document_delta(orjson.loads(v)) for k, v in self.fields.items()
+                   if k.startswith("sh:") and v)
+
     def set(self, name: str, value: Any) -> None:
         text = value if isinstance(value, str) else orjson.dumps(value).decode()
         self.fields[name] = text
@@ -152,6 +157,8 @@ class ShadowService:
         raise RuntimeError(f"shadow write kept racing for {len(pending)} devices")
 
     def _index_writer(self, devices: list[_Device]) -> Callable[[Any], None]:
+        now = self.clock()
+
         def write(pipe: Any) -> None:
             for d in devices:
                 # Index writes only when something indexed changes or the device is new.
@@ -159,7 +166,9 @@ class ShadowService:
                     self.registry.observe(pipe, d.info, d.new_hw, d.new_fw)
                 seen, connected = d.write.sets.get("last_seen_at"), d.write.sets.get("connected")
                 if seen is not None or connected is not None:
-                    self.registry.presence(pipe, d.id, seen, connected)
+                    self.registry.presence(pipe, d.id, seen, connected)  # seen and connected indexes
+                if any(k.startswith("sh:") for k in (*d.write.sets, *d.write.deletes)):
+                    self.store.mark_delta(pipe, d.id, d.delta_pending(), now)
         return write
 
     # -- device topics -----------------------------------------------------------------------

@@ -54,6 +54,29 @@ class ShadowStore:
     def key(self, device_id: str) -> str:
         return device_key(self.ns, device_id)
 
+    @property
+    def delta_index(self) -> str:
+        """zset: devices with a non-empty delta, scored by when it appeared (epoch s)."""
+        return f"{self.ns}:{{idx}}:delta"
+
+    def mark_delta(self, pipe: Any, device_id: str, pending: bool, now: float) -> None:
+        if pending:
+            pipe.zadd(self.delta_index, {device_id: now}, nx=True)  # keeps the first time
+        else:
+            pipe.zrem(self.delta_index, device_id)
+
+    def backlog(self, online_index: str) -> tuple[int, int, float | None]:
+        """(devices with a pending delta, those of them online, epoch s of the oldest pending delta
+        of an online device or None). An offline device waits for its next connection: no lag yet.
+
+        `online_index` is the registry's set of online devices (same `{idx}` slot).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.delta_index)
+        pipe.zinter({self.delta_index: 1, online_index: 0}, withscores=True)
+        count, online = pipe.execute()
+        return int(count), len(online), (min(float(score) for _, score in online) if online else None)
+
     def read(self, device_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         ids = list(dict.fromkeys(device_ids))
         if not ids:

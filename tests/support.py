@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import queue
 import subprocess
@@ -28,6 +29,7 @@ from daemons.cli.localstack import (  # noqa: F401
 )
 from daemons.protocol.codec import decode, encode
 from daemons.runtime.mqtt import make_client
+from daemons.runtime.notify import ReadinessListener
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +62,8 @@ class Probe:
     """A paho client standing in for a device or an operator, with waits on messages."""
 
     def __init__(self, url: str, client_id: str | None = None, clean: bool = True,
-                 protocol: paho.MQTTProtocolVersion = paho.MQTTv5) -> None:
+                 protocol: paho.MQTTProtocolVersion = paho.MQTTv5,
+                 auth: tuple[str, str] | None = None) -> None:
         self.url = url
         self.port = int(url.rsplit(":", 1)[1])
         self.client_id = client_id or f"probe-{os.getpid()}-{id(self)}"
@@ -70,11 +73,13 @@ class Probe:
         self.seen: list[Received] = []
         self.will: tuple[str, bytes] | None = None
         self._subscribed = threading.Event()
+        self.auth = auth
         self.client = self._make()
 
     def _make(self) -> paho.Client:
+        user, password = self.auth or (None, None)
         c, self.addr = make_client(self.url, self.client_id, protocol=self.protocol, clean_session=self.clean,
-                                   max_inflight=1000)
+                                   max_inflight=1000, username=user, password=password)
         c.on_message = lambda _c, _u, m: self.messages.put(
             Received(m.topic, bytes(m.payload), bool(m.retain)))
         c.on_subscribe = lambda *a: self._subscribed.set()
@@ -159,21 +164,28 @@ class Probe:
 
 @dataclass
 class Daemon:
-    """A daemon run as its own process, exactly as systemd would run it."""
+    """A daemon run as its own process, exactly as systemd would run it (Type=notify).
+
+    `start` returns once the daemon has sent READY=1 on the notification socket made for it,
+    i.e. once it is connected and its subscriptions are granted.
+    """
 
     module: str
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     lines: list[str] = field(default_factory=list)
-    _started: threading.Event = field(default_factory=threading.Event)
+    watchdog_s: float | None = None
+    notify: ReadinessListener | None = None
 
     def start(self, timeout: float = 20.0) -> Daemon:
-        self._started.clear()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module], env={**os.environ, **self.env}, cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if self.notify is not None:
+            self.notify.close()
+        self.notify = ReadinessListener(self.watchdog_s)
+        process = self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module], env={**os.environ, **self.env, **self.notify.env()},
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-        if not self._started.wait(timeout):
+        if not self.notify.wait_ready(timeout, alive=lambda: process.poll() is None):
             self.kill()
             raise RuntimeError(f"{self.module} did not start: {self.lines[-5:]}")
         return self
@@ -181,10 +193,22 @@ class Daemon:
     def _read(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stderr is not None
         for raw in process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            self.lines.append(line)
-            if '"event": "started"' in line or '"event":"started"' in line:
-                self._started.set()
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def event(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The first JSON log line of event `name`, waiting for the reader to get there."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for line in self.lines[seen:]:
+                seen += 1
+                if f'"{name}"' in line:
+                    entry = json.loads(line)
+                    if entry.get("event") == name:
+                        return dict(entry)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {name} event in the log of {self.module}: {self.lines[-5:]}")
+            time.sleep(0.02)
 
     def terminate(self, timeout: float = 20.0) -> int:
         assert self.process is not None
@@ -195,6 +219,9 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
 
 
 def env_for(redis: Server, broker: Server, prefix: str, ops: str, **extra: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from daemons.protocol.errors import FleetError
 from daemons.runtime import logs
 from daemons.runtime.app import connect_redis
 from daemons.runtime.config import load_settings
+from daemons.runtime.prefixes import check_prefixes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level)
     from daemons.api.app import create_app
 
+    try:  # a broker that cannot carry `$` prefixes is refused at start, naming the variable
+        check_prefixes(settings.mqtt_url, settings.topic_prefix, settings.ops_prefix, settings.mqtt_username,
+                       settings.mqtt_password)
+    except FleetError as exc:
+        print(f"fleet-api: {exc}", file=sys.stderr)
+        return 2
     redis = connect_redis(settings)
     try:
         app = create_app(settings, redis)

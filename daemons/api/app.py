@@ -26,6 +26,7 @@ from daemons.api.fleetindex import FleetIndex
 from daemons.api.links import link_key
 from daemons.runtime.config import Settings
 from daemons.runtime.logs import get_logger
+from daemons.runtime.notify import Notifier
 from otaplanner.rollout_store import RolloutStore
 
 STATIC = Path(__file__).parent / "static"
@@ -93,6 +94,13 @@ async def _start_listeners(c: Context) -> list[int]:
             await c.bridge.listen(f"{o}/debug/open", on_debug_open)]
 
 
+async def _watchdog(notifier: Notifier) -> None:
+    # Pinged from the event loop itself: a loop that stops turning stops the pings.
+    while notifier.ping_interval_s is not None:
+        notifier.watchdog()
+        await asyncio.sleep(min(1.0, notifier.ping_interval_s / 2))
+
+
 def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> FastAPI:
     """The application. The bridge is connected in the lifespan (and stopped after it)."""
     log = get_logger("api")
@@ -110,10 +118,16 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
             log.warning("redis_unreachable", error=str(exc))
         handles = await _start_listeners(c)
         expiry = asyncio.ensure_future(c.debug.run_expiry())
+        notifier = Notifier()  # systemd Type=notify: READY=1 now, WATCHDOG=1 while the loop turns
+        notifier.ready()
+        pings = asyncio.ensure_future(_watchdog(notifier))
         log.info("started", url=public_url(settings), mqtt=settings.mqtt_url)
         try:
             yield
         finally:
+            notifier.stopping()
+            pings.cancel()
+            notifier.close()
             expiry.cancel()
             for h in handles:
                 c.bridge.unlisten(h)

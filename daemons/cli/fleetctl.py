@@ -3,6 +3,7 @@
 Where the API is: --url, else FLEET_API_URL, else `url` in the config file, else the settings'
 API address. The token: --token, else FLEET_API_TOKEN, else `token` in the config file. The config
 file is --ctl-config, else $FLEETCTL_CONFIG, else ~/.config/fleetctl.toml (TOML: url, token).
+`pki init|issue|revoke` and `creds` work on local files and keys (daemons.cli.pki).
 `token create|list|revoke` go to Redis directly (FLEET_REDIS_URL or the settings file), so the first
 admin token can be made before any exists. Every read takes --json (the API's body on stdout).
 
@@ -21,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from daemons.cli import apicmds
+from daemons.cli import apicmds, pki
 from daemons.cli.errors import OK, USAGE, CliError
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import Settings, load_settings
@@ -136,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     rv = _cmd(tok, "revoke", token_revoke, "revoke a token by id")
     rv.set_defaults(direct=True)
     rv.add_argument("id")
+    pki.add_commands(groups)  # pki init|issue|revoke, creds: local files and keys, no API
     return p
 
 
@@ -209,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings("fleetctl", args.config)
         except ConfigError as exc:
             raise CliError(USAGE, f"configuration: {exc}") from None
+        if hasattr(args, "handler"):  # commands registered by pki.add_commands
+            return int(args.handler(args, settings))
         if getattr(args, "direct", False):
             result = args.fn(args, settings)
         else:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -90,6 +93,64 @@ max_packet_size 1048576
 """
 
 
+#: The shipped broker configuration (mosquitto.conf, acl.conf) at the top of the source tree.
+SHIPPED_MOSQUITTO = Path(__file__).resolve().parents[2] / "mosquitto"
+
+
+@dataclass
+class ShippedMosquitto(Server):
+    """mosquitto on the shipped config: `port` is the loopback password listener, `url` its URL."""
+
+    mtls_port: int  # devices, client certificates
+    tls_port: int  # daemons and operators, TLS + password
+    pki: Path
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads the password file, the ACL and the CRL."""
+        self.process.send_signal(signal.SIGHUP)
+
+
+def render_shipped_conf(pki: Path, passwd: Path, data: Path, ports: tuple[int, int, int]) -> str:
+    """The shipped mosquitto.conf with only its paths and ports replaced (listeners on 127.0.0.1).
+
+    `ports` = (mTLS, TLS + password, loopback password listener). Raises RuntimeError when the shipped
+    file no longer has the lines this substitutes, so a test never runs a config other than the shipped one.
+    """
+    text = (SHIPPED_MOSQUITTO / "mosquitto.conf").read_text()
+    subs = [("/etc/mosquitto/certs/", f"{pki}/"), ("/etc/mosquitto/passwd", str(passwd)),
+            ("/etc/mosquitto/acl.conf", str(SHIPPED_MOSQUITTO / "acl.conf")),
+            ("/var/lib/mosquitto/", f"{data}/")]
+    for old, new in subs:
+        if old not in text:
+            raise RuntimeError(f"shipped mosquitto.conf has no {old}")
+        text = text.replace(old, new)
+    for shipped, port in zip(("8883", "8884", "1883 127.0.0.1"), ports, strict=True):
+        text, n = re.subn(rf"^listener {shipped}$", f"listener {port} 127.0.0.1", text, flags=re.M)
+        if n != 1:
+            raise RuntimeError(f"shipped mosquitto.conf has no `listener {shipped}`")
+    if os.geteuid() == 0:
+        # As root mosquitto drops to the `mosquitto` user, which cannot read a root-owned 0600 file.
+        text += "\nuser root\n"
+    return text
+
+
+def start_mosquitto_shipped(workdir: Path, pki: Path, passwd: Path, port: int = 0) -> ShippedMosquitto:
+    """mosquitto with the shipped mosquitto.conf and acl.conf: authentication and ACL on.
+
+    `pki` is a `fleetctl pki init` directory, `passwd` a password file (daemons.protocol.passwd).
+    """
+    ports = (free_port(), free_port(), free_port(port))
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(render_shipped_conf(pki, passwd, data, ports))
+    log = (workdir / "mosquitto.log").open("wb")
+    proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)], stdout=log, stderr=log)
+    for p in ports:
+        wait_port(p)
+    return ShippedMosquitto(proc, ports[2], f"mqtt://127.0.0.1:{ports[2]}", workdir, ports[0], ports[1], pki)
+
+
 def start_mosquitto(workdir: Path, port: int = 0) -> Server:
     port = free_port(port)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -101,30 +162,46 @@ def start_mosquitto(workdir: Path, port: int = 0) -> Server:
     return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
 
 
-AMQTT_CONF = """\
-listeners:
-  default:
-    type: tcp
-    bind: 127.0.0.1:{port}
-plugins:
-  amqtt.plugins.authentication.AnonymousAuthPlugin:
-    allow_anonymous: true
-"""
+@dataclass
+class AmqttServer(Server):
+    """The embedded broker with authentication: `secret` (hex) gives every device's password
+    (keys.device_password), `accounts` the clear passwords of the accounts in its password file."""
+
+    secret: str
+    accounts: dict[str, str]
 
 
-def start_amqtt(workdir: Path, port: int = 0) -> Server:
-    """amqtt 0.12, the embedded broker: MQTT 3.1.1 only, no shared subscriptions."""
+def start_amqtt(workdir: Path, port: int = 0, *, secret: str | None = None,
+                accounts: dict[str, str] | None = None, env: dict[str, str] | None = None) -> AmqttServer:
+    """The embedded broker (daemons.broker: amqtt 0.12 + the fleet plugin), MQTT 3.1.1, no shared
+    subscriptions, authentication and the shipped ACL always on.
+
+    Without `secret` one is made; without `accounts` every account of the ACL gets a random password.
+    `env` adds FLEET_* settings (e.g. FLEET_TOPIC_PREFIX, FLEET_OPS_PREFIX: the ACL follows them).
+    """
+    from daemons.protocol.acl import load_acl
+    from daemons.protocol.passwd import write_passwd
+
     port = free_port(port)
     workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "amqtt.yaml"
-    conf.write_text(AMQTT_CONF.format(port=port))
-    amqtt = Path(sys.executable).parent / "amqtt"
-    proc = subprocess.Popen([str(amqtt), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_port(port, 20)
-    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
-
-
+    secret = secret or secrets.token_hex(32)
+    if accounts is None:
+        accounts = {name: secrets.token_urlsafe(18) for name in load_acl().users}
+    passwd = workdir / "accounts.passwd"
+    write_passwd(passwd, accounts.items())
+    child_env = {**os.environ, **(env or {}), "FLEET_SECRET": secret,
+                 "FLEET_BROKER_PASSWD_FILE": str(passwd), "FLEET_MQTT_URL": f"mqtt://127.0.0.1:{port}"}
+    if "FLEET_CONFIG" not in (env or {}):
+        child_env.pop("FLEET_CONFIG", None)  # the caller's settings file is not this broker's
+    log = (workdir / "broker.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "daemons.broker"], env=child_env, stdout=log,
+                            stderr=log)
+    try:
+        wait_port(port, 20)
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError(f"the embedded broker did not start; see {workdir / 'broker.log'}") from None
+    return AmqttServer(proc, port, f"mqtt://127.0.0.1:{port}", workdir, secret, accounts)
 
 
 @dataclass

@@ -15,10 +15,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from daemons.cli.localstack import Server, start_amqtt, start_mosquitto, start_redis
+from daemons.runtime.notify import ReadinessListener
 
 DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.api")
 
@@ -44,14 +44,11 @@ def _master_key(workdir: Path) -> str:
     return path.read_text().strip()
 
 
-def _wait_started(log: Path, stop: threading.Event, timeout: float = 60.0) -> None:
-    """Wait for a daemon's `started` log line (it is connected and subscribed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop.is_set():
-        if log.exists() and '"event": "started"' in log.read_text(errors="replace"):
-            return
-        stop.wait(0.1)
-    print(f"{log.stem} has not started yet; see {log}", file=sys.stderr)
+def _wait_started(name: str, ready: ReadinessListener, child: subprocess.Popen[bytes], log: Path,
+                  stop: threading.Event, timeout: float = 60.0) -> None:
+    """Wait for a daemon's READY=1 (sd_notify: it is connected and subscribed)."""
+    if not ready.wait_ready(timeout, alive=lambda: child.poll() is None and not stop.is_set()):
+        print(f"{name} has not started yet; see {log}", file=sys.stderr)
 
 
 def _console(config: Path, env: dict[str, str]) -> tuple[str, str]:
@@ -106,18 +103,24 @@ def main(argv: list[str] | None = None) -> int:
         logs = workdir / "logs"
         logs.mkdir(exist_ok=True)
         started = []
+        listeners: list[ReadinessListener] = []
         for name in DAEMONS:
             if not _available(name):
                 continue
-            log = (logs / f"{name}.log").open("wb")  # fresh each run: _wait_started reads it
-            children.append(subprocess.Popen([sys.executable, "-m", name], env=env, stderr=log, stdout=log))
+            log = (logs / f"{name}.log").open("wb")
+            ready = ReadinessListener()
+            listeners.append(ready)
+            children.append(subprocess.Popen([sys.executable, "-m", name], env={**env, **ready.env()},
+                                             stderr=log, stdout=log))
             started.append(name)
         # Devices and users come after the daemons have subscribed, so nothing is missed.
-        for name in started:
-            _wait_started(logs / f"{name}.log", stop)
+        for name, ready, child in zip(started, listeners, children, strict=True):
+            _wait_started(name, ready, child, logs / f"{name}.log", stop)
+            ready.close()
         sim_log = (logs / "simulator.log").open("wb")
         children.append(subprocess.Popen(
             [sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", broker.url,
+             "--prefix", os.environ.get("FLEET_TOPIC_PREFIX", "fleet"),  # the daemons' prefix
              "--devices", str(args.devices), "--interval", str(args.interval)],
             env=env, stderr=sim_log, stdout=sim_log))
         port = broker.port

@@ -123,15 +123,32 @@ class Registry:
         pipe.zadd(self._idx("ids"), {device_id: 0})
         pipe.hset(self.key(device_id), "tags", json.dumps(tags, sort_keys=True))
 
+    @property
+    def online_index(self) -> str:
+        """set: devices whose last status message said online (`connected` = "1" in the hash)."""
+        return self._idx("connected")
+
+    def set_connected(self, pipe: Any, device_id: str, connected: str) -> None:
+        """Index the device hash's `connected` field ("1" or "0") as shadow-sync writes it."""
+        (pipe.sadd if connected == "1" else pipe.srem)(self.online_index, device_id)
+
     def presence(self, pipe: Any, device_id: str, last_seen_at: str | None, connected: str | None) -> None:
         """Index what shadow-sync just wrote to the device hash: `last_seen_at` (epoch seconds as
-        text) and `connected` ("1" or "0"); None for a field the write did not touch."""
+        text) in `seen` and `connected` ("1" or "0"); None for a field the write did not touch."""
         if last_seen_at is not None:
             pipe.zadd(self._idx("seen"), {device_id: int(last_seen_at)})
         if connected is not None:
-            (pipe.sadd if connected == "1" else pipe.srem)(self._idx("connected"), device_id)
+            self.set_connected(pipe, device_id, connected)
 
     # -- reads -------------------------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        """(devices known, devices whose last status said online)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.scard(self._idx("all"))
+        pipe.scard(self.online_index)
+        known, online = pipe.execute()
+        return int(known), int(online)
 
     def read_many(self, device_ids: Iterable[str]) -> dict[str, DeviceInfo]:
         ids = list(dict.fromkeys(device_ids))

@@ -8,8 +8,10 @@ and stopped in reverse order on the way out, whether the daemon stops on SIGTERM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -19,8 +21,11 @@ import redis
 from daemons.protocol.errors import FleetError
 from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
-from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.metrics import DaemonMetrics, time_redis
 from daemons.runtime.mqtt import MqttSession
+from daemons.runtime.notify import Notifier
+from daemons.runtime.once import ClaimOnce
+from daemons.runtime.prefixes import check_prefixes
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
 # build(settings, redis, metrics[, resources]) -> Handler. A build that starts servers takes the
@@ -42,17 +47,36 @@ def parse_args(daemon: str, argv: list[str] | None) -> argparse.Namespace:
 
 def open_session(settings: Settings, daemon: str, topics: list[str], metrics: DaemonMetrics,
                  resources: ExitStack) -> MqttSession:
-    """Connect the daemon's broker session, closed by `resources`.
+    """Connect the daemon's broker session, closed by `resources`, after probing a `$` prefix
+    (runtime/prefixes.py: ConfigError naming the variable when the broker drops such topics).
 
     `fleet_mqtt_connected{daemon}` follows the connection: 1 from each CONNACK, 0 from each loss
     (paho's connect/disconnect callbacks) and once the session is closed.
     """
+    check_prefixes(settings.mqtt_url, settings.topic_prefix, settings.ops_prefix, settings.mqtt_username,
+                   settings.mqtt_password)
     gauge = metrics.connected.labels(daemon)
     session = MqttSession(settings, daemon, topics, on_connection=lambda up: gauge.set(1 if up else 0))
+    session.on_round_trip = metrics.broker_rtt.labels(daemon).observe
     resources.callback(gauge.set, 0)
     resources.callback(session.close)
     session.connect()
+    if not session.wait_subscribed(15.0):
+        raise FleetError(f"broker did not grant the subscriptions {session.refused_topics or ''}")
     return session
+
+
+def watch_redis(metrics: DaemonMetrics, redis: Any, stop: StopFlag, every_s: float = 5.0) -> None:
+    """Observe a Redis PING every few seconds (fleet_redis_rtt_seconds) until stop."""
+
+    def run() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # Redis away: the run loop reports that
+                time_redis(metrics, redis)
+            if stop.event.wait(every_s):
+                return
+
+    threading.Thread(target=run, name="redis-rtt", daemon=True).start()
 
 
 def _build(build: Build, settings: Settings, store: Any, metrics: DaemonMetrics,
@@ -62,8 +86,15 @@ def _build(build: Build, settings: Settings, store: Any, metrics: DaemonMetrics,
     return build(settings, store, metrics)
 
 
-def run_daemon(daemon: str, build: Build, argv: list[str] | None = None) -> int:
-    """Run one daemon until SIGTERM. Returns the process exit code (0, 1 fatal, 2 configuration)."""
+def run_daemon(daemon: str, build: Build, argv: list[str] | None = None,
+               once: Callable[[Settings], list[str]] | None = None) -> int:
+    """Run one daemon until SIGTERM. Returns the process exit code (0, 1 fatal, 2 configuration).
+
+    sd_notify (daemons.runtime.notify): READY=1 once subscribed, WATCHDOG=1 from the run loop,
+    STOPPING=1 on drain. `once(settings)`: topic filters whose messages one replica must handle,
+    not each (operator requests); on a broker without shared subscriptions the replicas claim them
+    in Redis (daemons.runtime.once).
+    """
     args = parse_args(daemon, argv)
     try:
         settings = load_settings(daemon, args.config)
@@ -77,14 +108,20 @@ def run_daemon(daemon: str, build: Build, argv: list[str] | None = None) -> int:
     metrics = DaemonMetrics(daemon)
     with ExitStack() as resources:
         try:
+            notifier = Notifier()
+            resources.callback(notifier.close)
             store = connect_redis(settings)
             resources.callback(store.close)
             metrics.serve(settings.metrics_port_for(daemon), resources)
+            watch_redis(metrics, store, stop)
             handler = _build(build, settings, store, metrics, resources)
             session = open_session(settings, daemon, handler.topics(), metrics, resources)
             log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
                      shared=session.shared, client_id=session.client_id)
-            RunLoop(handler, session, metrics, stop, settings.batch_max).run()
+            notifier.ready(f"subscribed to {settings.mqtt_url}")
+            shared = session.shared
+            claim = ClaimOnce(store, session.client_id, once(settings)) if once and not shared else None
+            RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier, claim=claim).run()
             log.info("stopped")
             return 0
         except FleetError as exc:

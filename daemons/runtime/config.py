@@ -72,6 +72,13 @@ class Settings:
     api_port: int = 8080
     # The API's address as browsers see it (debug links, console), when not http://api_host:api_port.
     api_public_url: str | None = None
+    # Hex fleet secret (>= 16 bytes): every device's broker password derives from it
+    # (daemons.protocol.keys.device_password), for the amqtt plugin, the simulator and `fleetctl creds`.
+    secret: str | None = field(default=None, repr=False)
+    # The embedded broker (daemons.broker): accounts of daemons and operators (mosquitto password
+    # file format) and the ACL (mosquitto acl_file format; default: the shipped mosquitto/acl.conf).
+    broker_passwd_file: str | None = None
+    broker_acl_file: str | None = None
 
     def metrics_port_for(self, daemon: str) -> int:
         if self.metrics_port >= 0:
@@ -187,6 +194,9 @@ def _validate(s: Settings) -> None:
     bad = ConfigError.of
 
     url = urlparse(s.mqtt_url)
+    if url.username is not None or url.password is not None:
+        # Not echoed: the URL holds a secret.
+        raise bad("mqtt_url", "no credentials in the URL: use FLEET_MQTT_USERNAME and FLEET_MQTT_PASSWORD")
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
         raise bad("mqtt_url", f"expected mqtt://host:port or mqtts://host:port, got {s.mqtt_url!r}")
     try:
@@ -203,6 +213,13 @@ def _validate(s: Settings) -> None:
         value = getattr(s, name)
         if not value or value.startswith("/") or value.endswith("/") or _PREFIX_FORBIDDEN & set(value):
             raise bad(name, f"not a usable topic prefix: {value!r}")
+    if s.shared_subscriptions == "on":
+        for name in ("topic_prefix", "ops_prefix"):
+            if getattr(s, name).startswith("$"):
+                # mosquitto 2.0 grants $share/g/$x/... and never delivers on it (runtime/prefixes.py).
+                raise bad("shared_subscriptions", f"'on' cannot serve {env_name(name)}="
+                          f"{getattr(s, name)!r}: shared subscriptions do not carry '$' topics; "
+                          "use auto (plain subscriptions for '$' topics) or off")
     if s.topic_prefix == s.ops_prefix:
         raise bad("ops_prefix", "must differ from the device topic prefix")
     for name in ("heartbeat_interval_s", "batch_max", "session_expiry_s"):
@@ -216,6 +233,7 @@ def _validate(s: Settings) -> None:
     if not (s.artifact_store.startswith("local:") or s.artifact_store.startswith("s3://")):
         raise bad("artifact_store", f"expected local:/dir or s3://bucket/prefix, got {s.artifact_store!r}")
     setting_key("ota_master_key", s.ota_master_key)
+    setting_key("secret", s.secret)
 
 
 def load_settings(

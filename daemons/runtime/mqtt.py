@@ -4,7 +4,8 @@
 - Persistent session (clean_start false, session expiry) and manual acknowledgement: a QoS 1
   message is PUBACKed only when the run loop says its effect is durable, so a crash means
   redelivery, never loss.
-- `$share/<daemon>/` subscriptions when the broker offers them, so replicas split the load.
+- `$share/<daemon>/` subscriptions when the broker offers them, so replicas split the load
+  (never for `$` topics: see prefixes.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import queue
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,17 @@ class BrokerAddress:
             raise FleetError(f"not an MQTT URL (mqtt:// or mqtts://): {url!r}")
         tls = u.scheme == "mqtts"
         return cls(u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls)
+
+
+def subscription_filter(topic: str, group: str, shared: bool) -> str:
+    """The filter to SUBSCRIBE for `topic`: `$share/<group>/<topic>` when shared, except `$` topics.
+
+    A `$` topic is subscribed plainly: mosquitto 2.0 never delivers one through a shared subscription
+    (runtime/prefixes.py), so replicas of a daemon on a `$` prefix each see every message (run one).
+    """
+    if shared and not topic.startswith("$"):
+        return f"$share/{group}/{topic}"
+    return topic
 
 
 def make_client(url: str, client_id: str = "", *, protocol: MQTTProtocolVersion | str = paho.MQTTv5,
@@ -126,6 +139,13 @@ class MqttSession:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._waiting_mids: dict[int, _Pending] = {}
         self._reconnected = threading.Event()
+        # Set once the broker has granted every subscription (SUBACK), cleared on disconnect.
+        self._subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
+        self.refused_topics: list[str] = []
+        # Broker round trips of QoS 1 publishes (send to PUBACK), reported in seconds.
+        self.on_round_trip: Callable[[float], None] | None = None
+        self._sent_at: dict[int, float] = {}
 
     # -- connection -------------------------------------------------------------------------
 
@@ -154,6 +174,7 @@ class MqttSession:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self._connack = None
         self._connack_event.clear()
         self._attempt_v5 = v5
@@ -187,8 +208,12 @@ class MqttSession:
                 self._generation += 1
             self._reconnected.set()
             self.shared = self._shared_allowed(props)
-            for topic in self.topics:
-                client.subscribe(self.subscription(topic), qos=1)
+            self._subscribed.clear()
+            if self.topics:
+                _, self._subscribe_mid = client.subscribe(
+                    [(self.subscription(topic), 1) for topic in self.topics])
+            else:
+                self._subscribed.set()
             self._connected.set()
             if self.on_connection is not None:
                 self.on_connection(True)
@@ -204,11 +229,20 @@ class MqttSession:
         return False  # MQTT 3.1.1 cannot tell; amqtt, for one, has none.
 
     def subscription(self, topic: str) -> str:
-        return f"$share/{self.daemon}/{topic}" if self.shared else topic
+        return subscription_filter(topic, self.daemon, self.shared)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      props: Properties | None) -> None:
+        if mid != self._subscribe_mid:
+            return
+        self.refused_topics = [t for t, r in zip(self.topics, reasons, strict=False) if r.is_failure]
+        if not self.refused_topics:
+            self._subscribed.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,
                        reason: ReasonCode, props: Properties | None) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         if self.on_connection is not None:
             self.on_connection(False)
 
@@ -218,6 +252,9 @@ class MqttSession:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     props: Properties) -> None:
+        sent_at = self._sent_at.pop(mid, None)
+        if sent_at is not None and self.on_round_trip is not None:
+            self.on_round_trip(time.perf_counter() - sent_at)
         self._confirmed.put(mid)
 
     @property
@@ -226,6 +263,10 @@ class MqttSession:
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float | None = None) -> bool:
+        """True once the broker has granted every subscription of this connection (SUBACK)."""
+        return self._subscribed.wait(timeout)
 
     # -- traffic ----------------------------------------------------------------------------
 
@@ -241,8 +282,11 @@ class MqttSession:
         """
         record = _Pending(inbound, set())
         for message in publishes:
+            sent_at = time.perf_counter()
             mid = self.publish(message)
             if message.qos > 0:
+                if self.on_round_trip is not None:
+                    self._sent_at.setdefault(mid, sent_at)
                 record.waiting.add(mid)
                 self._waiting_mids[mid] = record
         self._pending.append(record)
@@ -257,11 +301,13 @@ class MqttSession:
             for record in self._pending:
                 record.waiting.clear()
             self._waiting_mids.clear()
+            self._sent_at.clear()
         while True:
             try:
                 mid = self._confirmed.get_nowait()
             except queue.Empty:
                 break
+            self._sent_at.pop(mid, None)  # its PUBACK beat deliver() to it: no sample
             if mid in self._waiting_mids:
                 self._waiting_mids.pop(mid).waiting.discard(mid)
         while self._pending and not self._pending[0].waiting:

@@ -20,6 +20,8 @@ import redis
 from daemons.protocol.messages import Inbound, Outcome, Publish
 from daemons.runtime.logs import get_logger
 from daemons.runtime.metrics import DaemonMetrics
+from daemons.runtime.notify import Notifier
+from daemons.runtime.once import ClaimOnce
 
 # Errors of the infrastructure (Redis away): the batch is kept and retried, nothing is acked.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -100,6 +102,8 @@ class RunLoop:
         stop: StopFlag,
         batch_max: int = 500,
         clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
+        claim: ClaimOnce | None = None,
     ) -> None:
         self.handler = handler
         self.transport = transport
@@ -107,15 +111,21 @@ class RunLoop:
         self.stop = stop
         self.batch_max = batch_max
         self.clock = clock
+        # Pinged once per iteration (rate-limited inside): a loop stuck on Redis stops pinging.
+        self.notifier = notifier or Notifier({})
+        # Without shared subscriptions: the messages another replica claimed are acked, not handled.
+        self.claim = claim
         self.log = get_logger("runloop", daemon=metrics.daemon)
         self._next_tick = clock() + handler.tick_interval_s
 
     def run(self) -> None:
         while not self.stop.requested:
             self.step(timeout=0.05)
+        self.notifier.stopping()
         self.drain()
 
     def step(self, timeout: float) -> int:
+        self.notifier.watchdog()
         self.transport.settle()
         # While answers await the broker's PUBACK, come back soon to acknowledge their batch.
         if self.transport.unsettled:
@@ -136,6 +146,7 @@ class RunLoop:
             batch = take_batch(self.transport.inbox, self.batch_max, 0.2)
             if not batch:
                 break
+            self.notifier.watchdog()
             self.process(batch)
         deadline = time.monotonic() + settle_s
         while self.transport.unsettled and time.monotonic() < deadline:
@@ -159,19 +170,24 @@ class RunLoop:
     def _handle_with_retry(self, batch: list[Inbound]) -> Outcome:
         delay = 0.1
         while True:
+            mine = batch
             try:
-                return self.handler.handle(batch)
+                if self.claim is not None:
+                    mine = self.claim.keep(batch)
+                return self.handler.handle(mine) if mine else Outcome()
             except TRANSIENT_ERRORS as exc:
                 self.metrics.failures.labels(self.metrics.daemon, type(exc).__name__).inc()
                 self.log.warning("batch_retry", error=str(exc), size=len(batch))
                 if self.stop.requested and delay >= 5:
                     raise
+                # Retrying is progress (Redis refused, not hung): the watchdog is for a stuck loop.
+                self.notifier.watchdog()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception:
                 # A bug must not stall the queue: isolate the message that triggers it.
                 self.log.exception("batch_failed", size=len(batch))
-                return self._one_by_one(batch)
+                return self._one_by_one(mine)
 
     def _one_by_one(self, batch: list[Inbound]) -> Outcome:
         total = Outcome()

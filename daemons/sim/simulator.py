@@ -22,8 +22,10 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from daemons.protocol.codec import decode, encode
+from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import load_settings
 from daemons.runtime.mqtt import make_client
+from daemons.runtime.prefixes import probe_prefix
 from daemons.sim.device_model import DeviceModel
 from otaplanner.signing import Signer
 
@@ -174,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between heartbeats")
     args = parser.parse_args(argv)
+    if args.prefix.startswith("$"):
+        try:  # a '$' prefix the broker drops (amqtt) is refused here, not found as a silent fleet
+            probe_prefix(args.mqtt_url, args.prefix, "--prefix")
+        except ConfigError as exc:
+            print(f"fleet-simulator: {exc}", file=sys.stderr)
+            return 2
     fleet = Fleet(args.mqtt_url, args.prefix, args.devices, args.interval)
     signal.signal(signal.SIGTERM, lambda *a: fleet.stop.set())
     signal.signal(signal.SIGINT, lambda *a: fleet.stop.set())

@@ -50,7 +50,7 @@ def test_two_replicas_behind_shared_subscription(daemon, probe, prefixes, redis)
     p, _ = prefixes
     replicas = [daemon("shadowsync"), daemon("shadowsync")]
     for d in replicas:
-        started = next(json.loads(line) for line in d.lines if '"started"' in line)
+        started = d.event("started")
         assert started["shared"] is True and started["protocol"] == 5
     s = f"{p}/hot-1/shadow"
     observer = probe(f"{s}/update/accepted", f"{s}/update/rejected")
