@@ -40,10 +40,11 @@ class Stack:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
     def simulate(self, devices: int, interval_s: float = 1.0) -> None:
-        """daemons.sim's simulated fleet (sim-0000...): heartbeats, shadows, OTA installs, logs."""
+        """daemons.sim's simulated fleet (sim-00000...): heartbeats, shadows, OTA installs, logs."""
         self.children.append(subprocess.Popen(
-            [sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", self.broker.url, "--prefix", self.p,
-             "--devices", str(devices), "--interval", str(interval_s)],
+            [sys.executable, "-m", "daemons.sim", "--mqtt-url", self.broker.url, "--prefix", self.p,
+             "--devices", str(devices), "--interval", str(interval_s), "--faults", "", "--named-shadows", "",
+             "--hw", "esp32c3,esp32s3", "--stats-every", "3600"],
             env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def probe(self, *topics: str) -> Probe:
