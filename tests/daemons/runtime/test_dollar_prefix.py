@@ -21,7 +21,7 @@ from daemons.runtime.prefixes import probe_prefix
 from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_amqtt
 
 _names = iter_unique("d")
-MODULES = ["shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway"]
+MODULES = ["shadowsync", "otaplanner", "healthwatch", "daemons.api"]
 LINK_KEY = "a5" * 32
 
 
@@ -99,9 +99,10 @@ def test_otaplanner_on_dollar_prefixes(daemon, probe, prefixes, tmp_path):
     assert r.topic.endswith("/rejected") and r.body["code"] == 400 and r.body["clientToken"] == "r1"
 
 
-def test_debug_gateway_on_dollar_prefixes(daemon, probe, prefixes):
+def test_api_debug_door_on_dollar_prefixes(daemon, probe, prefixes):
     _, o = prefixes
-    daemon("daemons.debug.gateway", FLEET_DEBUG_HTTP_PORT=str(free_port()), FLEET_DEBUG_LINK_KEY=LINK_KEY)
+    daemon("shadowsync")  # fleet-api opens a session with a shadow update and waits for its answer
+    daemon("daemons.api", FLEET_API_PORT=str(free_port()), FLEET_DEBUG_LINK_KEY=LINK_KEY)
     ops = probe(f"{o}/debug/open/+")
     r = ops.request(f"{o}/debug/open", {"device_id": "dbg-1", "ttl_s": 60, "operator": "alice"})
     assert r.topic == f"{o}/debug/open/accepted", r.body
@@ -114,7 +115,7 @@ def test_simulator_on_a_dollar_prefix(broker, probe, prefixes):
                             "--prefix", p, "--devices", "2", "--interval", "0.5"], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert watch.wait(f"{p}/*/heartbeat", timeout=20).body["fw"] == "1.0.0"
+        assert watch.wait(f"{p}/sim-00000/heartbeat", timeout=20).body["fw"] == "1.0.0"
     finally:
         sim.terminate()
         sim.wait(10)
@@ -123,7 +124,7 @@ def test_simulator_on_a_dollar_prefix(broker, probe, prefixes):
 # -- amqtt (the embedded broker: authentication and an ACL that follows the prefixes) ---------------
 
 ACCOUNTS = {"shadowsync": "shadowsync", "otaplanner": "otaplanner", "healthwatch": "healthwatch",
-            "daemons.debug.gateway": "debug-gateway"}
+            "daemons.api": "api"}
 
 
 def _amqtt_for(tmp_path, p: str, o: str):
@@ -141,7 +142,7 @@ def test_amqtt_refuses_dollar_prefixes_at_start(module, dollar, redis_server: Se
     try:
         env = env_for(redis_server, amqtt, p, o, FLEET_OTA_MASTER_KEY="11" * 32,
                       FLEET_ARTIFACT_STORE=f"local:{tmp_path}", FLEET_ARTIFACT_HTTP_PORT="0",
-                      FLEET_DEBUG_HTTP_PORT="0", FLEET_DEBUG_LINK_KEY=LINK_KEY,
+                      FLEET_API_PORT=str(free_port()), FLEET_DEBUG_LINK_KEY=LINK_KEY,
                       FLEET_MQTT_USERNAME=ACCOUNTS[module],
                       FLEET_MQTT_PASSWORD=amqtt.accounts[ACCOUNTS[module]])
         started = time.monotonic()
