@@ -16,7 +16,7 @@ import pytest
 from awsiot import iotshadow as s
 
 from tests.aws_sdk import CLIENT_KINDS, QOS1, Events, SdkConnection, subscribed
-from tests.support import Probe, iter_unique, start_amqtt
+from tests.support import Probe, iter_unique, start_stock_amqtt
 
 _things = iter_unique("thing")
 
@@ -28,7 +28,7 @@ def prefixes() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def amqtt(tmp_path_factory):
-    server = start_amqtt(tmp_path_factory.mktemp("amqtt"))
+    server = start_stock_amqtt(tmp_path_factory.mktemp("amqtt"))
     yield server
     server.stop()
 

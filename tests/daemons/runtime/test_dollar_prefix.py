@@ -18,7 +18,7 @@ import pytest
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import load_settings
 from daemons.runtime.mqtt import subscription_filter
-from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_amqtt
+from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_stock_amqtt
 
 _names = iter_unique("d")
 MODULES = ["shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway"]
@@ -34,7 +34,7 @@ def prefixes() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def amqtt(tmp_path_factory: pytest.TempPathFactory):
-    server = start_amqtt(tmp_path_factory.mktemp("amqtt"))
+    server = start_stock_amqtt(tmp_path_factory.mktemp("amqtt"))
     yield server
     server.stop()
 
