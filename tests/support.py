@@ -47,30 +47,6 @@ def http_get(url: str, range_: str | None = None) -> tuple[int, bytes, Any]:
         return exc.code, exc.read(), exc.headers
 
 
-STOCK_AMQTT_CONF = """\
-listeners:
-  default:
-    type: tcp
-    bind: 127.0.0.1:{port}
-plugins:
-  amqtt.plugins.authentication.AnonymousAuthPlugin:
-    allow_anonymous: true
-"""
-
-
-def start_stock_amqtt(workdir: Path, port: int = 0) -> Server:
-    """amqtt 0.12 as shipped (anonymous, no fleet plugin), for tests of amqtt's own MQTT behaviour
-    (e.g. what it does with `$` topics). The fleet's embedded broker is `start_amqtt`."""
-    port = free_port(port)
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "amqtt.yaml"
-    conf.write_text(STOCK_AMQTT_CONF.format(port=port))
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "amqtt"), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, 20)
-    return Server(proc, port, f"mqtt://127.0.0.1:{port}", workdir)
-
-
 @dataclass
 class Received:
     topic: str

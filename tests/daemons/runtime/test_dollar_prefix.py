@@ -18,7 +18,7 @@ import pytest
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import load_settings
 from daemons.runtime.mqtt import subscription_filter
-from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_stock_amqtt
+from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_amqtt
 
 _names = iter_unique("d")
 MODULES = ["shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway"]
@@ -34,7 +34,7 @@ def prefixes() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def amqtt(tmp_path_factory: pytest.TempPathFactory):
-    server = start_stock_amqtt(tmp_path_factory.mktemp("amqtt"))
+    server = start_amqtt(tmp_path_factory.mktemp("amqtt"))
     yield server
     server.stop()
 
@@ -160,9 +160,10 @@ def test_amqtt_refuses_the_simulator_on_a_dollar_prefix(amqtt: Server):
 
 def test_amqtt_still_serves_plain_prefixes(amqtt: Server):
     """The probe runs only for `$` prefixes: a plain one on amqtt is not probed, and works."""
-    dev = Probe(amqtt.url, protocol=paho.MQTTv311).connect().subscribe("plain/+/x")
+    operator = ("operator", amqtt.accounts["operator"])  # the embedded broker always authenticates
+    dev = Probe(amqtt.url, protocol=paho.MQTTv311, auth=operator).connect().subscribe("fleetops/plain/+/x")
     try:
-        dev.publish("plain/d/x", {"ok": True})
-        assert dev.wait("plain/d/x").body == {"ok": True}
+        dev.publish("fleetops/plain/d/x", {"ok": True})
+        assert dev.wait("fleetops/plain/d/x").body == {"ok": True}
     finally:
         dev.close()
