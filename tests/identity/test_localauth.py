@@ -14,7 +14,7 @@ def test_prepare_is_stable_and_private(tmp_path: Path) -> None:
     first = localauth.prepare(tmp_path)
     again = localauth.prepare(tmp_path)
     assert (first.secret, first.accounts) == (again.secret, again.accounts)
-    accounts = {"shadowsync", "otaplanner", "healthwatch", "debug-gateway", "operator", "api"}
+    accounts = {"shadowsync", "otaplanner", "healthwatch", "operator", "api"}
     assert accounts <= set(first.accounts)
     for name in ("fleet-secret", "accounts.json", "operator.password"):
         assert (tmp_path / name).stat().st_mode & 0o077 == 0
