@@ -2,6 +2,7 @@
 
     fleet up ...    the system with a simulated fleet and the live scenario (daemons.cli.up)
     fleet sim ...   the fleet simulator alone, pointed at any broker (python -m daemons.sim)
+    fleet broker .. the embedded broker alone, authentication and ACL on (python -m daemons.broker)
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-USAGE = "usage: fleet {up,sim} [options]   (fleet up --help, fleet sim --help)"
+USAGE = "usage: fleet {up,sim,broker} [options]   (fleet up --help, fleet sim --help, fleet broker --help)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         # The simulator is an application of its own (the layers keep cli and sim apart): run it as
         # its module, in this process.
         os.execv(sys.executable, [sys.executable, "-m", "daemons.sim", *rest])
+    if command == "broker":  # an application of its own too (daemons.broker)
+        os.execv(sys.executable, [sys.executable, "-m", "daemons.broker", *rest])
     print(f"fleet: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

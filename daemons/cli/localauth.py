@@ -23,16 +23,8 @@ from daemons.cli.localstack import Server, start_amqtt, start_mosquitto_shipped
 from daemons.protocol.acl import load_acl
 from daemons.protocol.keys import device_password, parse_hex_key
 from daemons.protocol.passwd import write_passwd
-from daemons.runtime.config import DEFAULT_METRICS_PORTS
 
 OPERATOR = "operator"
-
-
-def daemon_accounts() -> list[str]:
-    """Daemons that get a `[name]` section with their own account: those the settings file may have a
-    section for (runtime.config's daemons) and the ACL has an account for."""
-    users = load_acl().users
-    return [name for name in DEFAULT_METRICS_PORTS if name in users]
 
 
 def _private(path: Path, text: str) -> None:
@@ -53,16 +45,6 @@ class LocalAuth:
     @property
     def operator(self) -> tuple[str, str]:
         return OPERATOR, self.accounts[OPERATOR]
-
-    def settings_toml(self) -> str:
-        """TOML to append to the run's settings file: the fleet secret and the operator account at the
-        top level (fleetctl, the scenario), then one section per daemon with its own account."""
-        lines = [f"secret = {json.dumps(self.secret)}", f"mqtt_username = {json.dumps(OPERATOR)}",
-                 f"mqtt_password = {json.dumps(self.accounts[OPERATOR])}"]
-        for name in daemon_accounts():
-            lines += ["", f"[{name}]", f"mqtt_username = {json.dumps(name)}",
-                      f"mqtt_password = {json.dumps(self.accounts[name])}"]
-        return "\n".join(lines) + "\n"
 
     def mosquitto_passwd(self, devices: Iterable[str]) -> Path:
         """Write `passwd`: every account, and each device with its derived password."""

@@ -25,7 +25,8 @@ from typing import IO
 
 from rich.console import Console
 
-from daemons.cli.localstack import Server, start_amqtt, start_mosquitto, start_redis
+from daemons.cli import localauth
+from daemons.cli.localstack import Server, start_redis
 from daemons.runtime.notify import ReadinessListener
 
 # Started in this order, each awaited (its READY=1) before the devices come.
@@ -180,15 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(start_redis(workdir / "redis", args.redis_port))
             redis_url = servers[-1].url
         mqtt_url = args.mqtt_url
-        accounts: dict[str, str] = {}  # broker account -> password (the embedded broker's only)
+        accounts: dict[str, str] = {}  # broker account -> password (of the broker started here)
         secret_env: dict[str, str] = {}
         if not mqtt_url:
-            if args.broker == "amqtt":  # authentication always on: accounts and device passwords
-                amqtt = start_amqtt(workdir / "broker", args.mqtt_port)
-                servers.append(amqtt)
-                accounts, secret_env = amqtt.accounts, {"FLEET_SECRET": amqtt.secret}
-            else:
-                servers.append(start_mosquitto(workdir / "broker", args.mqtt_port))
+            # Authentication on, with either broker (docs/IDENTITY.md): the run's fleet secret and
+            # accounts; mosquitto's password file lists the simulated devices.
+            auth = localauth.prepare(workdir)
+            servers.append(localauth.start_broker(args.broker, workdir / "broker", args.mqtt_port, auth,
+                                                  localauth.sim_device_ids(args.devices)))
+            accounts, secret_env = auth.accounts, {"FLEET_SECRET": auth.secret}
             mqtt_url = servers[-1].url
         config = workdir / "fleet.toml"
         master_key = os.environ.get("FLEET_OTA_MASTER_KEY", _master_key(workdir))
@@ -223,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                       highlight=False)
         if args.scenario == "full" and not stop.is_set():
             _play(args, console, mqtt_url, config, workdir, plan_file, since, stop)
+        login = f'-u operator -P "$(cat {workdir / "operator.password"})" ' if accounts else ""
         console.print(f"Watch everything: mosquitto_sub -h {mqtt_url.split('://')[1].replace(':', ' -p ')} "
-                      "-t 'fleet/#' -t 'fleetops/#' -v\nCtrl-C stops everything.", highlight=False)
+                      f"{login}-t 'fleet/#' -t 'fleetops/#' -v\nCtrl-C stops everything.", highlight=False)
         while not stop.wait(1.0):
             pass
         return 0

@@ -6,31 +6,19 @@ from pathlib import Path
 
 from daemons.cli import localauth
 from daemons.cli.localstack import start_mosquitto_shipped
-from daemons.runtime.config import load_settings
 from tests.identity.matrix import Client, Identity
-from tests.support import Daemon
+from tests.support import Daemon, env_for
 
 
 def test_prepare_is_stable_and_private(tmp_path: Path) -> None:
     first = localauth.prepare(tmp_path)
     again = localauth.prepare(tmp_path)
     assert (first.secret, first.accounts) == (again.secret, again.accounts)
-    assert {"shadowsync", "otaplanner", "healthwatch", "operator", "api"} <= set(first.accounts)
+    accounts = {"shadowsync", "otaplanner", "healthwatch", "operator", "api"}
+    assert accounts <= set(first.accounts)
     for name in ("fleet-secret", "accounts.json", "operator.password"):
         assert (tmp_path / name).stat().st_mode & 0o077 == 0
     assert first.secret not in repr(first) and first.accounts["operator"] not in repr(first)
-
-
-def test_settings_give_each_daemon_its_account(tmp_path: Path) -> None:
-    auth = localauth.prepare(tmp_path)
-    config = tmp_path / "fleet.toml"
-    config.write_text('mqtt_url = "mqtt://127.0.0.1:1"\n' + auth.settings_toml())
-    assert {"shadowsync", "otaplanner", "healthwatch"} <= set(localauth.daemon_accounts())
-    for name in localauth.daemon_accounts():
-        s = load_settings(name, str(config), environ={})
-        assert (s.mqtt_username, s.mqtt_password) == (name, auth.accounts[name])
-    s = load_settings("fleetctl", str(config), environ={})
-    assert (s.mqtt_username, s.mqtt_password, s.secret) == (*auth.operator, auth.secret)
 
 
 def test_a_daemon_and_simulated_devices_log_in_on_the_shipped_mosquitto(
@@ -40,11 +28,9 @@ def test_a_daemon_and_simulated_devices_log_in_on_the_shipped_mosquitto(
     assert devices == ["sim-00000", "sim-00001", "sim-00002"]
     broker = start_mosquitto_shipped(tmp_path / "broker", auth.pki(), auth.mosquitto_passwd(devices))
     try:
-        config = tmp_path / "fleet.toml"
-        config.write_text(f'mqtt_url = "{broker.url}"\nredis_url = "{redis_server.url}"\n'
-                          + auth.settings_toml())
-        sync = Daemon("shadowsync", {"FLEET_CONFIG": str(config), "FLEET_METRICS_PORT": "0",
-                                     "FLEET_MQTT_CLIENT_ID": "ss-localauth"}).start()
+        env = env_for(redis_server, broker, "fleet", "fleetops", FLEET_MQTT_USERNAME="shadowsync",
+                      FLEET_MQTT_PASSWORD=auth.accounts["shadowsync"], FLEET_MQTT_CLIENT_ID="ss-localauth")
+        sync = Daemon("shadowsync", env).start()
         try:
             dev = Client(Identity("sim-00001", broker.port, "sim-00001", auth.device_password("sim-00001")))
             dev.connect().subscribe("fleet/sim-00001/shadow/#")
@@ -70,3 +56,11 @@ def test_start_broker_runs_either_broker_with_authentication(tmp_path: Path) -> 
             assert Client(Identity("anon", broker.port)).try_connect() != "ok", kind
         finally:
             broker.stop()
+
+
+def test_the_simulators_device_ids() -> None:
+    """mosquitto's password file lists the ids the simulator will use (daemons.sim.fleet's rule)."""
+    from daemons.sim.fleet import device_id, parser
+
+    args = parser().parse_args([])
+    assert localauth.sim_device_ids(3) == [device_id(args, i) for i in range(3)]

@@ -1,5 +1,6 @@
 """`make run` (fleet up): the whole system, 200 simulated devices on their own connections, the six
-scenario steps succeeding as the system's own topics show them; SIGTERM stops it all."""
+scenario steps succeeding as the system's own topics show them (mosquitto, shipped config: authentication
+on); the embedded broker with a smaller fleet; SIGTERM stops it all."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import threading
 
 import httpx
+import paho.mqtt.client as paho
+import pytest
 
 from tests.support import ROOT, Probe, free_port
 
@@ -75,10 +78,58 @@ def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
 
         # The retained rollout statuses say the same to any operator who looks now.
         port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
-        operator = Probe(f"mqtt://127.0.0.1:{port}").connect().subscribe("fleetops/ota/rollouts/+/status")
+        auth = ("operator", (tmp_path / "operator.password").read_text())  # authentication is on
+        operator = Probe(f"mqtt://127.0.0.1:{port}", auth=auth).connect()
+        operator.subscribe("fleetops/ota/rollouts/+/status")
         assert operator.wait("fleetops/ota/rollouts/canary-good/status").body["state"] == "completed"
         assert operator.wait("fleetops/ota/rollouts/canary-bad/status").body["state"] == "halted"
         operator.close()
+    finally:
+        up.send_signal(signal.SIGTERM)
+        code = up.wait(60)
+    assert code == 0
+
+
+def test_fleet_up_on_the_embedded_broker_logs_everyone_in(tmp_path):
+    """--broker amqtt: the devices log in with their derived passwords, the daemons with their accounts
+    (shadow-sync answers), and an anonymous client is refused."""
+    devices = 30
+    up = subprocess.Popen(
+        [sys.executable, "-m", "daemons.cli.up", "--broker", "amqtt", "--devices", str(devices),
+         "--interval", "1", "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0",
+         "--scenario", "none"],
+        cwd=ROOT, env={**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
+                       "FLEET_DEBUG_HTTP_PORT": str(free_port()), "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(120), "".join(lines[-40:])
+        text = "".join(lines)
+        assert "exited" not in text, text
+        url = re.search(r"mqtt://127\.0\.0\.1:\d+", text).group(0)  # type: ignore[union-attr]
+        auth = ("operator", (tmp_path / "operator.password").read_text())
+        operator = Probe(url, protocol=paho.MQTTv311, auth=auth)
+        operator.connect().subscribe("fleet/+/status", "fleet/sim-00001/shadow/get/+")
+        online = set()
+        while len(online) < devices:
+            m = operator.wait("fleet/*/status", lambda m: m.body.get("online") is True, timeout=60)
+            online.add(m.topic.split("/")[1])
+        operator.publish("fleet/sim-00001/shadow/get", {"clientToken": "up"})  # shadow-sync answers
+        operator.wait("fleet/sim-00001/shadow/get/*", lambda m: m.body.get("clientToken") == "up")
+        operator.close()
+        anonymous = Probe(url, protocol=paho.MQTTv311)
+        with pytest.raises(TimeoutError):
+            anonymous.connect()
     finally:
         up.send_signal(signal.SIGTERM)
         code = up.wait(60)
@@ -116,3 +167,6 @@ def test_fleet_dispatches_up_and_sim_and_refuses_the_rest():
     sim = subprocess.run([sys.executable, "-m", "daemons.cli.fleet", "sim", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert sim.returncode == 0 and "--connect-rate" in sim.stdout
+    broker = subprocess.run([sys.executable, "-m", "daemons.cli.fleet", "broker", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert broker.returncode == 0 and "FLEET_SECRET" in broker.stdout
