@@ -67,6 +67,16 @@ def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple
                   FLEET_ARTIFACT_HTTP_PORT=str(free_port()),
                   FLEET_API_PORT=str(port), **extra)
     stack = Stack(f"http://127.0.0.1:{port}", p, o, r, broker, env)
+    try:
+        _start(stack, modules, name, port)
+    except BaseException:
+        stop_stack(stack)  # nothing started here outlives a failed start
+        raise
+    return stack
+
+
+def _start(stack: Stack, modules: tuple[str, ...], name: str, port: int) -> None:
+    env, r = stack.env, stack.redis
     for module in modules:
         stack.daemons[module] = Daemon(module, {**env, "FLEET_MQTT_CLIENT_ID": f"{module}-{name}"}).start()
     stack.daemons["daemons.api"] = Daemon("daemons.api", env).start()
@@ -80,7 +90,6 @@ def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple
     stack.tokens["expired"] = tokens.create("test-expired", "admin", ttl_days=1,
                                             now=time.time() - 2 * 86400)["token"]
     stack.tokens["bogus"] = "fleet_" + secrets.token_urlsafe(32)
-    return stack
 
 
 def stop_stack(stack: Stack) -> None:
@@ -98,5 +107,7 @@ def stop_stack(stack: Stack) -> None:
 @pytest.fixture(scope="module")
 def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(redis_server, broker, tmp_path_factory.mktemp("api"), ("shadowsync", "otaplanner"))
-    yield s
-    stop_stack(s)
+    try:
+        yield s
+    finally:
+        stop_stack(s)

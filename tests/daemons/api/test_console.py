@@ -26,17 +26,19 @@ pytestmark = pytest.mark.skipif(not shutil.which("chromium"),
 def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(redis_server, broker, tmp_path_factory.mktemp("console"),
                     ("shadowsync", "otaplanner", "healthwatch"), FLEET_HEARTBEAT_INTERVAL_S="1")
-    s.simulate(DEVICES, interval_s=0.5)
-    with s.client("admin") as http:
-        deadline = time.monotonic() + 20
-        while http.get("/api/v1/devices", params={"connected": "true"}).json()["total"] < DEVICES:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        r = http.post("/api/v1/releases", data={"version": "3.0.0", "hw": ["esp32c3", "esp32s3"]},
-                      files={"file": ("fw.bin", bytes(range(256)) * 40)})
-        assert r.status_code == 201, r.text
-    yield s
-    stop_stack(s)
+    try:
+        s.simulate(DEVICES, interval_s=0.5)
+        with s.client("admin") as http:
+            deadline = time.monotonic() + 20
+            while http.get("/api/v1/devices", params={"connected": "true"}).json()["total"] < DEVICES:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            r = http.post("/api/v1/releases", data={"version": "3.0.0", "hw": ["esp32c3", "esp32s3"]},
+                          files={"file": ("fw.bin", bytes(range(256)) * 40)})
+            assert r.status_code == 201, r.text
+        yield s
+    finally:
+        stop_stack(s)
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,16 @@ from tests.support import ROOT, Server
 def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(redis_server, broker, tmp_path_factory.mktemp("fleetctl"),
                     ("shadowsync", "otaplanner", "healthwatch"), FLEET_HEARTBEAT_INTERVAL_S="1")
-    s.simulate(3, interval_s=0.5)
-    with s.client("viewer") as http:
-        deadline = time.monotonic() + 20
-        while http.get("/api/v1/devices", params={"connected": "true"}).json()["total"] < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    yield s
-    stop_stack(s)
+    try:
+        s.simulate(3, interval_s=0.5)
+        with s.client("viewer") as http:
+            deadline = time.monotonic() + 20
+            while http.get("/api/v1/devices", params={"connected": "true"}).json()["total"] < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        yield s
+    finally:
+        stop_stack(s)
 
 
 def ctl(stack: Stack, *argv: str, token: str | None = "admin", timeout: float = 60) -> tuple[int, str, str]:

@@ -21,14 +21,16 @@ DEVICES = 4
 def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(redis_server, broker, tmp_path_factory.mktemp("api-ota"),
                     ("shadowsync", "otaplanner", "healthwatch"), FLEET_HEARTBEAT_INTERVAL_S="1")
-    s.simulate(DEVICES, interval_s=0.5)
-    deadline = time.monotonic() + 20
-    with s.client("viewer") as http:
-        while http.get("/api/v1/devices", params={"connected": "true"}).json()["total"] < DEVICES:
-            assert time.monotonic() < deadline, "simulated devices did not show up"
-            time.sleep(0.1)
-    yield s
-    stop_stack(s)
+    try:
+        s.simulate(DEVICES, interval_s=0.5)
+        deadline = time.monotonic() + 20
+        with s.client("viewer") as http:
+            while http.get("/api/v1/devices", params={"connected": "true"}).json()["total"] < DEVICES:
+                assert time.monotonic() < deadline, "simulated devices did not show up"
+                time.sleep(0.1)
+        yield s
+    finally:
+        stop_stack(s)
 
 
 def publish_release(http: httpx.Client, version: str,

@@ -35,24 +35,26 @@ def model(i: int) -> dict[str, Any]:
 def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(redis_server, broker, tmp_path_factory.mktemp("paging"), ())
     registry, health = Registry(s.redis), HealthStore(s.redis)
-    pipe = s.redis.pipeline(transaction=False)
-    for i in range(N):
-        d = model(i)
-        info = DeviceInfo(d["id"])
-        registry.observe(pipe, info, d["hw"], d["fw"])
-        registry.set_tags(pipe, info, {"site": d["site"]})
-        registry.presence(pipe, d["id"], str(d["seen"]), "1" if d["connected"] else "0")
-        pipe.hset(registry.key(d["id"]),
-                  mapping={"last_seen_at": d["seen"], "connected": int(d["connected"])})
-        if d["health"]:
-            pipe.sadd(health.status_key(d["health"]), d["id"])
-            pipe.zadd(health.scores_key, {d["id"]: d["score"]})
-            pipe.hset(health.key(d["id"]), mapping={"status": d["health"], "score": d["score"]})
-        if i % 1000 == 999:
-            pipe.execute()
-    pipe.execute()
-    yield s
-    stop_stack(s)
+    try:
+        pipe = s.redis.pipeline(transaction=False)
+        for i in range(N):
+            d = model(i)
+            info = DeviceInfo(d["id"])
+            registry.observe(pipe, info, d["hw"], d["fw"])
+            registry.set_tags(pipe, info, {"site": d["site"]})
+            registry.presence(pipe, d["id"], str(d["seen"]), "1" if d["connected"] else "0")
+            pipe.hset(registry.key(d["id"]),
+                      mapping={"last_seen_at": d["seen"], "connected": int(d["connected"])})
+            if d["health"]:
+                pipe.sadd(health.status_key(d["health"]), d["id"])
+                pipe.zadd(health.scores_key, {d["id"]: d["score"]})
+                pipe.hset(health.key(d["id"]), mapping={"status": d["health"], "score": d["score"]})
+            if i % 1000 == 999:
+                pipe.execute()
+        pipe.execute()
+        yield s
+    finally:
+        stop_stack(s)
 
 
 def expected(params: dict[str, str]) -> list[str]:
