@@ -27,6 +27,7 @@ from daemons.protocol.errors import ConfigError
 from daemons.protocol.passwd import PasswdError, read_passwd
 from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
+from daemons.runtime.notify import Notifier
 
 PLUGIN = "daemons.broker.plugin.FleetPlugin"
 
@@ -63,9 +64,25 @@ async def serve(config: dict[str, Any], host: str, port: int) -> None:
     await broker.start()
     log = logs.get_logger("broker")
     log.info("started", listen=f"{host}:{port}", url=f"mqtt://{host}:{port}")
+    # sd_notify (systemd Type=notify): READY=1 once listening, WATCHDOG=1 while the event loop turns.
+    notifier = Notifier()
+    notifier.ready(f"listening on {host}:{port}")
+    pinger = asyncio.create_task(_ping_watchdog(notifier))
     await stop.wait()
+    notifier.stopping()
+    pinger.cancel()
     await broker.shutdown()
+    notifier.close()
     log.info("stopped")
+
+
+async def _ping_watchdog(notifier: Notifier) -> None:
+    """Ping from the event loop itself, so a loop blocked by a handler stops pinging."""
+    if notifier.ping_interval_s is None:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(notifier.ping_interval_s / 2)
 
 
 def main(argv: list[str] | None = None) -> int:
