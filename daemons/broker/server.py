@@ -64,25 +64,24 @@ async def serve(config: dict[str, Any], host: str, port: int) -> None:
     await broker.start()
     log = logs.get_logger("broker")
     log.info("started", listen=f"{host}:{port}", url=f"mqtt://{host}:{port}")
-    # sd_notify (systemd Type=notify): READY=1 once listening, WATCHDOG=1 while the event loop turns.
     notifier = Notifier()
-    notifier.ready(f"listening on {host}:{port}")
-    pinger = asyncio.create_task(_ping_watchdog(notifier))
-    await stop.wait()
-    notifier.stopping()
-    pinger.cancel()
-    await broker.shutdown()
-    notifier.close()
-    log.info("stopped")
+    notifier.ready()  # systemd Type=notify, `fleet up` and the tests wait for this
+    watchdog = asyncio.create_task(_ping(notifier, stop))
+    try:
+        await stop.wait()
+    finally:
+        notifier.stopping()
+        watchdog.cancel()
+        await broker.shutdown()
+        notifier.close()
+        log.info("stopped")
 
 
-async def _ping_watchdog(notifier: Notifier) -> None:
-    """Ping from the event loop itself, so a loop blocked by a handler stops pinging."""
-    if notifier.ping_interval_s is None:
-        return
-    while True:
+async def _ping(notifier: Notifier, stop: asyncio.Event) -> None:
+    """WATCHDOG=1 while the event loop turns (Notifier sends at most once per half period)."""
+    while not stop.is_set():
         notifier.watchdog()
-        await asyncio.sleep(notifier.ping_interval_s / 2)
+        await asyncio.sleep(1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
