@@ -127,3 +127,30 @@ def test_every_daemon_notifies_ready(daemon, module, tmp_path):
 
     d = daemon(module, FLEET_API_PORT=str(free_port()))
     assert d.notify is not None and d.notify.count("READY") == 1
+
+
+def test_the_embedded_broker_notifies_too():
+    """fleet-broker (asyncio, not the run loop): READY once listening, pings from its event loop."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    listener = ReadinessListener(watchdog_s=0.4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    proc = subprocess.Popen([sys.executable, "-m", "daemons.broker", "--port", "0"], cwd=ROOT,
+                            env={**env, "FLEET_SECRET": "ab" * 16, **listener.env()},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert listener.wait_ready(20, alive=lambda: proc.poll() is None)
+        deadline = time.monotonic() + 5
+        while listener.count("WATCHDOG") < 2:
+            assert time.monotonic() < deadline, listener.messages
+            time.sleep(0.05)
+        proc.terminate()
+        assert proc.wait(10) == 0
+        assert listener.wait_for("STOPPING", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
