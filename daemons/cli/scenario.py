@@ -13,7 +13,9 @@
 Rollout stages are 1/5/20/100 %; in fleets under 1,000 devices they start at the first stage that
 holds about ten devices (5 % of 200), else a canary of one or two devices decides nothing. Gates: success 80 %
 (the injected faults include devices that die and never answer their job), failure 10 % with at
-least 3 devices decided, a soak of two heartbeats per stage.
+least 3 devices decided, a soak of two heartbeats per stage, and the health gate judging a cohort
+once it has 10 updated devices (the injected faults hit updated and other devices alike: a median
+of 4 updated devices with one faulty among them would halt a good release).
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ class Scenario:
         self._release(version)
         cfg = {"action": "create", "version": version, "stages": self._stages(),
                "soak_s": max(2, round(2 * self.interval)), "success_pct": 80, "max_failure_pct": 10,
-               "min_devices_for_gate": 3, "timeout_s": 600}
+               "min_devices_for_gate": 3, "timeout_s": 600, "health_min_devices": 10}
         answer = self._request(f"{self.obs.o}/ota/rollouts/{rid}/command", cfg)
         if not answer.get("topic", "").endswith("/accepted"):
             raise RuntimeError(f"create refused: {answer.get('message')}")
