@@ -1,4 +1,8 @@
-"""`make bench`: every benchmark, printed and written to bench/RESULTS.md with machine and date."""
+"""`make bench`: every benchmark, printed and written to bench/RESULTS.md with machine and date.
+
+`python -m bench.run bench.fleet` (titles or module names) runs only those sections and keeps the
+others of RESULTS.md as they were.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ SECTIONS: tuple[tuple[str, str, tuple[list[str], ...]], ...] = (
     ("ota-planner", "bench.ota", ()),
     ("healthwatch", "bench.health", ()),
     ("healthwatch evaluation (make eval)", "bench.eval_health", ([],)),
+    ("fleet: 10,000 simulated devices through every daemon", "bench.fleet", ()),
+    ("fleet capacity: Redis per device, healthwatch headroom, embedded broker", "bench.capacity", ()),
 )
 
 
@@ -36,8 +42,9 @@ def main() -> int:
     parts = [f"# Benchmark results\n\nDate: {now:%Y-%m-%d %H:%M} UTC  \nMachine: {machine()}\n"
              "\nRatios compare with a bare MQTT relay measured in the same run, on the same broker: these "
              "machines are shared and noisy, so absolute numbers move and ratios much less.\n"]
+    selected = {title for title, module, _ in SECTIONS if not only or title in only or module in only}
     for title, module, args in SECTIONS:
-        if only and title not in only:
+        if title not in selected:
             continue
         try:
             mod = importlib.import_module(module)
@@ -46,8 +53,13 @@ def main() -> int:
         print(f"== {title}", flush=True)
         table = mod.main(*args)
         print(table, flush=True)
-        parts.append(f"## {title}\n\n{table}\n")
-    Path(__file__).with_name("RESULTS.md").write_text("\n".join(parts))
+        parts.append(f"## {title}\n\nMeasured {now:%Y-%m-%d %H:%M} UTC.\n\n{table}\n")
+    results = Path(__file__).with_name("RESULTS.md")
+    if only and results.exists():  # a partial run replaces its own sections and keeps the others
+        kept = [p for p in results.read_text().split("\n## ")[1:]
+                if p.split("\n", 1)[0].strip() not in selected]
+        parts += [f"## {p.rstrip()}\n" for p in kept]
+    results.write_text("\n".join(parts))
     return 0
 
 

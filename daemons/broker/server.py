@@ -27,6 +27,7 @@ from daemons.protocol.errors import ConfigError
 from daemons.protocol.passwd import PasswdError, read_passwd
 from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
+from daemons.runtime.notify import Notifier
 
 PLUGIN = "daemons.broker.plugin.FleetPlugin"
 
@@ -63,9 +64,24 @@ async def serve(config: dict[str, Any], host: str, port: int) -> None:
     await broker.start()
     log = logs.get_logger("broker")
     log.info("started", listen=f"{host}:{port}", url=f"mqtt://{host}:{port}")
-    await stop.wait()
-    await broker.shutdown()
-    log.info("stopped")
+    notifier = Notifier()
+    notifier.ready()  # systemd Type=notify, `fleet up` and the tests wait for this
+    watchdog = asyncio.create_task(_ping(notifier, stop))
+    try:
+        await stop.wait()
+    finally:
+        notifier.stopping()
+        watchdog.cancel()
+        await broker.shutdown()
+        notifier.close()
+        log.info("stopped")
+
+
+async def _ping(notifier: Notifier, stop: asyncio.Event) -> None:
+    """WATCHDOG=1 while the event loop turns (Notifier sends at most once per half period)."""
+    while not stop.is_set():
+        notifier.watchdog()
+        await asyncio.sleep(1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

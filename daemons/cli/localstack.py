@@ -83,8 +83,12 @@ def start_redis(workdir: Path, port: int = 0) -> Server:
     return Server(proc, port, f"redis://127.0.0.1:{port}/0", workdir)
 
 
+# max_connections -1: no limit but the open-files limit (fleet up raises it to the hard limit). The
+# listen backlog is not configurable in mosquitto 2.0 (a fixed 100, capped by net.core.somaxconn): a
+# connection storm is paced by the clients (fleet sim --connect-rate).
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
+max_connections -1
 allow_anonymous true
 persistence false
 max_inflight_messages 1000
@@ -151,11 +155,16 @@ def start_mosquitto_shipped(workdir: Path, pki: Path, passwd: Path, port: int = 
     return ShippedMosquitto(proc, ports[2], f"mqtt://127.0.0.1:{ports[2]}", workdir, ports[0], ports[1], pki)
 
 
-def start_mosquitto(workdir: Path, port: int = 0) -> Server:
+def start_mosquitto(workdir: Path, port: int = 0, persistence: bool = False) -> Server:
+    """mosquitto on `port` (0: a free one). With `persistence`, sessions, their queued messages and
+    retained messages are saved in `workdir` on shutdown and restored by the next start there."""
     port = free_port(port)
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port))
+    text = MOSQUITTO_CONF.format(port=port)
+    if persistence:
+        text = text.replace("persistence false", f"persistence true\npersistence_location {workdir}/")
+    conf.write_text(text)
     proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)

@@ -1,26 +1,37 @@
-"""`make run` / `fleet up`: the whole system on this machine, with a simulated fleet.
+"""`make run` / `fleet up`: the whole system on this machine, a simulated fleet, and a live scenario.
 
-Starts redis-server and a broker (mosquitto, or the embedded amqtt with --broker amqtt) as
-child processes, then every daemon and the simulator, prints how to talk to them, and stops
-everything on Ctrl-C or SIGTERM.
+Starts redis-server and a broker (mosquitto, or the embedded amqtt with --broker amqtt) unless given
+--redis-url / --mqtt-url, then every daemon (with the local artifact store), then the fleet simulator
+(1,000 devices, each its own MQTT connection), and plays the scenario of daemons.cli.scenario live in
+the terminal. Then it keeps running until Ctrl-C or SIGTERM, which stop every child. A child that
+dies is reported at once with the tail of its log.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import resource
 import secrets
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import IO
+
+from rich.console import Console
 
 from daemons.cli.localstack import Server, start_amqtt, start_mosquitto, start_redis
 from daemons.runtime.notify import ReadinessListener
 
+# Started in this order, each awaited (its READY=1) before the devices come.
 DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
+ACCOUNTS = {"daemons.debug.gateway": "debug-gateway"}  # broker account of a daemon, when not its name
+SIM_FAULTS = "temp_drift=0.5%,heap_leak=0.5%,reboot_loop=0.2%,silent=0.2%,flaky_link=1%"
 
 
 def _available(module: str) -> bool:
@@ -44,115 +55,191 @@ def _master_key(workdir: Path) -> str:
     return path.read_text().strip()
 
 
-def _wait_started(name: str, ready: ReadinessListener, child: subprocess.Popen[bytes], log: Path,
-                  stop: threading.Event, timeout: float = 60.0) -> None:
-    """Wait for a daemon's READY=1 (sd_notify: it is connected and subscribed)."""
-    if not ready.wait_ready(timeout, alive=lambda: child.poll() is None and not stop.is_set()):
-        print(f"{name} has not started yet; see {log}", file=sys.stderr)
+def raise_nofile() -> tuple[int, int]:
+    """Take the hard RLIMIT_NOFILE for this process and its children (one socket per device in the
+    broker and the simulator); raising the hard limit itself needs root (see README)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+class Children:
+    """Child processes with a log file each; a watcher reports a death at once, with its log's tail."""
+
+    def __init__(self, env: dict[str, str], logs: Path, console: Console, stop: threading.Event) -> None:
+        self.env, self.logs, self.console, self.stop = env, logs, console, stop
+        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self._files: list[IO[bytes]] = []
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
+        log = self.logs / f"{name}.log"
+        f = log.open("wb")  # fresh each run
+        self._files.append(f)
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=f, stderr=f)
+        self.procs.append((name, proc, log))
+        return proc
+
+    def start_daemons(self, names: list[str], accounts: dict[str, str], timeout: float = 60.0) -> None:
+        """Start the daemons (each with its broker account when `accounts` has one), then wait for
+        each one's READY=1 (sd_notify: connected and subscribed)."""
+        started = []
+        for name in names:
+            ready = ReadinessListener()
+            env = ready.env()
+            account = ACCOUNTS.get(name, name)
+            if account in accounts:
+                env.update(FLEET_MQTT_USERNAME=account, FLEET_MQTT_PASSWORD=accounts[account])
+            started.append((name, ready, self.start(name, [sys.executable, "-m", name], env)))
+        for name, ready, proc in started:
+
+            def alive(proc: subprocess.Popen[bytes] = proc) -> bool:
+                return proc.poll() is None and not self.stop.is_set()
+
+            if not ready.wait_ready(timeout, alive=alive):
+                self.console.print(f"[yellow]{name} has not started yet; see {self.logs / name}.log")
+            ready.close()
+
+    def _watch(self) -> None:
+        reported: set[int] = set()
+        while not self.stop.wait(0.5):
+            for name, proc, log in list(self.procs):
+                if proc.poll() is not None and proc.pid not in reported:
+                    reported.add(proc.pid)
+                    tail = log.read_text(errors="replace").splitlines()[-15:]
+                    self.console.print(f"[bold red]{name} exited ({proc.returncode}); last lines of {log}:")
+                    self.console.print("\n".join(tail), markup=False, highlight=False)
+
+    def stop_all(self) -> None:
+        for _, proc, _ in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for f in self._files:
+            f.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fleet up", description=__doc__.split("\n\n")[0])
+    p.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
+    p.add_argument("--mqtt-url", help="use this broker instead of starting one")
+    p.add_argument("--redis-url", help="use this Redis instead of starting one")
+    p.add_argument("--devices", type=int, default=int(os.environ.get("FLEET_SIM_DEVICES", "1000")))
+    p.add_argument("--interval", type=float, default=2.0,
+                   help="heartbeat seconds of the simulated devices (one heartbeat = one simulated minute)")
+    p.add_argument("--sim-workers", type=int, default=1, help="simulator processes")
+    p.add_argument("--faults", default=SIM_FAULTS, help="faults the simulator injects (fleet sim --help)")
+    p.add_argument("--hw", default="esp32-c3,esp32-s3", help="hardware mix of the simulated fleet")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--scenario", choices=("full", "none"), default="full")
+    p.add_argument("--summary-json", type=Path, help="write the scenario's outcome here")
+    p.add_argument("--workdir", default="var/run")
+    p.add_argument("--mqtt-port", type=int, default=11883, help="0: any free port")
+    p.add_argument("--redis-port", type=int, default=16379, help="0: any free port")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fleet up", description=__doc__)
-    parser.add_argument("--broker", choices=("mosquitto", "amqtt"), default="mosquitto")
-    parser.add_argument("--devices", type=int, default=int(os.environ.get("FLEET_SIM_DEVICES", "50")))
-    parser.add_argument("--interval", type=float, default=5.0, help="simulated heartbeat interval (s)")
-    parser.add_argument("--workdir", default="var/run")
-    parser.add_argument("--mqtt-port", type=int, default=11883, help="0: any free port")
-    parser.add_argument("--redis-port", type=int, default=16379, help="0: any free port")
-    args = parser.parse_args(argv)
-
+    args = parser().parse_args(argv)
+    console = Console()
     workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     servers: list[Server] = []
-    children: list[subprocess.Popen[bytes]] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
+    nofile = raise_nofile()
+    children: Children | None = None
     try:
-        redis = start_redis(workdir / "redis", args.redis_port)
-        servers.append(redis)
-        start_broker = start_amqtt if args.broker == "amqtt" else start_mosquitto
-        broker = start_broker(workdir / "broker", args.mqtt_port)
-        servers.append(broker)
+        redis_url = args.redis_url
+        if not redis_url:
+            servers.append(start_redis(workdir / "redis", args.redis_port))
+            redis_url = servers[-1].url
+        mqtt_url = args.mqtt_url
+        accounts: dict[str, str] = {}  # broker account -> password (the embedded broker's only)
+        secret_env: dict[str, str] = {}
+        if not mqtt_url:
+            if args.broker == "amqtt":  # authentication always on: accounts and device passwords
+                amqtt = start_amqtt(workdir / "broker", args.mqtt_port)
+                servers.append(amqtt)
+                accounts, secret_env = amqtt.accounts, {"FLEET_SECRET": amqtt.secret}
+            else:
+                servers.append(start_mosquitto(workdir / "broker", args.mqtt_port))
+            mqtt_url = servers[-1].url
         config = workdir / "fleet.toml"
         master_key = os.environ.get("FLEET_OTA_MASTER_KEY", _master_key(workdir))
         store = os.environ.get("FLEET_ARTIFACT_STORE", f"local:{workdir / 'artifacts'}")
+        operator = (f'mqtt_username = "operator"\nmqtt_password = "{accounts["operator"]}"\n'
+                    if "operator" in accounts else "")  # fleetctl and the scenario's observer
         config.write_text(
-            f'mqtt_url = "{broker.url}"\nredis_url = "{redis.url}"\n'
-            f"heartbeat_interval_s = {max(1, int(args.interval))}\n"
-            f'ota_master_key = "{master_key}"\nartifact_store = "{store}"\n')
+            f'mqtt_url = "{mqtt_url}"\nredis_url = "{redis_url}"\n'
+            f"heartbeat_interval_s = {max(1, round(args.interval))}\n"
+            f'ota_master_key = "{master_key}"\nartifact_store = "{store}"\n{operator}')
         # One file for the daemons, the simulator and fleetctl alike.
         env = {**os.environ, "FLEET_CONFIG": str(config)}
-        logs = workdir / "logs"
-        logs.mkdir(exist_ok=True)
-        started = []
-        listeners: list[ReadinessListener] = []
-        for name in DAEMONS:
-            if not _available(name):
-                continue
-            log = (logs / f"{name}.log").open("wb")
-            ready = ReadinessListener()
-            listeners.append(ready)
-            children.append(subprocess.Popen([sys.executable, "-m", name], env={**env, **ready.env()},
-                                             stderr=log, stdout=log))
-            started.append(name)
+        children = Children(env, logs, console, stop)
+        started = [name for name in DAEMONS if _available(name)]
         # Devices and users come after the daemons have subscribed, so nothing is missed.
-        for name, ready, child in zip(started, listeners, children, strict=True):
-            _wait_started(name, ready, child, logs / f"{name}.log", stop)
-            ready.close()
-        sim_log = (logs / "simulator.log").open("wb")
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", broker.url,
-             "--prefix", os.environ.get("FLEET_TOPIC_PREFIX", "fleet"),  # the daemons' prefix
-             "--devices", str(args.devices), "--interval", str(args.interval)],
-            env=env, stderr=sim_log, stdout=sim_log))
-        port = broker.port
-        print(f"""
-fleet is up: {args.broker} on 127.0.0.1:{port}, redis on 127.0.0.1:{redis.port}
-daemons: {", ".join(started)}; simulated devices: {args.devices} (sim-0000 ...); logs in {logs}
-
-Watch everything:        mosquitto_sub -p {port} -t 'fleet/#' -t 'fleetops/#' -v
-Set a desired value:     mosquitto_pub -p {port} -t fleet/sim-0001/shadow/update \\
-                           -m '{{"state": {{"desired": {{"led": "blue"}}}}}}'
-Read a shadow:           mosquitto_sub -p {port} -t fleet/sim-0001/shadow/get/accepted -C 1 & \\
-                         mosquitto_pub -p {port} -t fleet/sim-0001/shadow/get -n
-Fleet-wide desired:      mosquitto_pub -p {port} -t fleetops/shadow/bulk \\
-                           -m '{{"selector": {{"hw": "esp32c3"}}, "state": {{"desired": {{"rate": 30}}}}}}'
-Health of a device:      mosquitto_sub -p {port} -t 'fleet/+/health' -v
-Metrics:                 curl -s 127.0.0.1:9101/metrics | grep fleet_
-Live logs of a device:   mosquitto_sub -p {port} -t fleetops/debug/open/+ -C 1 & \\
-                         mosquitto_pub -p {port} -t fleetops/debug/open \\
-                           -m '{{"device_id": "sim-0001", "ttl_s": 600, "operator": "me"}}'
-                         (open the "link" of the answer in a browser; devices publish on fleet/<id>/logs)
-OTA, a staged rollout:   export FLEET_CONFIG={config}
-                         head -c 200000 /dev/urandom > fw.bin
-                         .venv/bin/fleetctl release publish fw.bin --version 1.1.0 --hw esp32c3 --hw esp32s3
-                         mosquitto_sub -p {port} -t 'fleetops/ota/#' -v &
-                         mosquitto_pub -p {port} -t fleetops/ota/rollouts/r1/command -m \\
-                           '{{"action": "create", "version": "1.1.0", "stages": [10, 50, 100], "soak_s": 10,
-                             "success_pct": 90, "max_failure_pct": 10, "min_devices_for_gate": 3}}'
-                         (a version with "bad" in its name fails on the simulated devices: the rollout halts)
-Ctrl-C stops everything.
-""", flush=True)
-        reported: set[int] = set()
+        children.start_daemons(started, accounts)
+        since = time.time()
+        plan_file = workdir / "fault-plan.json"
+        plan_file.unlink(missing_ok=True)  # the simulator writes this run's
+        children.start("simulator", [
+            sys.executable, "-m", "daemons.sim", "--mqtt-url", mqtt_url, "--devices", str(args.devices),
+            "--interval", str(args.interval), "--faults", args.faults, "--hw", args.hw,
+            "--seed", str(args.seed), "--workers", str(args.sim_workers), "--plan", str(plan_file),
+            "--fault-severity", "20", "--connect-rate", "1000"], secret_env)
+        console.print(f"[bold]fleet is up[/]: {args.broker if not args.mqtt_url else 'broker'} {mqtt_url}, "
+                      f"redis {redis_url}; daemons: {', '.join(started)}; {args.devices} simulated devices "
+                      f"(sim-00000 ...), heartbeat every {args.interval:g} s; open files {nofile[0]}; "
+                      f"logs in {logs}")
+        if args.scenario == "full" and not stop.is_set():
+            _play(args, console, mqtt_url, config, workdir, plan_file, since, stop)
+        console.print(f"Watch everything: mosquitto_sub -h {mqtt_url.split('://')[1].replace(':', ' -p ')} "
+                      "-t 'fleet/#' -t 'fleetops/#' -v\nCtrl-C stops everything.", highlight=False)
         while not stop.wait(1.0):
-            for child in children:
-                if child.poll() is not None and child.pid not in reported:
-                    reported.add(child.pid)
-                    print(f"{child.args!s} exited ({child.returncode}); see {logs}",
-                          file=sys.stderr)
+            pass
         return 0
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if children is not None:
+            children.stop_all()
         for server in reversed(servers):
             server.stop()
+
+
+def _play(args: argparse.Namespace, console: Console, mqtt_url: str, config: Path, workdir: Path,
+          plan_file: Path, since: float, stop: threading.Event) -> None:
+    from daemons.cli.observe import Observer
+    from daemons.cli.scenario import Scenario, summary_table
+    from daemons.runtime.config import load_settings
+
+    settings = load_settings("fleet-up", str(config))
+    obs = Observer(mqtt_url, settings.topic_prefix, settings.ops_prefix, since, settings.mqtt_username,
+                   settings.mqtt_password)
+    try:
+        deadline = time.monotonic() + 30
+        while not plan_file.exists() and time.monotonic() < deadline and not stop.wait(0.1):
+            pass
+        plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
+        scenario = Scenario(obs, console, config, workdir, args.devices, [h.split("=")[0] for h in
+                            args.hw.split(",") if h], args.interval, plan, stop)
+        steps = scenario.run()
+    finally:
+        obs.close()
+    console.print(summary_table(steps))
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps({
+            "devices": args.devices, "interval_s": args.interval, "broker": args.broker, "mqtt_url": mqtt_url,
+            "ok": len(steps) == 6 and all(s.ok for s in steps),
+            "steps": [{"step": s.number, "name": s.name, "ok": s.ok, "summary": s.summary, **s.facts}
+                      for s in steps]}, indent=1, default=str))
 
 
 if __name__ == "__main__":

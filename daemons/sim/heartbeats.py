@@ -47,8 +47,9 @@ class SimDevice:
     next_crash: float = math.inf
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def heartbeat(self, t: float, ambient: float) -> dict[str, Any] | None:
-        """The heartbeat this device sends at simulated time t, or None when none arrives."""
+    def heartbeat(self, t: float, ambient: float, epoch: float = EPOCH) -> dict[str, Any] | None:
+        """The heartbeat this device sends at simulated time t, or None when none arrives.
+        Its `ts` is `epoch` + t (a live simulator passes its start time: ts then tracks the clock)."""
         rng = self.rng
         self.seq += 1
         faulty = t >= self.fault_at
@@ -86,7 +87,7 @@ class SimDevice:
         if rng.random() < 0.002:
             return None  # lost on the way
         return {
-            "ts": EPOCH + int(t), "seq": self.seq, "uptime_s": int(t - self.boot), "fw": self.fw,
+            "ts": int(epoch + t), "seq": self.seq, "uptime_s": int(t - self.boot), "fw": self.fw,
             "slot": "ota_0",
             "hw": self.hw, "battery_pct": round(pct, 1), "battery_mv": int(3300 + 9 * pct),
             "rssi_dbm": round(rssi), "temp_c": round(temp, 1), "heap_free": int(heap),

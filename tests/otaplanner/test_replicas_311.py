@@ -11,9 +11,11 @@ from tests.otaplanner.planner_env import MASTER_KEY
 from tests.support import Daemon, Probe, env_for, free_port, start_amqtt
 
 
-@pytest.fixture(scope="module")
-def amqtt(tmp_path_factory):
-    server = start_amqtt(tmp_path_factory.mktemp("amqtt"))
+@pytest.fixture
+def amqtt(tmp_path, prefixes):
+    # The embedded broker's ACL follows its prefixes: one broker per test's prefixes.
+    p, o = prefixes
+    server = start_amqtt(tmp_path / "amqtt", env={"FLEET_TOPIC_PREFIX": p, "FLEET_OPS_PREFIX": o})
     yield server
     server.stop()
 
@@ -24,9 +26,10 @@ def test_each_request_answered_once_by_two_replicas(amqtt, redis, redis_server, 
     artifacts.mkdir()
     planners = [Daemon("otaplanner", env_for(
         redis_server, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"planner-{n}-{p}", FLEET_OTA_MASTER_KEY=MASTER_KEY,
+        FLEET_MQTT_USERNAME="otaplanner", FLEET_MQTT_PASSWORD=amqtt.accounts["otaplanner"],
         FLEET_ARTIFACT_STORE=f"local:{artifacts}", FLEET_ARTIFACT_HTTP_PORT=str(free_port())))
         for n in range(2)]
-    operator = Probe(amqtt.url, protocol=paho.MQTTv311)
+    operator = Probe(amqtt.url, protocol=paho.MQTTv311, auth=("operator", amqtt.accounts["operator"]))
     try:
         for d in planners:
             d.start()

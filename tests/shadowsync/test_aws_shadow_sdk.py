@@ -9,14 +9,12 @@ FLEET_TOPIC_PREFIX=$aws/things and otherwise the default configuration (shared s
 from __future__ import annotations
 
 import datetime
-import json
 
-import paho.mqtt.client as paho
 import pytest
 from awsiot import iotshadow as s
 
 from tests.aws_sdk import CLIENT_KINDS, QOS1, Events, SdkConnection, subscribed
-from tests.support import Probe, iter_unique, start_amqtt
+from tests.support import iter_unique
 
 _things = iter_unique("thing")
 
@@ -26,17 +24,11 @@ def prefixes() -> tuple[str, str]:
     return "$aws/things", f"ops{next(_things)}"
 
 
-@pytest.fixture(scope="module")
-def amqtt(tmp_path_factory):
-    server = start_amqtt(tmp_path_factory.mktemp("amqtt"))
-    yield server
-    server.stop()
-
 
 @pytest.fixture(params=CLIENT_KINDS)
 def sdk(request, broker, daemon):
     sync = daemon("shadowsync")
-    started = next(json.loads(line) for line in sync.lines if '"started"' in line)
+    started = sync.event("started")  # READY=1 may come before the log line is read
     assert started["protocol"] == 5 and started["shared"] is True, "the default configuration"
     thing = next(_things)
     conn = SdkConnection(broker.url, f"sdk-{thing}", request.param)
@@ -201,23 +193,3 @@ def test_named_shadow_with_the_sdk(sdk):
     client.publish_get_named_shadow(s.GetNamedShadowRequest(**n), q).result(10)
     assert ev.next("get-").code == 404
     assert ev.empty("classic-delta")
-
-
-def test_amqtt_drops_what_the_sdk_publishes_on_aws_topics(amqtt):
-    """Why there is no amqtt variant: amqtt 0.12 (MQTT 3.1.1 only, so only the SDK's 3.1.1 client
-    connects) drops a publish on a `$` topic, and shadow-sync refuses to start there with
-    `$aws/things` (tests/daemons/runtime/test_dollar_prefix.py)."""
-    watch = Probe(amqtt.url, protocol=paho.MQTTv311).connect().subscribe("$aws/things/t1/shadow/get",
-                                                                        "marker/1")
-    marker = Probe(amqtt.url, protocol=paho.MQTTv311).connect()
-    conn = SdkConnection(amqtt.url, f"sdk-{next(_things)}", "mqtt311")
-    try:
-        client = s.IotShadowClient(conn.connection)
-        client.publish_get_shadow(s.GetShadowRequest(thing_name="t1"), QOS1).result(10)  # PUBACKed
-        marker.publish("marker/1", {"after": True})
-        assert watch.wait("marker/1").body == {"after": True}
-        assert [m.topic for m in watch.drain(0.3)] == [], "amqtt delivered a $aws topic"
-    finally:
-        conn.close()
-        watch.close()
-        marker.close()

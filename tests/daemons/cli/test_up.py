@@ -1,7 +1,9 @@
-"""`make run` (fleet up): the whole system comes up, a simulated device converges, SIGTERM stops it all."""
+"""`make run` (fleet up): the whole system, 200 simulated devices on their own connections, the six
+scenario steps succeeding as the system's own topics show them; SIGTERM stops it all."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,13 +13,18 @@ import threading
 
 from tests.support import ROOT, Probe, free_port
 
+DEVICES = 200
 
-def test_fleet_up_runs_the_system_with_a_simulated_fleet(tmp_path):
+
+def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
     env = {**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
-           "FLEET_DEBUG_HTTP_PORT": str(free_port())}
+           "FLEET_DEBUG_HTTP_PORT": str(free_port()), "COLUMNS": "200"}
+    summary = tmp_path / "summary.json"
     up = subprocess.Popen(
-        [sys.executable, "-m", "daemons.cli.up", "--devices", "3", "--interval", "1",
-         "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0"],
+        [sys.executable, "-m", "daemons.cli.up", "--devices", str(DEVICES), "--interval", "0.5",
+         "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0", "--summary-json", str(summary),
+         # Enough faulty devices that each kind shows in a fleet of 200 (seeded: the same every run).
+         "--faults", "temp_drift=2%,heap_leak=2%,reboot_loop=2%,silent=1%,flaky_link=2%"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     ready = threading.Event()
@@ -31,20 +38,74 @@ def test_fleet_up_runs_the_system_with_a_simulated_fleet(tmp_path):
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        assert ready.wait(60), "".join(lines[-20:])
+        assert ready.wait(150), "".join(lines[-40:])
         text = "".join(lines)
-        assert "shadowsync" in text and "otaplanner" in text and "healthwatch" in text
-        port = int(re.search(r"mosquitto on 127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
-        operator = Probe(f"mqtt://127.0.0.1:{port}").connect().subscribe(
-            "fleet/sim-0001/shadow/update/accepted", "fleet/sim-0001/health")
-        operator.publish("fleet/sim-0001/shadow/update", {"state": {"desired": {"led": "blue"}}})
-        # The simulated device gets the delta and reports the value back.
-        operator.wait("fleet/sim-0001/shadow/update/accepted",
-                      lambda m: m.body["state"].get("reported") == {"led": "blue"}, timeout=30)
-        # healthwatch scores its heartbeats.
-        assert operator.wait("fleet/sim-0001/health", timeout=30).body["status"] in ("ok", "watch")
+        assert "exited" not in text, text
+        result = json.loads(summary.read_text())
+        steps = {s["step"]: s for s in result["steps"]}
+        assert [s["ok"] for s in result["steps"]] == [True] * 6, text
+        # (1) every device announced itself on its own status topic, and healthwatch scored each.
+        assert steps[1]["online"] == DEVICES and steps[1]["health_published"] == DEVICES
+        # (2) the fleet-wide change: every online device reported the value back.
+        s2 = steps[2]
+        assert s2["matched"] == DEVICES and s2["converged"] == s2["online"] >= DEVICES - 4
+        assert 0 <= s2["t99_s"] <= s2["t100_s"]
+        # (3) the good release went through every stage and completed.
+        assert steps[3]["state"] == "completed" and steps[3]["stages_seen"][-1] == 100
+        assert len(steps[3]["stages_seen"]) >= 3
+        # (4) the bad release halted by itself in its first stage, and rollback returned its devices.
+        s4 = steps[4]
+        assert s4["state"] == "halted" and s4["halted_in_stage"] == 1 and "failure gate" in s4["reason"]
+        assert s4["updated"] > 0 and s4["rolled_back"] == s4["updated"]
+        assert s4["rollback_devices_report_good"] == s4["updated"]
+        # (5) every device with a vital fault was flagged with the reason that names it.
+        s5 = steps[5]
+        assert s5["right_reason"] == s5["expected"] == 14
+        for fault in ("temp_drift", "heap_leak", "reboot_loop", "silent_death"):
+            assert s5["faults"][fault]["right_reason"] == s5["faults"][fault]["injected"] > 0
+        # (6) log lines came through the debug link.
+        assert len(steps[6]["lines"]) == 3 and steps[6]["link"].startswith("http://")
+
+        # The retained rollout statuses say the same to any operator who looks now.
+        port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+        operator = Probe(f"mqtt://127.0.0.1:{port}").connect().subscribe("fleetops/ota/rollouts/+/status")
+        assert operator.wait("fleetops/ota/rollouts/canary-good/status").body["state"] == "completed"
+        assert operator.wait("fleetops/ota/rollouts/canary-bad/status").body["state"] == "halted"
         operator.close()
     finally:
         up.send_signal(signal.SIGTERM)
         code = up.wait(60)
     assert code == 0
+
+
+def test_a_child_that_dies_is_reported_at_once_with_its_log_tail(tmp_path):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from daemons.cli.up import Children
+
+    out = io.StringIO()
+    stop = threading.Event()
+    children = Children(dict(os.environ), tmp_path, Console(file=out, width=200), stop)
+    try:
+        code = "import sys; print('disk full', flush=True); sys.exit(3)"
+        children.start("doomed", [sys.executable, "-c", code])
+        deadline = time.monotonic() + 10
+        while "exited" not in out.getvalue() and time.monotonic() < deadline:
+            stop.wait(0.1)
+        assert "doomed exited (3)" in out.getvalue() and "disk full" in out.getvalue()
+    finally:
+        stop.set()
+        children.stop_all()
+
+
+def test_fleet_dispatches_up_and_sim_and_refuses_the_rest():
+    from daemons.cli.fleet import main
+
+    assert main([]) == 2
+    assert main(["nosuch"]) == 2
+    sim = subprocess.run([sys.executable, "-m", "daemons.cli.fleet", "sim", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert sim.returncode == 0 and "--connect-rate" in sim.stdout

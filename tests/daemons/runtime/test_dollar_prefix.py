@@ -160,9 +160,10 @@ def test_amqtt_refuses_the_simulator_on_a_dollar_prefix(amqtt: Server):
 
 def test_amqtt_still_serves_plain_prefixes(amqtt: Server):
     """The probe runs only for `$` prefixes: a plain one on amqtt is not probed, and works."""
-    dev = Probe(amqtt.url, protocol=paho.MQTTv311).connect().subscribe("plain/+/x")
+    operator = ("operator", amqtt.accounts["operator"])  # the embedded broker always authenticates
+    dev = Probe(amqtt.url, protocol=paho.MQTTv311, auth=operator).connect().subscribe("fleetops/plain/+/x")
     try:
-        dev.publish("plain/d/x", {"ok": True})
-        assert dev.wait("plain/d/x").body == {"ok": True}
+        dev.publish("fleetops/plain/d/x", {"ok": True})
+        assert dev.wait("fleetops/plain/d/x").body == {"ok": True}
     finally:
         dev.close()
