@@ -27,8 +27,8 @@ from typing import Any
 import paho.mqtt.client as paho
 import psutil
 import redis as redis_lib
-from paho.mqtt.enums import CallbackAPIVersion
 
+from daemons.runtime.mqtt import make_client
 from tests.support import Daemon, env_for, free_port, start_amqtt, start_mosquitto, start_redis
 
 CTX = mp.get_context("fork")
@@ -40,12 +40,9 @@ T0 = 1_700_000_000
 
 
 def _client(url: str, account: tuple[str, str] | None = None) -> paho.Client:
-    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-    if account is not None:
-        c.username_pw_set(*account)
-    c.max_inflight_messages_set(200)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", int(url.rsplit(":", 1)[1]), keepalive=60)
+    user, password = account if account is not None else (None, None)
+    c, addr = make_client(url, protocol="3.1.1", username=user, password=password, max_inflight=200)
+    c.connect(addr.host, addr.port, keepalive=60)
     return c
 
 
