@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients redis-server python3-venv gcc make cmake pkg-config \
-	libmosquitto-dev libmbedtls-dev libcmocka-dev systemd prometheus
+	libmosquitto-dev libmbedtls-dev libcmocka-dev systemd prometheus chromium
 
 .PHONY: setup apt venv s3rver run test pytest lint bench eval fuzz firmware-test firmware-size clean
 
@@ -79,6 +79,7 @@ eval: setup
 
 fuzz: setup
 	$(PY) -m bench.fuzz
+	$(PY) -m bench.fuzz_api --examples 200
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

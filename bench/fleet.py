@@ -43,7 +43,7 @@ DEVICES = int(os.environ.get("FLEET_BENCH_DEVICES", "10000"))
 WINDOW_S = float(os.environ.get("FLEET_BENCH_WINDOW_S", "60"))
 WORKERS = int(os.environ.get("FLEET_BENCH_SIM_WORKERS", "2"))
 CONNECT_RATE = float(os.environ.get("FLEET_BENCH_CONNECT_RATE", "1000"))
-DAEMONS = ("shadowsync", "healthwatch", "otaplanner", "daemons.debug.gateway")
+DAEMONS = ("shadowsync", "healthwatch", "otaplanner", "daemons.api")
 NEVER = threading.Event()
 
 
@@ -142,7 +142,7 @@ def main() -> str:
     redis, broker = start_redis(work / "redis"), start_mosquitto(work / "mqtt", persistence=True)
     metrics = free_port()
     extra = {"FLEET_OTA_MASTER_KEY": key, "FLEET_ARTIFACT_STORE": f"local:{work / 'artifacts'}",
-             "FLEET_ARTIFACT_HTTP_PORT": str(free_port()), "FLEET_DEBUG_HTTP_PORT": str(free_port()),
+             "FLEET_ARTIFACT_HTTP_PORT": str(free_port()), "FLEET_API_PORT": str(free_port()),
              "FLEET_HEARTBEAT_INTERVAL_S": "60"}
     daemons: dict[str, Daemon] = {}
     rows: list[str] = []

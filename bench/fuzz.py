@@ -112,12 +112,6 @@ def build_all(settings: Settings, redis: Any, resources: ExitStack) -> dict[str,
         "healthwatch": build_health(settings, redis, DaemonMetrics("healthwatch")),
         "otaplanner": build_ota(settings, redis, DaemonMetrics("otaplanner"), resources),
     }
-    try:
-        from daemons.debug.gateway import build as build_debug
-
-        handlers["debug-gateway"] = build_debug(settings, redis, DaemonMetrics("debug-gateway"), resources)
-    except ImportError:
-        pass
     return handlers
 
 
@@ -135,7 +129,7 @@ def main(argv: list[str] | None = None) -> str:
         redis = redis_lib.Redis.from_url(server.url, decode_responses=True)
         settings = dataclasses.replace(
             Settings(), redis_url=server.url, ota_master_key="11" * 32,
-            artifact_store=f"local:{work / 'art'}", artifact_http_port=0, debug_http_port=0, metrics_port=0)
+            artifact_store=f"local:{work / 'art'}", artifact_http_port=0, metrics_port=0)
         rng = random.Random(args.seed)
         for name, handler in build_all(settings, redis, resources).items():
             topics = handler.topics()

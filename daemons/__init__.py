@@ -3,6 +3,6 @@
 - `daemons.protocol`: codecs, messages, topics, selectors, errors, key derivations (imports nothing of ours)
 - `daemons.runtime`: settings, MQTT session, run loop, metrics, logs, process lifecycle
 - `daemons.registry`: devices and their hw/fw/tag indexes
-- applications: `daemons.sim` (simulated devices), `daemons.cli` (fleetctl, `fleet up`, the local stack),
-  `daemons.debug` (remote-debug gateway)
+- `daemons.api`: the operator HTTP API, web console and remote-debug streams (`fleet-api`)
+- applications: `daemons.sim` (simulated devices), `daemons.cli` (fleetctl, `fleet up`, the local stack)
 """

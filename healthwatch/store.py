@@ -7,6 +7,7 @@
   scores again, so no heartbeat's effect is lost and no counter moves twice.
 - `fleet:health:{idx}:seen` sorted set: wall clock of the last heartbeat of every device not offline (the
   offline timer reads its oldest members); `:scores` sorted set: latest score (the worst devices);
+  `:status:<status>` sets: the devices in each status;
   `:counts` hash: devices per status and per active reason.
 - `fleet:health:{cohorts}:levels:<hw>|<fw>` hash: each device's current levels, for the cohort baselines of
   every replica; `fleet:health:{cohorts}:names` set: the cohorts.
@@ -106,6 +107,9 @@ class HealthStore:
     def key(self, device_id: str) -> str:
         return f"{self.ns}:health:{{{device_id}}}"
 
+    def status_key(self, status: str) -> str:
+        return f"{self.ns}:health:{{idx}}:status:{status}"
+
     def levels_key(self, cohort: str) -> str:
         return f"{self.ns}:health:{{cohorts}}:levels:{cohort}"
 
@@ -143,6 +147,10 @@ class HealthStore:
                 continue
             st = w.state
             scores[w.device_id] = st.score
+            # One set per status, for the operator API's `health=` filter (daemons.api.fleetindex).
+            for other in STATUSES:
+                member_op = pipe.sadd if other == STATUSES[st.status] else pipe.srem
+                member_op(self.status_key(other), w.device_id)
             if offline:
                 pipe.zrem(self.seen_key, w.device_id)
             else:

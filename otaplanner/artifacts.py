@@ -1,6 +1,6 @@
 """Artifact stores for firmware binaries (PROTOCOL §3, §7): one small interface, two stores.
 
-- LocalStore: files under a directory, served by otaplanner.artifact_http with HMAC-signed,
+- LocalStore: files under a directory, served by otaplanner.artifact_http (Starlette) with HMAC-signed,
   expiring URLs `{base_url}/{name}?expires=E&sig=S`, for development.
 - S3Store: any S3-protocol service (AWS S3, Cloudflare R2, MinIO) through the `minio` client,
   with its own pre-signed GET URLs.

@@ -245,3 +245,21 @@ def public_document(document: dict[str, Any]) -> dict[str, Any]:
         "version": document.get("version", 0),
         "timestamp": document.get("timestamp", 0),
     }
+
+
+def get_body(document: dict[str, Any], last_seen_at: int | None, connected: bool, now: int) -> dict[str, Any]:
+    """A stored document as `S/get/accepted` shows it (PROTOCOL §1): desired, reported, the delta
+    (omitted when empty), metadata, version, timestamp, last_seen_at, connected."""
+    state = document.get("state", {})
+    body: dict[str, Any] = {
+        "state": {"desired": state.get("desired", {}), "reported": state.get("reported", {})},
+        "metadata": document.get("metadata", {}),
+        "version": document["version"],
+        "timestamp": now,
+        "last_seen_at": last_seen_at,
+        "connected": connected,
+    }
+    found = document_delta(document)
+    if found:
+        body["state"]["delta"] = found
+    return body

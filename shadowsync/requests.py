@@ -15,13 +15,13 @@ from typing import Any
 from daemons.protocol.codec import CodecError, Encoding, decode, detect, salvage_token
 from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import Inbound, Reply, client_token_of
-from daemons.protocol.selector import Selector, parse_selector, tag_value
+from daemons.protocol.selector import Selector, parse_selector
+from daemons.registry import parse_tags
 from shadowsync import document as doc
 from shadowsync.topics import Route, route
 
 MAX_PAYLOAD = 64 * 1024  # shadow, bulk and tags requests
 MAX_PRESENCE_PAYLOAD = 16 * 1024  # status and heartbeat (only hw / fw are read from them)
-TAG_KEY_MAX, TAG_VALUE_MAX = 64, 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +100,10 @@ def _int_field(body: dict[str, Any], name: str) -> int | None:
 
 
 def _tags(body: dict[str, Any] | None) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for key, value in (body or {}).items():
-        text = tag_value(value)
-        if text is None or not key or len(key) > TAG_KEY_MAX or len(text) > TAG_VALUE_MAX:
-            raise doc.ShadowError(400, f"tag {key[:TAG_KEY_MAX]!r} must be a short string")
-        tags[key] = text
-    return tags
+    try:
+        return parse_tags(body or {})  # the registry's rule, shared with the operator API
+    except ValueError as exc:
+        raise doc.ShadowError(400, str(exc)) from None
 
 
 def _bulk_state(body: dict[str, Any]) -> dict[str, Any]:

@@ -164,8 +164,9 @@ class ShadowService:
                 # Index writes only when something indexed changes or the device is new.
                 if d.new_hw or d.new_fw or not d.write.expected_rev:
                     self.registry.observe(pipe, d.info, d.new_hw, d.new_fw)
-                if (connected := d.write.sets.get("connected")) is not None:
-                    self.registry.set_connected(pipe, d.id, connected)
+                seen, connected = d.write.sets.get("last_seen_at"), d.write.sets.get("connected")
+                if seen is not None or connected is not None:
+                    self.registry.presence(pipe, d.id, seen, connected)  # seen and connected indexes
                 if any(k.startswith("sh:") for k in (*d.write.sets, *d.write.deletes)):
                     self.store.mark_delta(pipe, d.id, d.delta_pending(), now)
         return write
@@ -260,19 +261,10 @@ class ShadowService:
         current = device.shadow(r.shadow)
         if current is None:
             raise doc.ShadowError(404, f"no shadow {r.shadow or '(classic)'} for {device.id}")
-        state = current.get("state", {})
         seen = device.fields.get("last_seen_at")
-        body: dict[str, Any] = {
-            "state": {"desired": state.get("desired", {}), "reported": state.get("reported", {})},
-            "metadata": current.get("metadata", {}),
-            "version": current["version"],
-            "timestamp": call.now,
-            "last_seen_at": int(seen) if seen else None,  # None: the device never spoke
-            "connected": device.fields.get("connected") == "1",
-        }
-        delta = doc.document_delta(current)
-        if delta:
-            body["state"]["delta"] = delta
+        connected = device.fields.get("connected") == "1"
+        # last_seen_at None: the device never spoke
+        body = doc.get_body(current, int(seen) if seen else None, connected, call.now)
         request.reply.accept(call.out, body)
 
     def _delete(self, call: Call, request: Read) -> None:

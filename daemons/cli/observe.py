@@ -170,25 +170,20 @@ class Observer:
 
 
 def stream_debug_lines(link: str, want: int, timeout: float) -> list[str]:
-    """Open a debug link's event stream (the page's `/stream`) and return the first `want` log lines."""
+    """Open a debug link's WebSocket (the page's `/ws`, served by fleet-api) and return the first
+    `want` log lines (fewer when the session ends or `timeout` passes)."""
     import json
-    import urllib.request
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
 
     u = urlparse(link)
-    url = f"{u.scheme}://{u.netloc}{u.path.rstrip('/')}/stream?{u.query}"
+    url = f"{'wss' if u.scheme == 'https' else 'ws'}://{u.netloc}{u.path.rstrip('/')}/ws?{u.query}"
     lines: list[str] = []
     deadline = time.monotonic() + timeout
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        event = ""
-        for raw in resp:
-            text = raw.decode(errors="replace").rstrip("\n")
-            if text.startswith("event:"):
-                event = text[6:].strip()
-            elif text.startswith("data:") and event in ("", "message"):
-                with contextlib.suppress(ValueError):
-                    lines += [str(x) for x in json.loads(text[5:]).get("lines", [])]
-            elif not text:
-                event = ""
-            if len(lines) >= want or time.monotonic() > deadline:
-                break
+    with contextlib.suppress(ConnectionClosed, TimeoutError), connect(url, open_timeout=timeout) as ws:
+        while len(lines) < want and (left := deadline - time.monotonic()) > 0:
+            frame = json.loads(ws.recv(timeout=left))
+            if frame.get("type") == "logs":
+                lines += [str(x) for x in frame.get("lines", [])]
     return lines[:want]

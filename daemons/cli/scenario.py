@@ -8,7 +8,7 @@
    with its reason, and `rollback` returns the devices it had updated;
 5. healthwatch flags the devices with injected faults, with the right reasons (`{p}/+/health`);
    which devices were made faulty comes from the simulator's published plan (`--plan`);
-6. a debug link for one device streams its log lines (the gateway's event stream).
+6. a debug link for one device streams its log lines (fleet-api's WebSocket).
 
 Rollout stages are 1/5/20/100 %; in fleets under 1,000 devices they start at the first stage that
 holds about ten devices (5 % of 200), else a canary of one or two devices decides nothing. Gates: success 80 %
@@ -33,6 +33,7 @@ from rich.table import Table
 
 from daemons.cli import fleetctl
 from daemons.cli.observe import Observer, stream_debug_lines
+from daemons.cli.publish import publish
 from daemons.runtime.config import load_settings
 
 GOOD, BAD = "2.0.0", "2.1.0-bad"
@@ -174,7 +175,7 @@ class Scenario:
         image.write_bytes(secrets.token_bytes(64 * 1024))
         hw = [x for h in self.hw for x in ("--hw", h)]
         args = fleetctl.parser().parse_args(["release", "publish", str(image), "--version", version, *hw])
-        fleetctl.publish(args, load_settings("fleetctl", str(self.config)))
+        publish(args, load_settings("fleetctl", str(self.config)))
 
     def _rollout(self, rid: str, version: str, step: Step) -> dict[str, Any]:
         """Create the rollout and follow its status until it is no longer running; the last status."""

@@ -29,8 +29,8 @@ from daemons.cli.localstack import Server, start_amqtt, start_mosquitto, start_r
 from daemons.runtime.notify import ReadinessListener
 
 # Started in this order, each awaited (its READY=1) before the devices come.
-DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
-ACCOUNTS = {"daemons.debug.gateway": "debug-gateway"}  # broker account of a daemon, when not its name
+DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.api")
+ACCOUNTS = {"daemons.api": "api"}  # broker account of a daemon, when not its name
 SIM_FAULTS = "temp_drift=0.5%,heap_leak=0.5%,reboot_loop=0.2%,silent=0.2%,flaky_link=1%"
 
 
@@ -145,6 +145,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _console(config: Path, env: dict[str, str]) -> tuple[str, str]:
+    """The console's URL and a new admin token (stored hashed in this run's Redis)."""
+    import redis as redis_lib
+
+    from daemons.api.app import public_url
+    from daemons.api.auth import TokenStore
+    from daemons.runtime.config import load_settings
+
+    settings = load_settings("api", str(config), env)
+    client = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        token = TokenStore(client).create("fleet-up-admin", "admin", ttl_days=7)["token"]
+    finally:
+        client.close()
+    return public_url(settings), token
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     console = Console()
@@ -200,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"redis {redis_url}; daemons: {', '.join(started)}; {args.devices} simulated devices "
                       f"(sim-00000 ...), heartbeat every {args.interval:g} s; open files {nofile[0]}; "
                       f"logs in {logs}")
+        console_url, token = _console(config, env)
+        console.print(f"[bold]Console[/]: {console_url}/  (admin token, shown once: {token})\n"
+                      f"HTTP API: curl -H 'Authorization: Bearer {token}' {console_url}/api/v1/devices",
+                      highlight=False)
         if args.scenario == "full" and not stop.is_set():
             _play(args, console, mqtt_url, config, workdir, plan_file, since, stop)
         console.print(f"Watch everything: mosquitto_sub -h {mqtt_url.split('://')[1].replace(':', ' -p ')} "

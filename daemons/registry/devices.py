@@ -4,6 +4,10 @@ Per-device fields live in the device hash `{ns}:dev:{<id>}` (hash-tagged, shared
 shadow documents). Index sets share the hash tag `{idx}` so SINTER/SUNION work on Redis
 Cluster too. Indexes may hold a stale member for a moment (they are updated without a
 cross-slot transaction); `select` re-checks candidates against the device hash.
+
+For the operator API's sorted, filtered pages (daemons.api.fleetindex), beside the sets:
+`ids` (sorted set, every score 0: ids in byte order, for prefix search), `seen` (sorted set of
+`last_seen_at`), `connected` (set of devices whose status says online) and `hwvals` (hw names).
 """
 
 from __future__ import annotations
@@ -14,13 +18,30 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemons.protocol.selector import Selector
+from daemons.protocol.selector import Selector, tag_value
 
 DEVICE_FIELDS = ("hw", "fw", "tags")
 
 
 def device_key(namespace: str, device_id: str) -> str:
     return f"{namespace}:dev:{{{device_id}}}"
+
+
+MAX_TAG_KEY, MAX_TAG_VALUE = 64, 256
+
+
+def parse_tags(body: Any) -> dict[str, str]:
+    """A device's tags as set on `{o}/devices/{id}/tags` (PROTOCOL §5): an object of short
+    string (or number/boolean, kept as text) values. Raises ValueError naming the bad tag."""
+    if not isinstance(body, dict):
+        raise ValueError("tags must be an object")
+    tags: dict[str, str] = {}
+    for k, v in body.items():
+        text = tag_value(v)
+        if text is None or not k or len(k) > MAX_TAG_KEY or len(text) > MAX_TAG_VALUE:
+            raise ValueError(f"tag {str(k)[:MAX_TAG_KEY]!r} must be a short string")
+        tags[k] = text
+    return tags
 
 
 @dataclass
@@ -61,11 +82,13 @@ class Registry:
         device_id = old.device_id
         mapping: dict[str, str] = {}
         pipe.sadd(self._idx("all"), device_id)
+        pipe.zadd(self._idx("ids"), {device_id: 0})
         if hw and hw != old.hw:
             mapping["hw"] = hw
             if old.hw:
                 pipe.srem(self._idx(f"hw:{old.hw}"), device_id)
             pipe.sadd(self._idx(f"hw:{hw}"), device_id)
+            pipe.sadd(self._idx("hwvals"), hw)
         if fw and fw != old.fw:
             mapping["fw"] = fw
             if old.fw:
@@ -97,6 +120,7 @@ class Registry:
         for k, v in tags.items():
             pipe.sadd(self._idx(f"tag:{k}={v}"), device_id)
         pipe.sadd(self._idx("all"), device_id)
+        pipe.zadd(self._idx("ids"), {device_id: 0})
         pipe.hset(self.key(device_id), "tags", json.dumps(tags, sort_keys=True))
 
     @property
@@ -107,6 +131,14 @@ class Registry:
     def set_connected(self, pipe: Any, device_id: str, connected: str) -> None:
         """Index the device hash's `connected` field ("1" or "0") as shadow-sync writes it."""
         (pipe.sadd if connected == "1" else pipe.srem)(self.online_index, device_id)
+
+    def presence(self, pipe: Any, device_id: str, last_seen_at: str | None, connected: str | None) -> None:
+        """Index what shadow-sync just wrote to the device hash: `last_seen_at` (epoch seconds as
+        text) in `seen` and `connected` ("1" or "0"); None for a field the write did not touch."""
+        if last_seen_at is not None:
+            pipe.zadd(self._idx("seen"), {device_id: int(last_seen_at)})
+        if connected is not None:
+            self.set_connected(pipe, device_id, connected)
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ DEFAULT_METRICS_PORTS = {
     "shadowsync": 9101,
     "otaplanner": 9102,
     "healthwatch": 9103,
-    "debug-gateway": 9104,
+    "api": 0,  # fleet-api serves /metrics on its own HTTP port
 }
 
 
@@ -35,7 +35,7 @@ class Settings:
     """Configuration shared by every daemon (PROTOCOL §7).
 
     Flat fields (one per TOML key / FLEET_* variable), with read-only views by section: `mqtt`,
-    `redis`, `ota`, `artifacts`, `debug`, `metrics`. Secrets (passwords, keys) are left out of
+    `redis`, `ota`, `artifacts`, `api`, `metrics`. Secrets (passwords, keys) are left out of
     every repr, so a logged Settings never shows them.
     """
 
@@ -57,7 +57,8 @@ class Settings:
     batch_max: int = 500
     log_level: str = "info"
     artifact_store: str = "local:./var/artifacts"
-    artifact_http_port: int = 8080
+    # 8081: the operator API (fleet-api) has 8080.
+    artifact_http_port: int = 8081
     artifact_public_url: str | None = None
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
@@ -66,10 +67,11 @@ class Settings:
     ota_master_key: str | None = field(default=None, repr=False)
     ota_ecdsa_key: str | None = None
     ota_kid: str = "k1"
-    debug_http_port: int = 8090
-    debug_http_host: str = "127.0.0.1"
     debug_link_key: str | None = field(default=None, repr=False)
-    debug_public_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    # The API's address as browsers see it (debug links, console), when not http://api_host:api_port.
+    api_public_url: str | None = None
     # Hex fleet secret (>= 16 bytes): every device's broker password derives from it
     # (daemons.protocol.keys.device_password), for the amqtt plugin, the simulator and `fleetctl creds`.
     secret: str | None = field(default=None, repr=False)
@@ -103,9 +105,8 @@ class Settings:
                                 self.s3_endpoint, self.s3_access_key, self.s3_secret_key, self.s3_region)
 
     @property
-    def debug(self) -> DebugSettings:
-        return DebugSettings(self.debug_http_port, self.debug_http_host, self.debug_link_key,
-                             self.debug_public_url)
+    def api(self) -> ApiSettings:
+        return ApiSettings(self.api_host, self.api_port, self.api_public_url, self.debug_link_key)
 
     @property
     def metrics(self) -> MetricsSettings:
@@ -152,11 +153,11 @@ class ArtifactSettings:
 
 
 @dataclass(frozen=True)
-class DebugSettings:
-    http_port: int
-    http_host: str
-    link_key: str | None = field(repr=False)
+class ApiSettings:
+    host: str
+    port: int
     public_url: str | None
+    debug_link_key: str | None = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def _validate(s: Settings) -> None:
     for name in ("heartbeat_interval_s", "batch_max", "session_expiry_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be positive")
-    for name in ("metrics_port", "artifact_http_port", "debug_http_port"):
+    for name in ("metrics_port", "artifact_http_port", "api_port"):
         if not -1 <= getattr(s, name) <= 65535:
             raise bad(name, "not a port number")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -14,7 +14,7 @@ import redis as redis_lib
 from tests.support import Daemon, Probe, Server, env_for, free_port, iter_unique
 
 MASTER_KEY = "8d1f6a0e4b2c79d35f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6"
-DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway")
+DAEMONS = ("shadowsync", "otaplanner", "healthwatch")
 _names = iter_unique("m")
 
 
@@ -57,7 +57,7 @@ def run_fleet(redis: Server, broker: Server, workdir: Path) -> Iterator[dict[str
     artifacts.mkdir(parents=True)
     ports = {module: free_port() for module in DAEMONS}
     extra = {"FLEET_OTA_MASTER_KEY": MASTER_KEY, "FLEET_ARTIFACT_STORE": f"local:{artifacts}",
-             "FLEET_ARTIFACT_HTTP_PORT": str(free_port()), "FLEET_DEBUG_HTTP_PORT": str(free_port())}
+             "FLEET_ARTIFACT_HTTP_PORT": str(free_port())}
     daemons = [Daemon(module, env_for(redis, broker, p, o, FLEET_METRICS_PORT=str(port),
                                       FLEET_MQTT_CLIENT_ID=f"{module}-{name}", **extra))
                for module, port in ports.items()]
@@ -87,8 +87,6 @@ def run_fleet(redis: Server, broker: Server, workdir: Path) -> Iterator[dict[str
                                       in t and 'rollout="r1"' in t and "fleet_broker_rtt_seconds_count" in t),
             "healthwatch": wait_metric(ports["healthwatch"], lambda t: "fleet_health_devices{" in t
                                        and "fleet_heartbeat_lag_seconds_count 1.0" in t),
-            "debug-gateway": wait_metric(ports["daemons.debug.gateway"],
-                                         lambda t: "fleet_redis_rtt_seconds_count" in t),
         }
         yield texts
     finally:

@@ -13,13 +13,12 @@ from tests.deploy.live import exported
 from tests.support import ROOT, need
 
 PROM = ROOT / "deploy" / "prometheus"
-DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "debug-gateway")
+DAEMONS = ("shadowsync", "otaplanner", "healthwatch")
 DOMAIN = {
     "shadowsync": ["fleet_devices_known", "fleet_devices_online", "fleet_shadow_delta_backlog",
                    "fleet_shadow_sync_lag_seconds"],
     "otaplanner": ["fleet_ota_rollouts", "fleet_ota_rollout_devices"],
     "healthwatch": ["fleet_health_devices", "fleet_heartbeat_lag_seconds_bucket"],
-    "debug-gateway": [],
 }
 SHARED = ["fleet_redis_rtt_seconds_bucket", "fleet_broker_rtt_seconds_bucket", "fleet_mqtt_connected"]
 

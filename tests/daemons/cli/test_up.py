@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 
+import httpx
+
 from tests.support import ROOT, Probe, free_port
 
 DEVICES = 200
@@ -18,7 +20,7 @@ DEVICES = 200
 
 def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
     env = {**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
-           "FLEET_DEBUG_HTTP_PORT": str(free_port()), "COLUMNS": "200"}
+           "FLEET_API_PORT": str(free_port()), "COLUMNS": "200"}
     summary = tmp_path / "summary.json"
     up = subprocess.Popen(
         [sys.executable, "-m", "daemons.cli.up", "--devices", str(DEVICES), "--interval", "0.5",
@@ -65,6 +67,11 @@ def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
             assert s5["faults"][fault]["right_reason"] == s5["faults"][fault]["injected"] > 0
         # (6) log lines came through the debug link.
         assert len(steps[6]["lines"]) == 3 and steps[6]["link"].startswith("http://")
+
+        # The console's URL and an admin token are printed; the API answers with that token.
+        url, token = re.search(r"Console: (http://\S+)/ +\(admin token, shown once: (\S+)\)", text).groups()  # type: ignore[union-attr]
+        listed = httpx.get(f"{url}/api/v1/devices", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert listed.status_code == 200 and listed.json()["total"] == DEVICES, listed.text
 
         # The retained rollout statuses say the same to any operator who looks now.
         port = int(re.search(r"mqtt://127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]

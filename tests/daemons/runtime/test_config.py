@@ -53,9 +53,9 @@ def test_secrets_are_never_in_a_repr() -> None:
     secrets = {"mqtt_password": "pw-secret-1", "s3_secret_key": "s3-secret-2",
                "ota_master_key": "ab" * 16, "debug_link_key": "cd" * 16}
     s = load_settings("shadowsync", environ={env_name(k): v for k, v in secrets.items()})
-    views = [s, s.mqtt, s.redis, s.ota, s.artifacts, s.debug, s.metrics]
+    views = [s, s.mqtt, s.redis, s.ota, s.artifacts, s.api, s.metrics]
     for text in map(repr, views):
         assert not any(v in text for v in secrets.values()), text
     assert s.mqtt.password == "pw-secret-1" and s.ota.master_key == "ab" * 16  # still readable
-    assert s.artifacts.s3_secret_key == "s3-secret-2" and s.debug.link_key == "cd" * 16
+    assert s.artifacts.s3_secret_key == "s3-secret-2" and s.api.debug_link_key == "cd" * 16
     assert s.mqtt.url == s.mqtt_url and s.redis.url == s.redis_url and s.metrics.port == s.metrics_port

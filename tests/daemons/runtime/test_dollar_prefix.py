@@ -21,7 +21,7 @@ from daemons.runtime.mqtt import subscription_filter
 from tests.support import ROOT, Probe, Server, env_for, free_port, iter_unique, start_amqtt
 
 _names = iter_unique("d")
-MODULES = ["shadowsync", "otaplanner", "healthwatch", "daemons.debug.gateway"]
+MODULES = ["shadowsync", "otaplanner", "healthwatch", "daemons.api"]
 LINK_KEY = "a5" * 32
 
 
@@ -106,9 +106,10 @@ def test_otaplanner_on_dollar_prefixes(daemon, probe, prefixes, tmp_path):
     assert r.topic.endswith("/rejected") and r.body["code"] == 400 and r.body["clientToken"] == "r1"
 
 
-def test_debug_gateway_on_dollar_prefixes(daemon, probe, prefixes):
+def test_api_debug_door_on_dollar_prefixes(daemon, probe, prefixes):
     _, o = prefixes
-    daemon("daemons.debug.gateway", FLEET_DEBUG_HTTP_PORT=str(free_port()), FLEET_DEBUG_LINK_KEY=LINK_KEY)
+    daemon("shadowsync")  # fleet-api opens a session with a shadow update and waits for its answer
+    daemon("daemons.api", FLEET_API_PORT=str(free_port()), FLEET_DEBUG_LINK_KEY=LINK_KEY)
     ops = probe(f"{o}/debug/open/+")
     r = ops.request(f"{o}/debug/open", {"device_id": "dbg-1", "ttl_s": 60, "operator": "alice"})
     assert r.topic == f"{o}/debug/open/accepted", r.body
@@ -117,11 +118,11 @@ def test_debug_gateway_on_dollar_prefixes(daemon, probe, prefixes):
 def test_simulator_on_a_dollar_prefix(broker, probe, prefixes):
     p, _ = prefixes
     watch = probe(f"{p}/+/heartbeat")
-    sim = subprocess.Popen([sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", broker.url,
+    sim = subprocess.Popen([sys.executable, "-m", "daemons.sim", "--mqtt-url", broker.url,
                             "--prefix", p, "--devices", "2", "--interval", "0.5"], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert watch.wait(f"{p}/sim-0001/heartbeat", timeout=20).body["fw"] == "1.0.0"
+        assert watch.wait(f"{p}/sim-00000/heartbeat", timeout=20).body["fw"] == "1.0.0"
     finally:
         sim.terminate()
         sim.wait(10)
@@ -147,13 +148,13 @@ def test_amqtt_refuses_dollar_prefixes_at_start(module, dollar, amqtt: Server, r
     o = f"$ops{name}" if dollar == "FLEET_OPS_PREFIX" else f"ops{name}"
     env = env_for(redis_server, amqtt, p, o, FLEET_OTA_MASTER_KEY="11" * 32,
                   FLEET_ARTIFACT_STORE=f"local:{tmp_path}", FLEET_ARTIFACT_HTTP_PORT="0",
-                  FLEET_DEBUG_HTTP_PORT="0", FLEET_DEBUG_LINK_KEY=LINK_KEY)
+                  FLEET_API_PORT=str(free_port()), FLEET_DEBUG_LINK_KEY=LINK_KEY)
     code, err = _refused([sys.executable, "-m", module], env)
     assert code != 0 and dollar in err and "does not carry topics that begin with '$'" in err, err
 
 
 def test_amqtt_refuses_the_simulator_on_a_dollar_prefix(amqtt: Server):
-    code, err = _refused([sys.executable, "-m", "daemons.sim.simulator", "--mqtt-url", amqtt.url,
+    code, err = _refused([sys.executable, "-m", "daemons.sim", "--mqtt-url", amqtt.url,
                           "--prefix", "$aws/things", "--devices", "1"], {})
     assert code == 2 and "--prefix" in err and "does not carry" in err, err
 

@@ -121,9 +121,9 @@ def test_stalled_loop_stops_pinging_the_watchdog(tmp_path, broker, prefixes):
         redis.stop()
 
 
-@pytest.mark.parametrize("module", ["healthwatch", "daemons.debug.gateway"])
+@pytest.mark.parametrize("module", ["healthwatch", "daemons.api"])
 def test_every_daemon_notifies_ready(daemon, module, tmp_path):
     from tests.support import free_port
 
-    d = daemon(module, FLEET_DEBUG_HTTP_PORT=str(free_port()))
+    d = daemon(module, FLEET_API_PORT=str(free_port()))
     assert d.notify is not None and d.notify.count("READY") == 1

@@ -1,9 +1,9 @@
 """Signed, expiring links to a device's live log page (PROTOCOL §4). Pure: no I/O.
 
-A link is `<base>/debug/<session_id>?device=<id>&expires=<epoch>&sig=<hex>`, with `sig` the
-HMAC-SHA256 of (session_id, device_id, expires_at). The gateway keeps no session state: any
-process holding the key can check a link, and a changed field, another device's id or a past
-expiry fails the check.
+A link is `<base>/debug/<session_id>?device=<id>&expires=<epoch>&sig=<hex>` (its WebSocket adds
+`/ws` to the path), with `sig` the HMAC-SHA256 of (session_id, device_id, expires_at).
+Checking a link needs no session state: any process holding the key can check a link, and a
+changed field, another device's id or a past expiry fails the check.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def sign(key: bytes, session_id: str, device_id: str, expires_at: int) -> str:
 
 
 def link_path(key: bytes, session_id: str, device_id: str, expires_at: int) -> str:
-    """Path and query of the page (the stream is the same with `/stream` after the session id)."""
+    """Path and query of the page (the WebSocket is the same with `/ws` after the session id)."""
     sig = sign(key, session_id, device_id, expires_at)
     return f"/debug/{session_id}?device={quote(device_id, safe='')}&expires={expires_at}&sig={sig}"
 

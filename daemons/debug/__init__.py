@@ -1,1 +1,0 @@
-"""Remote debugging (PROTOCOL §4): signed links and the live log page."""
