@@ -91,6 +91,7 @@ class Device:
         self.debug_until = 0.0
         self.connected = False
         self.connects = 0
+        self.status_ts = 0  # ts of the last status: strictly increasing, one per connection (§4)
         self.subscribed = False  # SUBACK received in the current session
         self.dead = False  # silent_death: gone for good
         self.attempts = 0
@@ -153,7 +154,10 @@ class Device:
                 subs += ["shadow/name/+/update/delta", "shadow/name/+/get/accepted"]
             self.subscribed = False
             client.subscribe([(f"{self.base}/{s}", 1) for s in subs])
-        self._send("status", {"online": True, "fw": self._fw(), "ts": int(time.time())}, retain=True)
+        # Fresh even for two connections within one second: shadow-sync tells a new connection
+        # from a redelivered retained status by it.
+        self.status_ts = max(int(time.time()), self.status_ts + 1)
+        self._send("status", {"online": True, "fw": self._fw(), "ts": self.status_ts}, retain=True)
         self._send("shadow/get", {})
         for name in self.ctx.named_shadows:
             self._send(f"shadow/name/{name}/get", {})

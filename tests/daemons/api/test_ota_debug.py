@@ -141,6 +141,14 @@ def test_the_mqtt_door_opens_sessions_too(stack: Stack) -> None:
         assert answer.body["link"].startswith(stack.url + "/debug/")
         bad = probe.request(f"{stack.o}/debug/open", {"device_id": "a/b", "ttl_s": 30, "operator": "me"})
         assert bad.topic.endswith("/rejected") and bad.body["code"] == 400
+        # Hostile payloads (issue 11): answered with their clientToken, never an internal error.
+        for raw in (b'{"clientToken":"h","device_id":"d1","x":' + b"[" * 300 + b"1" + b"]" * 300 + b"}",
+                    b'{"clientToken":"h","device_id":"d1","ttl_s":60,"ttl_s":3600,"operator":"x"}',
+                    b'{"clientToken":"h","device_id":"d1","ttl_s":9223372036854775808,"operator":"x"}',
+                    b'{"clientToken":"h","device_id":"d1","ttl_s":60,"operator":"\xff"}'):
+            r = probe.request(f"{stack.o}/debug/open", raw=raw)
+            assert r.topic.endswith("/rejected") and r.body["code"] == 400, raw
+            assert r.body["clientToken"] == "h", r.body
     finally:
         probe.close()
 

@@ -182,3 +182,31 @@ def test_with_a_fleet_secret_each_device_logs_in_as_itself(tmp_path):
             sim.wait(20)
         broker.terminate()
         broker.wait(10)
+
+
+def test_each_connection_announces_a_fresh_status_ts():
+    # PROTOCOL §4 (issue 11): shadow-sync tells a reconnect from a redelivered retained status by
+    # the ts, so two connections within one second still carry two different ts.
+    import asyncio
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from daemons.sim.device import Device, FleetContext
+    from daemons.sim.heartbeats import make_device
+
+    loop = asyncio.new_event_loop()
+    with ThreadPoolExecutor(1) as pool:
+        ctx = FleetContext(loop, pool, lambda client: None, "mqtt://127.0.0.1:9", "fl", 5.0, 12.0,
+                           time.time(), loop.time(), ())
+        device = Device(ctx, make_device(0, random.Random(1)), None, "json", None, None, random.Random(1))
+        sent: list[tuple[str, dict]] = []
+        device._send = lambda suffix, body, qos=1, retain=False: sent.append((suffix, body)) or 0  # type: ignore[method-assign]
+        device._tick = lambda: None  # type: ignore[method-assign]
+        for _ in range(3):  # three connections in the same second
+            device._on_connect(device.client, None, SimpleNamespace(session_present=True),
+                               SimpleNamespace(is_failure=False), None)
+        device.client.loop_stop()
+    loop.close()
+    stamps = [body["ts"] for suffix, body in sent if suffix == "status"]
+    assert len(stamps) == 3 and stamps[0] < stamps[1] < stamps[2]
