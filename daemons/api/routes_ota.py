@@ -189,6 +189,9 @@ async def rollout_events(c: Ctx, who: Viewer, rid: Name, status: Annotated[dict[
 
     base = f"{c.settings.ops_prefix}/ota/rollouts/{rid}"
     handle = await c.bridge.listen(f"{base}/+", put)
+    # Read again now that we listen: a change between the dependency's read and the subscription
+    # (the rollout ending, say) would otherwise be missed and the stream never end.
+    status = status_of(c, rid) or status
     try:
         yield ServerSentEvent(event="status", data=status)
         state = status["state"]

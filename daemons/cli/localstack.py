@@ -243,11 +243,13 @@ def start_redis_cluster(workdir: Path, size: int = 3) -> Cluster:
          "--cluster-replicas", "0", "--cluster-yes"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         timeout=60)
+    # Every node must see the whole cluster: a node that has not yet learned the others' slots
+    # answers CLUSTERDOWN to the first command sent to it.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        out = subprocess.run([need("redis-cli"), "-p", str(nodes[0].port), "cluster", "info"],
-                             capture_output=True, text=True, timeout=10).stdout
-        if "cluster_state:ok" in out:
+        states = [subprocess.run([need("redis-cli"), "-p", str(n.port), "cluster", "info"],
+                                 capture_output=True, text=True, timeout=10).stdout for n in nodes]
+        if all("cluster_state:ok" in out for out in states):
             break
         time.sleep(0.1)
     return Cluster(nodes, nodes[0].url)
