@@ -72,6 +72,8 @@ def _populate(url: str, devices: range) -> None:
                   json.dumps({"state": {"reported": {"interval_s": 60, "unit": "C"}}, "seq": 2}), qos=1)
         for k in range(3):
             info = c.publish(f"{base}/heartbeat", json.dumps(_heartbeat(d, k)), qos=1)
+        if d % 2000 == 0:  # paho's message ids wrap at 65,535: keep fewer than that outstanding
+            info.wait_for_publish(300)
     if info is not None:
         info.wait_for_publish(300)
     c.loop_stop()
