@@ -10,6 +10,7 @@ dies is reported at once with the tail of its log.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import os
@@ -169,6 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve()
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # One `fleet up` per workdir: a second one would overwrite the first's config, passwords and logs.
+    lock = (workdir / "fleet-up.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        print(f"fleet up: another fleet up is running in {workdir} (pid {lock.read().strip() or '?'}); "
+              "stop it, or pass --workdir for a second one", file=sys.stderr)
+        return 2
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
     servers: list[Server] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())

@@ -99,7 +99,7 @@ def test_fleet_up_on_the_embedded_broker_logs_everyone_in(tmp_path):
          "--interval", "1", "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0",
          "--scenario", "none"],
         cwd=ROOT, env={**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
-                       "FLEET_DEBUG_HTTP_PORT": str(free_port()), "COLUMNS": "200"},
+                       "FLEET_API_PORT": str(free_port()), "COLUMNS": "200"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     ready = threading.Event()
@@ -170,3 +170,17 @@ def test_fleet_dispatches_up_and_sim_and_refuses_the_rest():
     broker = subprocess.run([sys.executable, "-m", "daemons.cli.fleet", "broker", "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert broker.returncode == 0 and "FLEET_SECRET" in broker.stdout
+
+
+def test_a_second_fleet_up_in_the_same_workdir_is_refused(tmp_path):
+    """Two `fleet up` in one workdir would overwrite each other's config and passwords: refused."""
+    import fcntl
+
+    with (tmp_path / "fleet-up.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        done = subprocess.run([sys.executable, "-m", "daemons.cli.up", "--workdir", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "another fleet up is running" in done.stderr and "4242" in done.stderr
+    assert not (tmp_path / "fleet.toml").exists(), "nothing of the first run is touched"
