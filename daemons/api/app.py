@@ -141,7 +141,7 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
     app.state.ctx = build_context(settings, redis, bridge or Bridge(settings))
     app.state.ctx.metrics = metrics
     app.state.ctx.debug.on_open = metrics.debug_sessions.inc
-    problems.install(app)
+    problems.install(app, API)
 
     async def redis_away(request: Request, exc: Exception) -> Response:
         return problems.problem_response(503, f"redis: {type(exc).__name__}")
