@@ -23,7 +23,7 @@ from daemons.api.deps import Admin, Context, Ctx, Operator, Page, Viewer, daemon
 from daemons.api.problems import Problem, responses
 from daemons.protocol.messages import DEVICE_ID_RE
 from otaplanner import rollout as ro
-from otaplanner.records import Rollout
+from otaplanner.records import Release, Rollout
 from otaplanner.reporting import Reporter
 
 router = APIRouter(responses=responses(400, 401, 403, 422, 503))
@@ -44,7 +44,7 @@ def list_releases(c: Ctx, who: Viewer, page: Page) -> dict[str, Any]:
     return page_body(rows[page.offset:page.offset + page.limit], page, len(rows))
 
 
-@router.get("/releases/{version}", response_model=m.Release, responses=responses(404))
+@router.get("/releases/{version}", response_model=Release, responses=responses(404))
 def get_release(c: Ctx, who: Viewer, version: Name) -> dict[str, Any]:
     release = c.rollouts.release(version)
     if release is None:
@@ -52,7 +52,7 @@ def get_release(c: Ctx, who: Viewer, version: Name) -> dict[str, Any]:
     return release  # type: ignore[no-any-return]
 
 
-@router.post("/releases", status_code=201, response_model=m.Release, responses=responses(404, 409, 413),
+@router.post("/releases", status_code=201, response_model=Release, responses=responses(404, 409, 413),
              summary="Upload a firmware image and register it (PROTOCOL §3)")
 async def publish_release(
     c: Ctx, who: Admin,
