@@ -178,14 +178,24 @@ class Daemon:
     notify: ReadinessListener | None = None
 
     def start(self, timeout: float = 20.0) -> Daemon:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Daemon:
+        """Start the process without waiting: several daemons then start side by side."""
         if self.notify is not None:
             self.notify.close()
         self.notify = ReadinessListener(self.watchdog_s)
-        process = self.process = subprocess.Popen(
+        self.process = subprocess.Popen(
             [sys.executable, "-m", self.module], env={**os.environ, **self.env, **self.notify.env()},
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-        if not self.notify.wait_ready(timeout, alive=lambda: process.poll() is None):
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> Daemon:
+        """Until the launched daemon sent READY=1 (RuntimeError, the daemon killed, if it does not)."""
+        process, notify = self.process, self.notify
+        assert process is not None and notify is not None, "launch() first"
+        if not notify.wait_ready(timeout, alive=lambda: process.poll() is None):
             self.kill()
             raise RuntimeError(f"{self.module} did not start: {self.lines[-5:]}")
         return self

@@ -91,8 +91,7 @@ def test_a_device_dying_without_a_will_is_seen_offline(amqtt: AmqttServer, redis
                         ["connected"])
 
         assert connected()
-        dev.client.loop_stop()
-        dev.client.socket().close()  # the connection dies: no DISCONNECT, no Last Will
+        dev.kill()  # the connection dies: no DISCONNECT, no Last Will
         status = op.received_until("fleet/dev-p/status", None, match=lambda p: b'"online":false' in p)
         assert json.loads(status[-1][1])["online"] is False
         deadline = time.monotonic() + 10

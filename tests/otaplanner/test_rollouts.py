@@ -100,7 +100,7 @@ def test_pause_stops_issuing_and_resume_carries_on(ota: Env) -> None:
     devices = ids(40)
     fleet = ota.fleet(devices)
     ota.wait_known(40)
-    ota.create("rp", stages=[100], rate_per_min=600, success_pct=100)  # 10 jobs a second
+    ota.create("rp", stages=[100], rate_per_min=1200, success_pct=100)  # 20 jobs a second
     fleet.wait_for(lambda: len(fleet.with_job()) >= 3)
     r = ota.command("rp", {"action": "pause", "clientToken": "p1"})
     assert r.topic.endswith("/accepted") and r.body["state"] == "paused" and r.body["clientToken"] == "p1"

@@ -77,9 +77,13 @@ def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple
 
 def _start(stack: Stack, modules: tuple[str, ...], name: str, port: int) -> None:
     env, r = stack.env, stack.redis
+    # Side by side (the API does not need the daemons to start, only to answer later): each waits
+    # for its READY=1 after all are launched.
     for module in modules:
-        stack.daemons[module] = Daemon(module, {**env, "FLEET_MQTT_CLIENT_ID": f"{module}-{name}"}).start()
-    stack.daemons["daemons.api"] = Daemon("daemons.api", env).start()
+        stack.daemons[module] = Daemon(module, {**env, "FLEET_MQTT_CLIENT_ID": f"{module}-{name}"}).launch()
+    stack.daemons["daemons.api"] = Daemon("daemons.api", env).launch()
+    for d in stack.daemons.values():
+        d.wait_ready()
     wait_port(port)
     tokens = TokenStore(r)
     for role in ("viewer", "operator", "admin"):
