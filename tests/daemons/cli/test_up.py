@@ -49,8 +49,9 @@ def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
         result = json.loads(summary.read_text())
         steps = {s["step"]: s for s in result["steps"]}
         assert [s["ok"] for s in result["steps"]] == [True] * 6, text
-        # (1) every device announced itself on its own status topic, and healthwatch scored each.
-        assert steps[1]["online"] == DEVICES and steps[1]["health_published"] == DEVICES
+        # (1) every device announced itself on its own status topic, read its shadow, and healthwatch
+        # scored each.
+        assert steps[1]["online"] == steps[1]["shadows_read"] == steps[1]["health_published"] == DEVICES
         # (2) the fleet-wide change: every online device reported the value back.
         s2 = steps[2]
         assert s2["matched"] == DEVICES and s2["converged"] == s2["online"] >= DEVICES - 4
