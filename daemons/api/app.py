@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from daemons.api import problems, routes_devices, routes_ops, routes_ota
 from daemons.api.audit import Audit
@@ -113,7 +114,7 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
             log.warning("broker_unreachable", mqtt=settings.mqtt_url,
                         detail="writes answer 503 until it is back")
         try:
-            c.index.backfill()
+            await run_in_threadpool(c.index.backfill)
         except redis_lib.exceptions.RedisError as exc:
             log.warning("redis_unreachable", error=str(exc))
         handles = await _start_listeners(c)
