@@ -141,13 +141,19 @@ def test_scores_use_heartbeat_time_not_wall_clock():
     assert h1 == h2 and any(s != "ok" for _, s, _ in h1[a[0].device_id])
 
 
-def test_state_survives_a_json_round_trip():
-    d = make_device(0, random.Random(3))
+def scored(seed: int, heartbeats: int) -> DeviceState:
+    """The state of one healthy device after this many minutes of heartbeats."""
+    d = make_device(0, random.Random(seed))
     engine, st = HealthEngine(), DeviceState()
-    for step in range(100):
+    for step in range(heartbeats):
         hb = d.heartbeat(step * 60.0, ambient(step * 60.0))
         if hb:
             engine.score(st, d.device_id, hb, step * 60.0)
+    return st
+
+
+def test_state_survives_a_json_round_trip():
+    st = scored(3, 100)
     copy = DeviceState.from_json(json.loads(json.dumps(st.to_json())))
     assert copy.to_json() == st.to_json()
 
@@ -181,12 +187,7 @@ def test_slow_temperature_drift_is_caught_by_its_trend_well_before_the_level_det
 
 
 def test_state_written_before_the_trend_fields_loads_and_relearns_the_trend():
-    d = make_device(0, random.Random(4))
-    engine, st = HealthEngine(), DeviceState()
-    for step in range(200):
-        hb = d.heartbeat(step * 60.0, ambient(step * 60.0))
-        if hb:
-            engine.score(st, d.device_id, hb, step * 60.0)
+    st = scored(4, 200)
     assert st.tt_n > 0
     old = st.to_json()
     before_ref = DeviceState.from_json(json.loads(json.dumps([old[0][:-2], *old[1:]])))
