@@ -104,10 +104,11 @@ class DeviceState:
     @classmethod
     def from_json(cls, v: list[Any]) -> DeviceState:
         st = cls()
-        if not len(cls._SCALARS) - 7 <= len(v[0]) <= len(cls._SCALARS):
+        if len(v[0]) < len(cls._SCALARS) - 7:
             raise ValueError("unknown state layout")
         # A state written before the trend fields (or the seq window, or the heap reference) existed lacks
-        # them: they start afresh.
+        # them: they start afresh. One written by a newer version (a replica upgraded first) may have
+        # more at the end: they are ignored, so mixed versions keep each other's state.
         for k, x in zip(cls._SCALARS, v[0], strict=False):
             setattr(st, k, x)
         st.t, st.b, st.r, st.h = (Track.from_list(x) for x in v[1:5])

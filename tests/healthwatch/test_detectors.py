@@ -190,6 +190,8 @@ def test_state_written_before_the_trend_fields_loads_and_relearns_the_trend():
     st = scored(4, 200)
     assert st.tt_n > 0
     old = st.to_json()
+    newer = DeviceState.from_json(json.loads(json.dumps([[*old[0], 1.5, "x"], *old[1:]])))
+    assert newer.to_json() == old, "a newer layout's extra fields are ignored"
     before_ref = DeviceState.from_json(json.loads(json.dumps([old[0][:-2], *old[1:]])))
     assert before_ref.h_ref == before_ref.h_ref_ts == 0.0 and before_ref.win == st.win, \
         "a state written before the heap reference loads; the reference starts afresh"
