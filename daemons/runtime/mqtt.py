@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import queue
-import socket
 import ssl
 import threading
 import time
@@ -122,7 +121,7 @@ class MqttSession:
         self.on_connection = on_connection
         self.daemon = daemon
         self.topics = topics
-        self.client_id = client_id or settings.mqtt_client_id or f"{daemon}-{socket.gethostname()}"
+        self.client_id = client_id or settings.client_id_for(daemon)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.protocol_version = 0
         self.shared = False
