@@ -54,7 +54,8 @@ def test_for_broker_applies_nothing_behind_share(redis):
     settings = load_settings("shadowsync", environ={"FLEET_REPLICA_INDEX": "1", "FLEET_REPLICA_COUNT": "2"})
     assert Replicas.for_broker(settings, redis, "x", ["ops/shadow/bulk"], shared=True) is None
     rules = Replicas.for_broker(settings, redis, "x", [], shared=False)
-    assert rules is not None and rules.claim is None and rules.partition == Partition(1, 2, "fleet", "fleetops")
+    assert rules is not None and rules.claim is None
+    assert rules.partition == Partition(1, 2, "fleet", "fleetops")
     single = load_settings("shadowsync", environ={})
     assert Replicas.for_broker(single, redis, "x", [], shared=False) is None
 
