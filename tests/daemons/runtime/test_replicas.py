@@ -88,3 +88,12 @@ def test_a_lapsed_lease_is_free(redis):
     ReplicaLease(redis, "healthwatch", "hw-a", 0, 2, ttl_s=0.05).take()
     time.sleep(0.1)  # the lease's own expiry, not a synchronisation
     ReplicaLease(redis, "healthwatch", "hw-b", 0, 3).take()
+
+
+def test_a_second_replica_on_a_taken_index_refuses_to_start(daemon, redis):
+    first = daemon("healthwatch", FLEET_REPLICA_INDEX="0", FLEET_REPLICA_COUNT="2")
+    with pytest.raises(RuntimeError, match="index 0 is held by healthwatch-"):
+        daemon("healthwatch", FLEET_REPLICA_INDEX="0", FLEET_REPLICA_COUNT="2")
+    first.terminate()
+    assert redis.hgetall("fleet:replicas:{healthwatch}") == {}, "a clean stop gives the index up"
+    daemon("healthwatch", FLEET_REPLICA_INDEX="0", FLEET_REPLICA_COUNT="2")
