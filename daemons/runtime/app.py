@@ -80,13 +80,18 @@ def watch_redis(metrics: DaemonMetrics, redis: Any, stop: StopFlag, every_s: flo
 
 
 def hold_replica_index(settings: Settings, daemon: str, redis: Any, stop: StopFlag,
-                       resources: ExitStack) -> None:
+                       resources: ExitStack, ttl_s: float = 30.0) -> threading.Event:
     """With FLEET_REPLICA_COUNT > 1: take this replica's index (ConfigError when another live
-    replica holds it or runs with another count), keep it while running, give it up on the way out."""
+    replica holds it or runs with another count), keep it while running, give it up on the way out.
+
+    Returns an event set when the index was lost to another replica (ours lapsed while Redis was
+    away from us): the daemon then stops, rather than handle the same devices as that one.
+    """
+    lost = threading.Event()
     if settings.replica_count <= 1:
-        return
+        return lost
     lease = ReplicaLease(redis, daemon, settings.client_id_for(daemon), settings.replica_index,
-                         settings.replica_count)
+                         settings.replica_count, ttl_s)
     lease.take()
     log = logs.get_logger(daemon)
 
@@ -94,17 +99,21 @@ def hold_replica_index(settings: Settings, daemon: str, redis: Any, stop: StopFl
         while not stop.event.wait(lease.ttl_s / 3):
             try:
                 lease.take()
-            except FleetError as exc:  # another replica took the index while Redis was away from us
+            except FleetError as exc:
                 log.error("replica_lease_lost", error=str(exc))
+                lost.set()
+                stop.request()
+                return
             except Exception as exc:  # Redis away: the run loop reports that; try again
                 log.warning("replica_lease_refresh_failed", error=str(exc))
 
     threading.Thread(target=keep, name="replica-lease", daemon=True).start()
 
     def release() -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # Redis away: the hold lapses by itself
             lease.release()
     resources.callback(release)
+    return lost
 
 
 def _build(build: Build, settings: Settings, store: Any, metrics: DaemonMetrics,
@@ -142,7 +151,7 @@ def run_daemon(daemon: str, build: Build, argv: list[str] | None = None,
             resources.callback(store.close)
             metrics.serve(settings.metrics_port_for(daemon), resources)
             watch_redis(metrics, store, stop)
-            hold_replica_index(settings, daemon, store, stop, resources)
+            lost = hold_replica_index(settings, daemon, store, stop, resources)
             handler = _build(build, settings, store, metrics, resources)
             session = open_session(settings, daemon, handler.topics(), metrics, resources)
             replicas = Replicas.for_broker(settings, store, session.client_id, once(settings) if once else [],
@@ -155,7 +164,7 @@ def run_daemon(daemon: str, build: Build, argv: list[str] | None = None,
             RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier,
                     replicas=replicas).run()
             log.info("stopped")
-            return 0
+            return 1 if lost.is_set() else 0
         except FleetError as exc:
             log.error("fatal", error=str(exc))
             return 1

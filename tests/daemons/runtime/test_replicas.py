@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 import pytest
 
 from daemons.protocol.errors import ConfigError
 from daemons.protocol.messages import Inbound
+from daemons.runtime.app import hold_replica_index
 from daemons.runtime.config import load_settings
 from daemons.runtime.once import ClaimOnce
 from daemons.runtime.replicas import Partition, ReplicaLease, Replicas, owner_of
+from daemons.runtime.runloop import StopFlag
 
 IDS = [f"dev-{i}" for i in range(200)]
 
@@ -97,3 +100,17 @@ def test_a_second_replica_on_a_taken_index_refuses_to_start(daemon, redis):
     first.terminate()
     assert redis.hgetall("fleet:replicas:{healthwatch}") == {}, "a clean stop gives the index up"
     daemon("healthwatch", FLEET_REPLICA_INDEX="0", FLEET_REPLICA_COUNT="2")
+
+
+def test_a_replica_whose_index_was_taken_stops(redis):
+    """Its hold lapsed (Redis away from it) and another replica took the index: it must not go on."""
+    settings = load_settings("shadowsync", environ={"FLEET_REPLICA_INDEX": "1", "FLEET_REPLICA_COUNT": "2",
+                                                   "FLEET_MQTT_CLIENT_ID": "ss-old"})
+    stop = StopFlag()
+    with ExitStack() as resources:
+        lost = hold_replica_index(settings, "shadowsync", redis, stop, resources, ttl_s=0.3)
+        owner, count, expires = redis.hget("fleet:replicas:{shadowsync}", "1").split("|")
+        assert (owner, count) == ("ss-old", "2")
+        redis.hset("fleet:replicas:{shadowsync}", "1", f"ss-new|2|{int(expires) + 60_000}")
+        assert lost.wait(5) and stop.requested
+    assert redis.hget("fleet:replicas:{shadowsync}", "1").startswith("ss-new|"), "not released: not ours"
