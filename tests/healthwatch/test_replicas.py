@@ -74,7 +74,8 @@ def test_two_numbered_replicas_on_311_score_each_heartbeat_once(amqtt, redis, re
     replicas = [Daemon("healthwatch", env_for(
         redis_server, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"hw-{n}-{p}", FLEET_MQTT_USERNAME="healthwatch",
         FLEET_MQTT_PASSWORD=amqtt.accounts["healthwatch"], FLEET_REPLICA_INDEX=str(n),
-        FLEET_REPLICA_COUNT="2", FLEET_METRICS_PORT=str(ports[n]))) for n in range(2)]
+        FLEET_REPLICA_COUNT="2", FLEET_METRICS_PORT=str(ports[n]), FLEET_MQTT_PROTOCOL="3.1.1"))
+        for n in range(2)]
     senders: list[Probe] = []
     try:
         for d in replicas:

@@ -31,7 +31,8 @@ def test_two_apis_answer_the_door_and_store_alerts_once(amqtt, redis, redis_serv
                   FLEET_ARTIFACT_STORE=f"local:{tmp_path / 'artifacts'}")
     sync = Daemon("shadowsync", {**env, "FLEET_MQTT_CLIENT_ID": f"ss-{p}",
                                  "FLEET_MQTT_USERNAME": "shadowsync",
-                                 "FLEET_MQTT_PASSWORD": amqtt.accounts["shadowsync"]})
+                                 "FLEET_MQTT_PASSWORD": amqtt.accounts["shadowsync"],
+                                 "FLEET_MQTT_PROTOCOL": "3.1.1"})
     ports = [free_port(), free_port()]
     apis = [Daemon("daemons.api", {**env, "FLEET_API_PORT": str(port), "FLEET_MQTT_USERNAME": "api",
                                    "FLEET_MQTT_PASSWORD": amqtt.accounts["api"]}) for port in ports]
