@@ -1,8 +1,9 @@
 """Which messages one replica handles when the broker gives every replica every message.
 
 Behind `$share` (MQTT 5, mosquitto) the broker deals each message to one replica of a group, and
-nothing here applies. A 3.1.1 broker (amqtt 0.12) has no shared subscriptions: each replica
-subscribes plainly and receives everything. Two rules then make each effect happen once:
+nothing here applies. A 3.1.1 broker (amqtt 0.12) has no shared subscriptions, and `$` topics are
+never shared (runtime.mqtt.dealt): each replica subscribes plainly and receives every such
+message. Two rules then make each effect happen once:
 
 - Operator commands (the daemon's `once` filters): the first replica to claim the message in
   Redis answers it (daemons.runtime.once.ClaimOnce), so any live replica serves a command.
@@ -21,7 +22,6 @@ refuses to start a replica whose index another live replica holds or whose count
 
 from __future__ import annotations
 
-import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +31,7 @@ from paho.mqtt.client import topic_matches_sub
 from daemons.protocol.errors import ConfigError
 from daemons.protocol.messages import Inbound, device_topic
 from daemons.runtime.config import Settings
+from daemons.runtime.mqtt import dealt
 from daemons.runtime.once import ClaimOnce
 
 
@@ -62,49 +63,58 @@ class Partition:
 class Replicas:
     """`keep(batch)`: the messages of a batch this replica handles (the run loop acks the rest)."""
 
-    def __init__(self, claim: ClaimOnce | None, partition: Partition | None) -> None:
+    def __init__(self, claim: ClaimOnce | None, partition: Partition | None, shared: bool = False) -> None:
         self.claim = claim
         self.partition = partition
+        self.shared = shared  # the session's: messages the broker dealt are this replica's already
 
     @classmethod
     def for_broker(cls, settings: Settings, redis: Any, owner: str, once: list[str],
                    shared: bool) -> Replicas | None:
-        """The rules for a session: none behind `$share`; else claims for `once` filters and, when
-        FLEET_REPLICA_COUNT > 1, the partition of device topics."""
-        if shared:
+        """The rules for a session: claims for `once` filters and, when FLEET_REPLICA_COUNT > 1,
+        the partition of device topics; None when the broker deals every topic of the daemon."""
+        prefixes = (settings.topic_prefix, settings.ops_prefix)
+        if all(dealt(prefix, shared) for prefix in prefixes):
             return None
         claim = ClaimOnce(redis, owner, once) if once else None
-        partition = (Partition(settings.replica_index, settings.replica_count, settings.topic_prefix,
-                               settings.ops_prefix) if settings.replica_count > 1 else None)
-        return cls(claim, partition) if claim or partition else None
+        partition = (Partition(settings.replica_index, settings.replica_count, *prefixes)
+                     if settings.replica_count > 1 else None)
+        return cls(claim, partition, shared) if claim or partition else None
 
     def keep(self, batch: list[Inbound]) -> list[Inbound]:
         """Raises what Redis raises (the run loop retries the batch: claims already made are kept)."""
         mine = batch
         if self.partition is not None:
             claimed = self.claim.filters if self.claim else []
-            mine = [m for m in batch if self.partition.owns(m.topic)
+            mine = [m for m in batch if dealt(m.topic, self.shared) or self.partition.owns(m.topic)
                     or any(topic_matches_sub(f, m.topic) for f in claimed)]
         if self.claim is not None and mine:
-            mine = self.claim.keep(mine)
+            plain = [m for m in mine if not dealt(m.topic, self.shared)]
+            if plain:
+                kept = {id(m) for m in self.claim.keep(plain)}
+                mine = [m for m in mine if dealt(m.topic, self.shared) or id(m) in kept]
         return mine
 
 
 # KEYS[1]: the daemon's lease hash (field: replica index, value: "owner|count|expires_ms").
-# ARGV: index, owner, count, now_ms, ttl_ms. Returns "" when taken, else why not.
+# ARGV: index, owner, count, ttl_ms. Returns "" when taken, else why not. Redis's clock, one for all
+# replicas (TIME before writes: Redis >= 5 replicates a script's effects, not the script).
 LEASE_SCRIPT = """
 local mine = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local owner, count, expires = string.match(all[i + 1], '^(.*)|(%d+)|(%d+)$')
-  if expires and tonumber(expires) > tonumber(ARGV[4]) then
+  if expires and tonumber(expires) > now then
     if count ~= ARGV[3] then return 'replica ' .. all[i] .. ' (' .. owner .. ') runs with count ' .. count end
     if all[i] == mine and owner ~= ARGV[2] then return 'index ' .. mine .. ' is held by ' .. owner end
   elseif all[i] ~= mine then
     redis.call('HDEL', KEYS[1], all[i])
   end
 end
-redis.call('HSET', KEYS[1], mine, ARGV[2] .. '|' .. ARGV[3] .. '|' .. (tonumber(ARGV[4]) + tonumber(ARGV[5])))
+local expires = string.format('%d', now + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], mine, ARGV[2] .. '|' .. ARGV[3] .. '|' .. expires)
 return ''
 """
 
@@ -134,7 +144,7 @@ class ReplicaLease:
 
     def take(self) -> None:
         why = self._script(keys=[self.key], args=[str(self.index), self.owner, str(self.count),
-                                                   int(time.time() * 1000), int(self.ttl_s * 1000)])
+                                                   int(self.ttl_s * 1000)])
         if why:
             raise ConfigError(f"FLEET_REPLICA_INDEX={self.index}, FLEET_REPLICA_COUNT={self.count}: {why}")
 

@@ -49,13 +49,14 @@ def send_updates(senders: list[Probe], prefix: str, devices: list[str]) -> None:
         t.join()
 
 
-def assert_applied_once(answers: list[Received], redis: redis_lib.Redis, devices: list[str]) -> None:
+def assert_applied_once(answers: list[Received], redis: redis_lib.Redis, prefix: str,
+                        devices: list[str]) -> None:
     accepted = [m for m in answers if m.topic.endswith("/update/accepted")]
     assert not [m.body for m in answers if m.topic.endswith("/rejected")]
     tokens = Counter(m.body["clientToken"] for m in accepted)
     assert len(tokens) == DEVICES * UPDATES and set(tokens.values()) == {1}, "each update answered once"
     for d in devices:
-        versions = sorted(m.body["version"] for m in accepted if m.topic.split("/")[1] == d)
+        versions = sorted(m.body["version"] for m in accepted if m.topic.startswith(f"{prefix}/{d}/"))
         assert versions == list(range(1, UPDATES + 1)), (d, versions)
         doc = json.loads(redis.hget(device_key("fleet", d), "sh:"))
         assert doc["version"] == UPDATES and doc["state"]["reported"] == {f"k{i}": i for i in range(UPDATES)}
@@ -69,7 +70,7 @@ def test_two_replicas_behind_share_split_the_load(daemon, probe, prefixes, redis
     devices = [f"sh-{n}" for n in range(DEVICES)]
     observer = probe(f"{p}/+/shadow/update/accepted", f"{p}/+/shadow/update/rejected")
     send_updates([probe() for _ in range(4)], p, devices)
-    assert_applied_once(collect(observer, DEVICES * UPDATES), redis, devices)
+    assert_applied_once(collect(observer, DEVICES * UPDATES), redis, p, devices)
     per_replica = [counted(port, "shadowsync", "update", "accepted") for port in ports]
     assert sum(per_replica) == DEVICES * UPDATES and min(per_replica) > 0, per_replica
 
@@ -108,7 +109,7 @@ def test_two_numbered_replicas_on_311_apply_and_answer_once(amqtt, redis, redis_
         senders = [Probe(amqtt.url, protocol=paho.MQTTv311, auth=auth).connect() for _ in range(2)]
         send_updates(senders, p, devices)
         answers = collect(observer, DEVICES * UPDATES)
-        assert_applied_once(answers, redis, devices)
+        assert_applied_once(answers, redis, p, devices)
         per_replica = [counted(port, "shadowsync", "update", "accepted") for port in ports]
         assert sum(per_replica) == DEVICES * UPDATES and min(per_replica) > 0, per_replica
         assert counted(ports[0], "shadowsync", "message", "other_replica") > 0
@@ -150,3 +151,18 @@ def test_two_numbered_replicas_on_311_apply_and_answer_once(amqtt, redis, redis_
     finally:
         for d in replicas:
             d.kill()
+
+
+def test_numbered_replicas_on_a_dollar_prefix_behind_share(daemon, probe, prefixes, redis):
+    """mosquitto never deals `$` topics (runtime.mqtt.dealt): each replica gets them all, and the
+    device partition and the command claims apply as on a 3.1.1 broker."""
+    p, o = f"${prefixes[0]}/things", f"${prefixes[1]}"
+    env = {"FLEET_TOPIC_PREFIX": p, "FLEET_OPS_PREFIX": o, "FLEET_REPLICA_COUNT": "2"}
+    replicas = [daemon("shadowsync", FLEET_REPLICA_INDEX=str(n), **env) for n in range(2)]
+    assert all(d.event("started")["shared"] for d in replicas)
+    devices = [f"dl-{n}" for n in range(DEVICES)]
+    observer = probe(f"{p}/+/shadow/update/accepted", f"{p}/+/shadow/update/rejected", f"{o}/shadow/bulk/+")
+    send_updates([probe() for _ in range(2)], p, devices)
+    assert_applied_once(collect(observer, DEVICES * UPDATES), redis, p, devices)
+    observer.publish(f"{o}/shadow/bulk", {"selector": {"ids": devices[:3]}, "state": {"desired": {"x": 1}}})
+    assert [m.topic.rsplit("/", 1)[1] for m in collect(observer, 1)] == ["accepted"]

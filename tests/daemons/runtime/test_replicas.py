@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import ExitStack
 
@@ -61,6 +62,22 @@ def test_for_broker_applies_nothing_behind_share(redis):
     assert rules.partition == Partition(1, 2, "fleet", "fleetops")
     single = load_settings("shadowsync", environ={})
     assert Replicas.for_broker(single, redis, "x", [], shared=False) is None
+
+
+def test_behind_share_only_dollar_topics_are_partitioned_and_claimed(redis):
+    """mosquitto never deals `$` topics: replicas on a `$` ops prefix each get its commands."""
+    settings = load_settings("otaplanner", environ={"FLEET_REPLICA_INDEX": "0", "FLEET_REPLICA_COUNT": "2",
+                                                    "FLEET_OPS_PREFIX": "$ops"})
+    filters = ["$ops/ota/rollouts/+/command"]
+    a = Replicas.for_broker(settings, redis, "a", filters, shared=True)
+    b = Replicas.for_broker(dataclasses.replace(settings, replica_index=1), redis, "b", filters, shared=True)
+    assert a is not None and b is not None
+    theirs = next(d for d in IDS if owner_of(d, 2) == 1)
+    dealt_msg = msg(f"fleet/{theirs}/ota/status")  # dealt by the broker: handled by whoever got it
+    tags = msg(f"$ops/devices/{theirs}/tags")  # plain: the owner's
+    command = msg("$ops/ota/rollouts/r1/command", b'{"action":"pause"}')
+    assert a.keep([dealt_msg, tags, command]) == [dealt_msg, command]
+    assert b.keep([dealt_msg, tags, command]) == [dealt_msg, tags], "the command went to a's claim"
 
 
 def test_settings_refuse_an_index_outside_the_count():
