@@ -252,3 +252,16 @@ def iter_unique(prefix: str) -> Iterator[str]:
     while True:
         n += 1
         yield f"{prefix}{os.getpid()}x{n}"
+
+
+def counted(metrics_port: int, daemon: str, kind: str, result: str | None = None) -> float:
+    """`fleet_messages_total{daemon,kind,result}` as one daemon's /metrics shows it now (0 if absent);
+    without `result`, the sum over every result of `kind`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    needle = f'fleet_messages_total{{daemon="{daemon}",kind="{kind}",result="{result or ""}'
+    if result is not None:
+        needle += '"} '
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(needle))
