@@ -34,6 +34,10 @@ Build = Callable[..., Handler]
 
 
 def connect_redis(settings: Settings) -> Any:
+    """The Redis client of every daemon, the API and fleetctl: a `redis.RedisCluster` when
+    `redis_cluster` (FLEET_REDIS_CLUSTER) is on, `redis_url` then naming any one node of the
+    cluster (the client learns the others); else a `redis.Redis` on `redis_url`. Replies decoded
+    as str. The stores tell the two apart by type (daemons.registry.is_cluster)."""
     if settings.redis_cluster:
         return redis.RedisCluster.from_url(settings.redis_url, decode_responses=True)
     return redis.Redis.from_url(settings.redis_url, decode_responses=True)

@@ -5,30 +5,19 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-import redis as redis_lib
-
-from daemons.cli.localstack import start_redis_cluster
 from healthwatch.device import DeviceState
 from healthwatch.store import HealthStore
 from tests.healthwatch.test_replicas import all_scored, beat
-from tests.support import Daemon, env_for
+from tests.support import Daemon, env_for, redis_client
 
 DEVICES, BEATS = 24, 25
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
-
-
-def test_two_replicas_on_redis_cluster(cluster, broker, probe, prefixes):
+def test_two_replicas_on_redis_cluster(redis_cluster, broker, probe, prefixes):
     p, o = prefixes
-    replicas = [Daemon("healthwatch", env_for(cluster.nodes[0], broker, p, o, FLEET_REDIS_CLUSTER="1",
+    replicas = [Daemon("healthwatch", env_for(redis_cluster, broker, p, o,
                                               FLEET_MQTT_CLIENT_ID=f"hw-cluster-{n}-{p}")) for n in range(2)]
-    client = redis_lib.RedisCluster.from_url(cluster.url, decode_responses=True)
+    client = redis_client(redis_cluster)
     store = HealthStore(client)
     try:
         for d in replicas:

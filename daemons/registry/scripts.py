@@ -1,0 +1,60 @@
+"""Lua scripts pipelined on one Redis or on Redis Cluster: the one place for that difference.
+
+Every store (shadow-sync, healthwatch, the planner) writes per device or per rollout with a
+script whose keys share one hash tag, many calls per batch in one round trip. redis-py's cluster
+pipeline refuses scripts (EVALSHA is in its `PIPELINE_BLOCKED_COMMANDS` up to redis-py 8.1, issue
+redis/redis-py#2914), so on a cluster the calls are grouped by the node that owns each call's slot
+and sent in a plain pipeline on that node's connection (the pipeline loads the script there first).
+Whether a client is a cluster client is decided once, by its type: daemons.runtime.app's
+`connect_redis` makes one when `FLEET_REDIS_CLUSTER` is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis as redis_lib
+
+# One script call: its keys (all in one slot: one hash tag) and its arguments.
+ScriptCall = tuple[Sequence[str], Sequence[Any]]
+
+
+def is_cluster(redis: Any) -> bool:
+    """True for a Redis Cluster client (redis.RedisCluster)."""
+    return isinstance(redis, redis_lib.RedisCluster)
+
+
+def run_scripts(redis: Any, script: Any, calls: Sequence[ScriptCall],
+                extra: Callable[[Any], None] | None = None) -> list[Any]:
+    """Run `script` (a `register_script` object) once per call, pipelined; the results in call order.
+
+    `extra(pipe)` may queue further plain commands (index updates) after the scripts: in the same
+    round trip on one Redis, in one cluster pipeline after the scripts on a cluster. Errors are
+    redis-py's (a ResponseError from a script is raised by the pipeline). A slot that moved while a
+    cluster is resharded fails the batch with its MOVED error; the cluster client's own next command
+    refreshes its slot map and the batch is retried (the scripts are idempotent or compare-and-set).
+    """
+    if not is_cluster(redis):
+        pipe = redis.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        if extra is not None:
+            extra(pipe)
+        return list(pipe.execute())[: len(calls)]
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for i, (keys, _) in enumerate(calls):
+        node = redis.get_node_from_key(keys[0])
+        by_node.setdefault(node.name, (node, []))[1].append(i)
+    results: list[Any] = [None] * len(calls)
+    for node, indexes in by_node.values():
+        pipe = redis.get_redis_connection(node).pipeline(transaction=False)
+        for i in indexes:
+            script(keys=calls[i][0], args=calls[i][1], client=pipe)
+        for i, result in zip(indexes, pipe.execute(), strict=True):
+            results[i] = result
+    if extra is not None:
+        pipe = redis.pipeline(transaction=False)
+        extra(pipe)
+        pipe.execute()
+    return results
