@@ -1,12 +1,14 @@
-"""Lua scripts pipelined on one Redis or on Redis Cluster: the one place for that difference.
+"""One Redis or a Redis Cluster: the one place for what differs between them.
 
-Every store (shadow-sync, healthwatch, the planner) writes per device or per rollout with a
-script whose keys share one hash tag, many calls per batch in one round trip. redis-py's cluster
-pipeline refuses scripts (EVALSHA is in its `PIPELINE_BLOCKED_COMMANDS` up to redis-py 8.1, issue
-redis/redis-py#2914), so on a cluster the calls are grouped by the node that owns each call's slot
-and sent in a plain pipeline on that node's connection (the pipeline loads the script there first).
-Whether a client is a cluster client is decided once, by its type: daemons.runtime.app's
-`connect_redis` makes one when `FLEET_REDIS_CLUSTER` is on.
+Every store writes per device or per rollout with a Lua script whose keys share one hash tag,
+many calls per batch in one round trip (`run_scripts`). redis-py's cluster pipeline refuses
+scripts (EVALSHA is in its `PIPELINE_BLOCKED_COMMANDS` up to redis-py 8.1, issue redis/redis-py#2914),
+so on a cluster the calls are grouped by the node that owns each call's slot and sent in a plain
+pipeline on that node's connection (the pipeline loads the script there first). The same list
+blocks multi-key commands (SUNIONSTORE, SDIFFSTORE, DEL of several keys) even when their keys
+share a hash tag: `slot_pipeline` is a plain pipeline, or MULTI, on the node of one slot.
+Whether a client is a cluster client is decided once, by its type (`is_cluster`):
+daemons.runtime.app's `connect_redis` makes one when `FLEET_REDIS_CLUSTER` is on.
 """
 
 from __future__ import annotations
@@ -58,3 +60,12 @@ def run_scripts(redis: Any, script: Any, calls: Sequence[ScriptCall],
         extra(pipe)
         pipe.execute()
     return results
+
+
+def slot_pipeline(redis: Any, key: str, transaction: bool = False) -> Any:
+    """A pipeline (MULTI/EXEC when `transaction`) whose every key must be in `key`'s slot (one hash
+    tag): on a cluster, a plain pipeline on the node that owns that slot, so multi-key commands
+    and transactions work as on one Redis."""
+    if not is_cluster(redis):
+        return redis.pipeline(transaction=transaction)
+    return redis.get_redis_connection(redis.get_node_from_key(key)).pipeline(transaction=transaction)
