@@ -13,8 +13,13 @@ Keys of one rollout share the hash tag `{ro:<rid>}` (one slot on Redis Cluster):
   lease     string: the replica that runs this rollout's periodic work
   rb:*      dev, cnt, pending, deadline, jobs again for the rollback jobs (job ids end in `#rb`)
 Other keys: `ota:releases` (version -> JSON), `ota:rollouts`/`ota:active`/`ota:trailing` (sets of ids),
-`ota:cur:{<device>}` (`slot_key`: the device's one job slot, rollout and job id),
-`ota:health` (device -> score).
+`ota:cur:{<device>}` (`slot_key`: the device's one job slot, rollout and job id; same hash tag as the
+device's registry hash, which CLAIM reads), `ota:health` (device -> score).
+On Redis Cluster every script touches one slot: a rollout's own keys, or one device's. The fleet-wide
+keys above are only ever used one key per command, so they need no common tag (and stay readable
+under their old names); a rollout's id is added to `ota:rollouts`/`ota:active` right after CREATE,
+in other slots, a separate command as on one Redis. Scripts are pipelined by
+daemons.registry.run_scripts.
 """
 
 from __future__ import annotations
