@@ -13,6 +13,7 @@ from tests.support import (
     Daemon,
     Probe,
     Server,
+    default_backend,
     env_for,
     iter_unique,
     redis_client,
@@ -48,8 +49,9 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     """The Redis of this test's `redis` and `daemon` fixtures: "single" (redis-server) unless the
-    test is marked `tests.support.on_both_backends`, which runs it on "cluster" too."""
-    return str(getattr(request, "param", "single"))
+    test is marked `tests.support.on_both_backends`, which runs it on "cluster" too.
+    TEST_REDIS_BACKEND=cluster makes "cluster" the default, for a run of whole directories on it."""
+    return str(getattr(request, "param", default_backend()))
 
 
 @pytest.fixture

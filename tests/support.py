@@ -243,16 +243,23 @@ def env_for(redis: Server | Cluster, broker: Server, prefix: str, ops: str, **ex
 
 
 def redis_client(redis: Server | Cluster) -> Any:
-    """A client of this test Redis, made as the daemons make theirs (daemons.runtime.app.connect_redis)."""
-    from daemons.runtime.app import connect_redis
+    """A client of this test Redis, made as the daemons make theirs (daemons.runtime.redisclient)."""
     from daemons.runtime.config import Settings
+    from daemons.runtime.redisclient import connect_redis
 
     return connect_redis(Settings(redis_url=redis.url, redis_cluster=isinstance(redis, Cluster)))
+
+
+def default_backend() -> str:
+    """"single" (redis-server) or, with TEST_REDIS_BACKEND=cluster, "cluster" (a 3-master Redis Cluster)."""
+    return "cluster" if os.environ.get("TEST_REDIS_BACKEND") == "cluster" else "single"
 
 
 # Runs a test once on one redis-server and once on a 3-master Redis Cluster (tests/conftest.py's
 # `backend` fixture): for a few representative end-to-end tests, not every test (make test's time).
 on_both_backends = pytest.mark.parametrize("backend", ["single", "cluster"], indirect=True)
+# Runs a test on the Redis Cluster only (its `redis` fixture emptied first, as on one redis-server).
+on_cluster = pytest.mark.parametrize("backend", ["cluster"], indirect=True)
 
 
 def iter_unique(prefix: str) -> Iterator[str]:

@@ -151,8 +151,8 @@ def _console(config: Path, env: dict[str, str]) -> tuple[str, str]:
     """The console's URL and a new admin token (stored hashed in this run's Redis)."""
     from daemons.api.app import public_url
     from daemons.api.auth import TokenStore
-    from daemons.runtime.app import connect_redis
     from daemons.runtime.config import load_settings
+    from daemons.runtime.redisclient import connect_redis
 
     settings = load_settings("api", str(config), env)
     client = connect_redis(settings)

@@ -8,7 +8,7 @@ pipeline on that node's connection (the pipeline loads the script there first). 
 blocks multi-key commands (SUNIONSTORE, SDIFFSTORE, DEL of several keys) even when their keys
 share a hash tag: `slot_pipeline` is a plain pipeline, or MULTI, on the node of one slot.
 Whether a client is a cluster client is decided once, by its type (`is_cluster`):
-daemons.runtime.app's `connect_redis` makes one when `FLEET_REDIS_CLUSTER` is on.
+daemons.runtime.redisclient's `connect_redis` makes one when `FLEET_REDIS_CLUSTER` is on.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ ScriptCall = tuple[Sequence[str], Sequence[Any]]
 
 
 def is_cluster(redis: Any) -> bool:
-    """True for a Redis Cluster client (redis.RedisCluster)."""
-    return isinstance(redis, redis_lib.RedisCluster)
+    """True for a Redis Cluster client: a redis.RedisCluster, or a client that says `is_cluster`
+    (daemons.runtime.redisclient.LazyCluster, which makes its RedisCluster at first use)."""
+    return isinstance(redis, redis_lib.RedisCluster) or getattr(type(redis), "is_cluster", False) is True
 
 
 def run_scripts(redis: Any, script: Any, calls: Sequence[ScriptCall],

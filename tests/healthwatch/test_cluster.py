@@ -8,16 +8,17 @@ import time
 from healthwatch.device import DeviceState
 from healthwatch.store import HealthStore
 from tests.healthwatch.test_replicas import all_scored, beat
-from tests.support import Daemon, env_for, redis_client
+from tests.support import Daemon, env_for, on_cluster
 
 DEVICES, BEATS = 24, 25
 
 
-def test_two_replicas_on_redis_cluster(redis_cluster, broker, probe, prefixes):
+@on_cluster
+def test_two_replicas_on_redis_cluster(redis, redis_target, broker, probe, prefixes):
     p, o = prefixes
-    replicas = [Daemon("healthwatch", env_for(redis_cluster, broker, p, o,
+    replicas = [Daemon("healthwatch", env_for(redis_target, broker, p, o,
                                               FLEET_MQTT_CLIENT_ID=f"hw-cluster-{n}-{p}")) for n in range(2)]
-    client = redis_client(redis_cluster)
+    client = redis
     store = HealthStore(client)
     try:
         for d in replicas:
@@ -38,6 +39,5 @@ def test_two_replicas_on_redis_cluster(redis_cluster, broker, probe, prefixes):
         counts = {k: int(v) for k, v in client.hgetall(store.counts_key).items()}
         assert sum(v for k, v in counts.items() if k.startswith("status:")) == DEVICES, counts
     finally:
-        client.close()
         for d in replicas:
             d.kill()

@@ -20,12 +20,12 @@ def amqtt(tmp_path, prefixes):
     server.stop()
 
 
-def test_each_request_answered_once_by_two_replicas(amqtt, redis, redis_server, prefixes, tmp_path):
+def test_each_request_answered_once_by_two_replicas(amqtt, redis, redis_target, prefixes, tmp_path):
     p, o = prefixes
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     planners = [Daemon("otaplanner", env_for(
-        redis_server, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"planner-{n}-{p}", FLEET_OTA_MASTER_KEY=MASTER_KEY,
+        redis_target, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"planner-{n}-{p}", FLEET_OTA_MASTER_KEY=MASTER_KEY,
         FLEET_MQTT_USERNAME="otaplanner", FLEET_MQTT_PASSWORD=amqtt.accounts["otaplanner"],
         FLEET_ARTIFACT_STORE=f"local:{artifacts}", FLEET_ARTIFACT_HTTP_PORT=str(free_port())))
         for n in range(2)]
@@ -50,7 +50,7 @@ def test_each_request_answered_once_by_two_replicas(amqtt, redis, redis_server, 
         extra = [(m.topic, m.body) for m in operator.drain(quiet=1.5)
                  if m.topic.endswith(("/accepted", "/rejected"))]
         assert extra == [], "a second replica answered too"
-        assert len(redis.keys("fleet:once:*")) == 3, "each request claimed in Redis"
+        assert len(list(redis.scan_iter(match="fleet:once:*"))) == 3, "each request claimed in Redis"
     finally:
         operator.close()
         for d in planners:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from tests.support import Daemon, env_for
+from tests.support import Daemon, env_for, on_cluster
 
 
-def test_shadowsync_on_redis_cluster(redis_cluster, broker, probe, prefixes):
+@on_cluster
+def test_shadowsync_on_redis_cluster(redis, redis_target, broker, probe, prefixes):
     p, o = prefixes
-    env = env_for(redis_cluster, broker, p, o, FLEET_MQTT_CLIENT_ID="ss-cluster")
+    env = env_for(redis_target, broker, p, o, FLEET_MQTT_CLIENT_ID="ss-cluster")
     sync = Daemon("shadowsync", env).start()
     try:
         ops = probe(f"{p}/+/shadow/#", f"{o}/shadow/bulk/+")

@@ -22,6 +22,7 @@ from tests.support import (
     Daemon,
     Probe,
     Server,
+    default_backend,
     env_for,
     free_port,
     iter_unique,
@@ -117,7 +118,7 @@ def stop_stack(stack: Stack) -> None:
 def stack_redis(request: pytest.FixtureRequest) -> Server | Cluster:
     """The Redis of a module's `stack`: redis-server, or the Redis Cluster in a module marked
     `pytestmark = on_both_stacks` (its every test then runs once on each)."""
-    cluster = getattr(request, "param", "single") == "cluster"
+    cluster = getattr(request, "param", default_backend()) == "cluster"
     return request.getfixturevalue("redis_cluster" if cluster else "redis_server")  # type: ignore[no-any-return]
 
 
