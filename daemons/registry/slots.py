@@ -34,9 +34,11 @@ def run_scripts(redis: Any, script: Any, calls: Sequence[ScriptCall],
 
     `extra(pipe)` may queue further plain commands (index updates) after the scripts: in the same
     round trip on one Redis, in one cluster pipeline after the scripts on a cluster. Errors are
-    redis-py's (a ResponseError from a script is raised by the pipeline). A slot that moved while a
-    cluster is resharded fails the batch with its MOVED error; the cluster client's own next command
-    refreshes its slot map and the batch is retried (the scripts are idempotent or compare-and-set).
+    redis-py's (a ResponseError from a script is raised by the pipeline). On a cluster being
+    resharded, a call sent to a node that no longer owns its slot (MOVED or ASK) makes this refresh
+    the client's slot map and raise `redis.exceptions.TryAgainError`, which the run loop retries
+    like any transient error: the scripts of a batch are idempotent or compare-and-set, so the
+    calls that did apply before it do no harm when sent again.
     """
     if not is_cluster(redis):
         pipe = redis.pipeline(transaction=False)
@@ -54,7 +56,12 @@ def run_scripts(redis: Any, script: Any, calls: Sequence[ScriptCall],
         pipe = redis.get_redis_connection(node).pipeline(transaction=False)
         for i in indexes:
             script(keys=calls[i][0], args=calls[i][1], client=pipe)
-        for i, result in zip(indexes, pipe.execute(), strict=True):
+        try:
+            answers = pipe.execute()
+        except (redis_lib.exceptions.MovedError, redis_lib.exceptions.AskError) as exc:
+            redis.nodes_manager.initialize()
+            raise redis_lib.exceptions.TryAgainError(f"slot moved, slot map refreshed: {exc}") from exc
+        for i, result in zip(indexes, answers, strict=True):
             results[i] = result
     if extra is not None:
         pipe = redis.pipeline(transaction=False)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import redis as redis_lib
+
 from daemons.protocol.selector import parse_selector
 from daemons.registry import DeviceInfo, Registry, device_key, is_cluster, run_scripts, slot_pipeline
-from tests.support import on_both_backends
+from tests.support import on_both_backends, on_cluster
 
 # Adds ARGV[1] to the device hash's `sum` and answers the new sum.
 ADD = "return redis.call('HINCRBY', KEYS[1], 'sum', ARGV[1])"
@@ -61,3 +64,20 @@ def test_selectors_resolve_from_the_indexes(redis: Any) -> None:
     lab = parse_selector({"tags": {"site": "lab"}, "ids": ["s0", "s1", "s4"]})
     assert registry.select(lab) == ["s0", "s4"]
     assert len(registry.select(parse_selector({}))) == len(DEVICES)
+
+
+@on_cluster
+def test_a_moved_slot_refreshes_the_map_and_asks_for_a_retry(redis: Any) -> None:
+    key = device_key("fleet", "moving")
+    script = redis.register_script(ADD)
+    assert run_scripts(redis, script, [([key], [1])]) == [1]
+    redis.delete(key)  # an empty slot can change owner at once (no key to migrate)
+    slot, old = redis.keyslot(key), redis.get_node_from_key(key)
+    new = next(n for n in redis.get_primaries() if n.name != old.name)
+    new_id = redis.get_redis_connection(new).execute_command("CLUSTER", "MYID")
+    for node in [new, *(n for n in redis.get_primaries() if n.name != new.name)]:
+        redis.get_redis_connection(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
+    with pytest.raises(redis_lib.exceptions.TryAgainError):  # sent by the old map: MOVED
+        run_scripts(redis, script, [([key], [2])])
+    assert redis.get_node_from_key(key).name == new.name  # the map is fresh: the retry lands
+    assert run_scripts(redis, script, [([key], [2])]) == [2]
