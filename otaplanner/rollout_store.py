@@ -16,9 +16,8 @@ Other keys: `ota:releases` (version -> JSON), `ota:rollouts`/`ota:active`/`ota:t
 `ota:cur:{<device>}` (`slot_key`: the device's one job slot, rollout and job id; same hash tag as the
 device's registry hash, which CLAIM reads), `ota:health` (device -> score).
 On Redis Cluster every script touches one slot: a rollout's own keys, or one device's. The fleet-wide
-keys above are only ever used one key per command, so they need no common tag (and stay readable
-under their old names); a rollout's id is added to `ota:rollouts`/`ota:active` right after CREATE,
-in other slots, a separate command as on one Redis. Scripts are pipelined by
+keys above are only ever used one key per command, so they need no common tag; a rollout's id is
+listed in `ota:rollouts`/`ota:active` right after CREATE (see `create`). Scripts are pipelined by
 daemons.registry.run_scripts.
 """
 
@@ -91,13 +90,18 @@ class RolloutStore:
         return dict(self.redis.hgetall(self.key(rid, "meta")))
 
     def create(self, rid: str, fields: dict[str, str], event: dict[str, Any]) -> bool:
+        """Store a new rollout's meta and `created` event unless the id exists; True when created.
+
+        The id is then listed in `ota:rollouts` and `ota:active` (other slots, so not in the script),
+        also when the rollout existed: a create redelivered after a crash between the two lists it.
+        An id listed active whose rollout is not is dropped by the next tick (control.tick).
+        """
         args: list[str] = [json.dumps(event)]
         for k, v in fields.items():
             args.extend((k, v))
         ok = bool(self._create(keys=self._keys(rid, "meta", "events"), args=args))
-        if ok:
-            self.redis.sadd("ota:rollouts", rid)
-            self.redis.sadd("ota:active", rid)
+        self.redis.sadd("ota:rollouts", rid)
+        self.redis.sadd("ota:active", rid)
         return ok
 
     def transition(self, rid: str, rev: str, fields: dict[str, str], event: dict[str, Any] | None) -> int:
