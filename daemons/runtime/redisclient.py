@@ -50,7 +50,8 @@ class LazyCluster:
                         self._client = redis.RedisCluster.from_url(self._url, decode_responses=True)
                     except (redis.exceptions.RedisClusterException, redis.exceptions.ConnectionError,
                             redis.exceptions.TimeoutError) as exc:
-                        raise redis.exceptions.ConnectionError(f"Redis Cluster {self._url}: {exc}") from exc
+                        # Not the URL: it may carry a password.
+                        raise redis.exceptions.ConnectionError(f"Redis Cluster: {exc}") from exc
         return self._client
 
     def register_script(self, script: str) -> Script:
@@ -61,4 +62,6 @@ class LazyCluster:
             self._client.close()
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # own state not set yet (copy, pickle): never the client's
+            raise AttributeError(name)
         return getattr(self.client(), name)
