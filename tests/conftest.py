@@ -62,7 +62,7 @@ def redis_target(backend: str, request: pytest.FixtureRequest) -> Server | Clust
 
 @pytest.fixture
 def redis(redis_target: Server | Cluster) -> Iterator[Any]:
-    """A client of the test's Redis (redis.Redis, or redis.RedisCluster on "cluster"), emptied first."""
+    """A client of the test's Redis (redis.Redis, or a cluster client on "cluster"), emptied first."""
     client = redis_client(redis_target)
     client.flushall()  # on a cluster: on every master (redis-py sends FLUSHALL to all primaries)
     yield client

@@ -38,7 +38,7 @@ class Stack:
     url: str
     p: str
     o: str
-    redis: Any  # redis.Redis, or redis.RedisCluster
+    redis: Any  # redis.Redis, or a cluster client
     broker: Server
     env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
@@ -64,16 +64,16 @@ class Stack:
         return p
 
 
-def start_stack(redis_server: Server | Cluster, broker: Server, work: Path, modules: tuple[str, ...],
+def start_stack(redis_target: Server | Cluster, broker: Server, work: Path, modules: tuple[str, ...],
                 **extra: str) -> Stack:
     """The daemons `modules` and fleet-api on this Redis (emptied first; a Cluster: FLEET_REDIS_CLUSTER)."""
     # Retained messages (a simulator's status) outlive a stack: every stack gets its own prefixes.
     name = f"{next(_names)}{secrets.token_hex(2)}"
     p, o = f"fl{name}", f"ops{name}"
-    r = redis_client(redis_server)
+    r = redis_client(redis_target)
     r.flushall()
     port = free_port()
-    env = env_for(redis_server, broker, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
+    env = env_for(redis_target, broker, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
                   FLEET_ARTIFACT_STORE=f"local:{work / 'artifacts'}",
                   FLEET_ARTIFACT_HTTP_PORT=str(free_port()),
                   FLEET_API_PORT=str(port), **extra)
