@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 
 # Re-exported: tests and benchmarks start infrastructure from here.
 from daemons.cli.localstack import (  # noqa: F401
+    Cluster,
     Server,
     free_port,
     need,
@@ -234,7 +236,8 @@ class Daemon:
             self.notify = None
 
 
-def env_for(redis: Server, broker: Server, prefix: str, ops: str, **extra: str) -> dict[str, str]:
+def env_for(redis: Server | Cluster, broker: Server, prefix: str, ops: str, **extra: str) -> dict[str, str]:
+    """A daemon's FLEET_* environment; a Redis Cluster turns FLEET_REDIS_CLUSTER on."""
     env = {
         "FLEET_MQTT_URL": broker.url,
         "FLEET_REDIS_URL": redis.url,
@@ -243,8 +246,30 @@ def env_for(redis: Server, broker: Server, prefix: str, ops: str, **extra: str) 
         "FLEET_METRICS_PORT": "0",
         "FLEET_LOG_LEVEL": "info",
     }
+    if isinstance(redis, Cluster):
+        env["FLEET_REDIS_CLUSTER"] = "1"
     env.update(extra)
     return env
+
+
+def redis_client(redis: Server | Cluster) -> Any:
+    """A client of this test Redis, made as the daemons make theirs (daemons.runtime.redisclient)."""
+    from daemons.runtime.config import Settings
+    from daemons.runtime.redisclient import connect_redis
+
+    return connect_redis(Settings(redis_url=redis.url, redis_cluster=isinstance(redis, Cluster)))
+
+
+def default_backend() -> str:
+    """"single" (redis-server) or, with TEST_REDIS_BACKEND=cluster, "cluster" (a 3-master Redis Cluster)."""
+    return "cluster" if os.environ.get("TEST_REDIS_BACKEND") == "cluster" else "single"
+
+
+# Runs a test once on one redis-server and once on a 3-master Redis Cluster (tests/conftest.py's
+# `backend` fixture): for a few representative end-to-end tests, not every test (make test's time).
+on_both_backends = pytest.mark.parametrize("backend", ["single", "cluster"], indirect=True)
+# Runs a test on the Redis Cluster only (its `redis` fixture emptied first, as on one redis-server).
+on_cluster = pytest.mark.parametrize("backend", ["cluster"], indirect=True)
 
 
 def iter_unique(prefix: str) -> Iterator[str]:

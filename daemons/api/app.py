@@ -178,8 +178,10 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
     async def redis_away(request: Request, exc: Exception) -> Response:
         return problems.problem_response(503, f"redis: {type(exc).__name__}")
 
-    app.add_exception_handler(redis_lib.exceptions.ConnectionError, redis_away)
-    app.add_exception_handler(redis_lib.exceptions.TimeoutError, redis_away)
+    # On Redis Cluster also: the cluster down or a master gone (ClusterError), a slot not served.
+    for away in (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError,
+                 redis_lib.exceptions.ClusterError, redis_lib.exceptions.SlotNotCoveredError):
+        app.add_exception_handler(away, redis_away)
     for r in (routes_devices.router, routes_ota.router, routes_ops.router):
         app.include_router(r, prefix=API)
     app.include_router(routes_ops.pages)

@@ -107,7 +107,7 @@ def get_device(c: Ctx, who: Viewer, device_id: DeviceId) -> dict[str, Any]:
 def _ota(c: Ctx, device_id: str) -> dict[str, Any] | None:
     """The device's current job (the planner's one job slot), else its job in the newest rollout
     that took it in, with its state there; None when no rollout ever did."""
-    slot = c.redis.hgetall(f"ota:cur:{{{device_id}}}")
+    slot = c.redis.hgetall(c.rollouts.slot_key(device_id))
     if slot.get("rid"):
         rid, job_id = slot["rid"], slot.get("job")
         kind = "rb:" if str(job_id or "").endswith("#rb") else ""

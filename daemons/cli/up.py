@@ -152,14 +152,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _console(config: Path, env: dict[str, str]) -> tuple[str, str]:
     """The console's URL and a new admin token (stored hashed in this run's Redis)."""
-    import redis as redis_lib
-
     from daemons.api.app import public_url
     from daemons.api.auth import TokenStore
     from daemons.runtime.config import load_settings
+    from daemons.runtime.redisclient import connect_redis
 
     settings = load_settings("api", str(config), env)
-    client = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect_redis(settings)
     try:
         token = TokenStore(client).create("fleet-up-admin", "admin", ttl_days=7)["token"]
     finally:

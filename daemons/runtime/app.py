@@ -16,8 +16,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-import redis
-
 from daemons.protocol.errors import FleetError
 from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
@@ -25,18 +23,13 @@ from daemons.runtime.metrics import DaemonMetrics, time_redis
 from daemons.runtime.mqtt import MqttSession
 from daemons.runtime.notify import Notifier
 from daemons.runtime.prefixes import check_prefixes
+from daemons.runtime.redisclient import connect_redis
 from daemons.runtime.replicas import ReplicaLease, Replicas
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
 # build(settings, redis, metrics[, resources]) -> Handler. A build that starts servers takes the
 # fourth argument and registers how to stop each one on it (`resources.callback(server.close)`).
 Build = Callable[..., Handler]
-
-
-def connect_redis(settings: Settings) -> Any:
-    if settings.redis_cluster:
-        return redis.RedisCluster.from_url(settings.redis_url, decode_responses=True)
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
 
 
 def parse_args(daemon: str, argv: list[str] | None) -> argparse.Namespace:

@@ -29,6 +29,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,  # Redis Cluster: a slot's master gone, no failover yet
 )
 
 

@@ -24,13 +24,13 @@ def amqtt(tmp_path, prefixes):
     server.stop()
 
 
-def test_two_numbered_replicas_answer_once_and_roll_out_once(amqtt, redis, redis_server, prefixes, tmp_path):
+def test_two_numbered_replicas_answer_once_and_roll_out_once(amqtt, redis, redis_target, prefixes, tmp_path):
     p, o = prefixes
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     ports = [free_port(), free_port()]
     planners = [Daemon("otaplanner", env_for(
-        redis_server, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"planner-{n}-{p}", FLEET_OTA_MASTER_KEY=MASTER_KEY,
+        redis_target, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"planner-{n}-{p}", FLEET_OTA_MASTER_KEY=MASTER_KEY,
         FLEET_MQTT_USERNAME="otaplanner", FLEET_MQTT_PASSWORD=amqtt.accounts["otaplanner"],
         FLEET_ARTIFACT_STORE=f"local:{artifacts}", FLEET_ARTIFACT_HTTP_PORT=str(free_port()),
         FLEET_MQTT_PROTOCOL="3.1.1", FLEET_REPLICA_INDEX=str(n), FLEET_REPLICA_COUNT="2",
@@ -70,7 +70,7 @@ def test_two_numbered_replicas_answer_once_and_roll_out_once(amqtt, redis, redis
         extra = [(m.topic, m.body) for m in operator.drain(quiet=1.5)
                  if m.topic.endswith(("/accepted", "/rejected"))]
         assert extra == [], "a second replica answered too"
-        assert len(redis.keys("fleet:once:*")) == 3, "each request claimed in Redis"
+        assert len(list(redis.scan_iter(match="fleet:once:*"))) == 3, "each request claimed in Redis"
         assert all(len(fleet.jobs[d]) == 1 for d in devices), "each device got one job document"
         reports = [counted(port, "otaplanner", "ota_status") for port in ports]
         assert sum(reports) == len(SUCCESS) * len(devices) and min(reports) > 0, reports

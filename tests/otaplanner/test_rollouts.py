@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tests.otaplanner.fleet import SUCCESS, share
 from tests.otaplanner.planner_env import MASTER_KEY, Env, ids, ota
-from tests.support import counted, free_port
+from tests.support import counted, free_port, on_both_backends
 
 __all__ = ["ota"]
 
@@ -23,6 +23,7 @@ def device_key(device_id: str) -> bytes:
         bytes.fromhex(MASTER_KEY))
 
 
+@on_both_backends
 def test_happy_path_1_5_20_100_completes(ota: Env) -> None:
     ota.planner()
     ota.release()

@@ -7,9 +7,11 @@ import time
 import pytest
 
 from daemons.protocol.messages import DEVICE_ID_RE
-from tests.daemons.api.conftest import Stack
+from tests.daemons.api.conftest import Stack, on_both_stacks
 
 PROBLEM = "application/problem+json"
+
+pytestmark = on_both_stacks
 
 
 def register(stack: Stack, *devices: tuple[str, str, str]) -> None:
