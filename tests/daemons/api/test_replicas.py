@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import paho.mqtt.client as paho
@@ -39,8 +38,10 @@ def test_two_apis_answer_the_door_and_store_alerts_once(amqtt, redis, redis_serv
                                    "FLEET_MQTT_PASSWORD": amqtt.accounts["api"]}) for port in ports]
     operator = Probe(amqtt.url, protocol=paho.MQTTv311, auth=("operator", amqtt.accounts["operator"]))
     try:
-        with ThreadPoolExecutor() as pool:  # started side by side: each waits for its READY=1
-            list(pool.map(Daemon.start, (sync, *apis)))
+        for d in (sync, *apis):  # side by side
+            d.launch()
+        for d in (sync, *apis):
+            d.wait_ready()
         for port in ports:
             wait_port(port)
         operator.connect().subscribe(f"{o}/debug/open/+")
