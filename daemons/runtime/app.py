@@ -25,7 +25,7 @@ from daemons.runtime.notify import Notifier
 from daemons.runtime.prefixes import check_prefixes
 from daemons.runtime.redisclient import connect_redis
 from daemons.runtime.replicas import ReplicaLease, Replicas
-from daemons.runtime.runloop import Handler, RunLoop, StopFlag
+from daemons.runtime.runloop import TRANSIENT_ERRORS, Handler, RunLoop, StopFlag
 
 # build(settings, redis, metrics[, resources]) -> Handler. A build that starts servers takes the
 # fourth argument and registers how to stop each one on it (`resources.callback(server.close)`).
@@ -77,6 +77,9 @@ def hold_replica_index(settings: Settings, daemon: str, redis: Any, stop: StopFl
     """With FLEET_REPLICA_COUNT > 1: take this replica's index (ConfigError when another live
     replica holds it or runs with another count), keep it while running, give it up on the way out.
 
+    With Redis away at start it waits (before connecting to the broker), as a run loop waits for
+    Redis: it cannot know its index is its own before. FleetError if stopped meanwhile.
+
     Returns an event set when the index was lost to another replica (ours lapsed while Redis was
     away from us): the daemon then stops, rather than handle the same devices as that one.
     """
@@ -85,8 +88,15 @@ def hold_replica_index(settings: Settings, daemon: str, redis: Any, stop: StopFl
         return lost
     lease = ReplicaLease(redis, daemon, settings.client_id_for(daemon), settings.replica_index,
                          settings.replica_count, ttl_s)
-    lease.take()
     log = logs.get_logger(daemon)
+    while True:
+        try:
+            lease.take()
+            break
+        except TRANSIENT_ERRORS as exc:
+            log.warning("replica_lease_waiting", error=str(exc))
+            if stop.event.wait(1.0):
+                raise FleetError("stopped while waiting for Redis to take the replica index") from None
 
     def keep() -> None:
         while not stop.event.wait(lease.ttl_s / 3):

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from contextlib import ExitStack
 
 import pytest
+import redis as redis_lib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from daemons.protocol.errors import ConfigError
+from daemons.protocol.errors import ConfigError, FleetError
 from daemons.protocol.messages import Inbound
 from daemons.runtime.app import hold_replica_index
 from daemons.runtime.config import load_settings
 from daemons.runtime.once import ClaimOnce
 from daemons.runtime.replicas import Partition, ReplicaLease, Replicas, owner_of
 from daemons.runtime.runloop import StopFlag
+from tests.support import free_port, start_redis
 
 IDS = [f"dev-{i}" for i in range(200)]
 
@@ -131,3 +136,38 @@ def test_a_replica_whose_index_was_taken_stops(redis):
         redis.hset("fleet:replicas:{shadowsync}", "1", f"ss-new|2|{int(expires) + 60_000}")
         assert lost.wait(5) and stop.requested
     assert redis.hget("fleet:replicas:{shadowsync}", "1").startswith("ss-new|"), "not released: not ours"
+
+
+def test_a_numbered_replica_waits_for_redis_to_take_its_index(tmp_path):
+    """Redis away at start: no index, no start; once Redis answers, the index is taken."""
+    port = free_port()
+    # No retries inside redis-py (its default backs off for ~4 s per command): ours are the test.
+    once = {"socket_connect_timeout": 0.2, "retry": Retry(NoBackoff(), 0)}
+    client = redis_lib.Redis(port=port, decode_responses=True, **once)
+    settings = load_settings("healthwatch", environ={"FLEET_REPLICA_INDEX": "0", "FLEET_REPLICA_COUNT": "2",
+                                                    "FLEET_MQTT_CLIENT_ID": "hw-wait"})
+    stop = StopFlag()
+    outcome: list[object] = []
+
+    def hold() -> None:
+        with ExitStack() as resources:
+            try:
+                outcome.append(hold_replica_index(settings, "healthwatch", client, stop, resources))
+            except FleetError as exc:
+                outcome.append(exc)
+
+    waiting = threading.Thread(target=hold)
+    waiting.start()
+    server = start_redis(tmp_path / "redis", port)
+    try:
+        waiting.join(15)
+        assert outcome and isinstance(outcome[0], threading.Event), outcome
+        stop.request()
+        stopped = StopFlag()
+        stopped.request()
+        away = redis_lib.Redis(port=free_port(), **once)
+        with ExitStack() as resources, pytest.raises(FleetError, match="stopped while waiting"):
+            hold_replica_index(settings, "healthwatch", away, stopped, resources)
+    finally:
+        client.close()
+        server.stop()
