@@ -17,7 +17,8 @@ Other keys: `ota:releases` (version -> JSON), `ota:rollouts`/`ota:active`/`ota:t
 device's registry hash, which CLAIM reads), `ota:health` (device -> score).
 On Redis Cluster every script touches one slot: a rollout's own keys, or one device's. The fleet-wide
 keys above are only ever used one key per command, so they need no common tag; a rollout's id is
-listed in `ota:rollouts`/`ota:active` right after CREATE (see `create`). Scripts are pipelined by
+listed in `ota:rollouts`/`ota:active` right after CREATE (see `create`), and in `ota:active` after
+each write of an active state (see `transition`, `drop_inactive`). Scripts are pipelined by
 daemons.registry.run_scripts.
 """
 
