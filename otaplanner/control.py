@@ -59,13 +59,10 @@ class Control:
         fields = {"state": to, "reason": reason, "updated_at": str(int(now))}
         if stage is not None:
             fields.update(stage=str(stage), opened_at=repr(now))
-        if to in ro.ACTIVE:
-            self.store.set_active(r.rid, True)  # before: a crash must not leave it un-ticked
-        rev = self.store.transition(r.rid, r.rev, fields, event)
+        rev = self.store.transition(r.rid, r.rev, fields, event)  # also lists or unlists it as active
         if not rev:
             return None
         if to not in ro.ACTIVE:
-            self.store.set_active(r.rid, False)
             self.store.trail([r.rid])
         self.reporter.publish_event(r.rid, event, out)
         out.count("rollout", kind)
@@ -96,7 +93,7 @@ class Control:
             return
         r = self.load(rid)
         if r is None or r.state not in ro.ACTIVE:
-            self.store.set_active(rid, False)
+            self.store.drop_inactive(rid)  # re-checks: a transition may have made it active since
             if r is not None:
                 self.reporter.publish_status(r, now, out)
             return

@@ -17,7 +17,8 @@ Other keys: `ota:releases` (version -> JSON), `ota:rollouts`/`ota:active`/`ota:t
 device's registry hash, which CLAIM reads), `ota:health` (device -> score).
 On Redis Cluster every script touches one slot: a rollout's own keys, or one device's. The fleet-wide
 keys above are only ever used one key per command, so they need no common tag; a rollout's id is
-listed in `ota:rollouts`/`ota:active` right after CREATE (see `create`). Scripts are pipelined by
+listed in `ota:rollouts`/`ota:active` right after CREATE (see `create`), and in `ota:active` after
+each write of an active state (see `transition`, `drop_inactive`). Scripts are pipelined by
 daemons.registry.run_scripts.
 """
 
@@ -29,7 +30,7 @@ from typing import Any, cast
 
 from daemons.registry import device_key, run_scripts
 from otaplanner.records import DeviceRecord, Release
-from otaplanner.rollout import Counts
+from otaplanner.rollout import ACTIVE, Counts
 from otaplanner.rollout_scripts import (
     ASSIGN,
     CLAIM,
@@ -94,7 +95,8 @@ class RolloutStore:
 
         The id is then listed in `ota:rollouts` and `ota:active` (other slots, so not in the script),
         also when the rollout existed: a create redelivered after a crash between the two lists it.
-        An id listed active whose rollout is not is dropped by the next tick (control.tick).
+        An id listed active whose rollout is not is dropped by the next tick (control.tick); the
+        state is written before the id is listed, as in `transition`.
         """
         args: list[str] = [json.dumps(event)]
         for k, v in fields.items():
@@ -105,14 +107,41 @@ class RolloutStore:
         return ok
 
     def transition(self, rid: str, rev: str, fields: dict[str, str], event: dict[str, Any] | None) -> int:
-        """Write `fields` if the meta is still at `rev`; 0 when someone else moved it first."""
+        """Write `fields` if the meta is still at `rev`; 0 when someone else moved it first.
+
+        A written `state` is then mirrored in `ota:active` (another slot, so after the script): an
+        active state lists the rollout, any other drops it (`drop_inactive`). Listing after the
+        state says active is what lets a drop decided on an older state not lose the rollout; it
+        is listed before as well, so a crash between the two cannot leave it un-ticked.
+        """
         args: list[str] = [rev, json.dumps(event) if event else ""]
         for k, v in fields.items():
             args.extend((k, v))
-        return int(self._transition(keys=self._keys(rid, "meta", "events"), args=args))
+        state = fields.get("state")
+        if state in ACTIVE:
+            self.list_active(rid)
+        new_rev = int(self._transition(keys=self._keys(rid, "meta", "events"), args=args))
+        if new_rev and state is not None:
+            if state in ACTIVE:
+                self.list_active(rid)
+            else:
+                self.drop_inactive(rid)
+        return new_rev
 
-    def set_active(self, rid: str, active: bool) -> None:
-        (self.redis.sadd if active else self.redis.srem)("ota:active", rid)
+    def list_active(self, rid: str) -> None:
+        self.redis.sadd("ota:active", rid)
+
+    def drop_inactive(self, rid: str) -> None:
+        """Unlist the rollout from `ota:active` unless its stored state is active.
+
+        The set and the meta are in different slots on Redis Cluster, so no script can check and
+        remove at once: remove, then read the state and list it again if active. A transition into
+        an active state writes the state before listing the rollout, so either this read sees that
+        state or that listing comes after this removal; a caller's older read cannot lose it.
+        """
+        self.redis.srem("ota:active", rid)
+        if self.redis.hget(self.key(rid, "meta"), "state") in ACTIVE:
+            self.list_active(rid)
 
     def active(self) -> list[str]:
         return sorted(self.redis.smembers("ota:active"))
