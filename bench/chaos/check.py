@@ -7,7 +7,8 @@
 - Rollout: every targeted device succeeded exactly once; one job per device (one distinct payload);
   the rollout's stored counts, its last status on the topic and what the devices reported agree.
 - Heartbeats: what healthwatch counted per device (its state's `n`) equals the distinct `seq`s the
-  broker delivered from that device.
+  broker delivered from that device (the whole run); per phase, every heartbeat delivered in it has
+  its bit in healthwatch's window of the last 64 `seq`s (scored, or filled in when late).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from bench.chaos.load import Stream
 from bench.chaos.watch import Recorder
 from daemons.registry import device_key
+from healthwatch.device import SEQ_WINDOW
 from healthwatch.store import HealthStore
 
 
@@ -128,3 +130,20 @@ def heartbeats(redis: Any, rec: Recorder, devices: list[str]) -> Outcome:
         short = sorted(d for d in devices if counted[d] != seen[d])
         out.notes.append(f"devices whose count differs: {len(short)}, e.g. {short[:3]}")
     return out
+
+
+def heartbeat_window(redis: Any, rec: Recorder, devices: list[str], t0: float, t1: float) -> tuple[int, int]:
+    """(heartbeats the broker delivered between t0 and t1, those of them healthwatch has not counted)."""
+    states = HealthStore(redis).read(devices)
+    delivered = missed = 0
+    with rec.cond:
+        for d in devices:
+            st, _ = states[d]
+            for seq, at in rec.rec.heartbeats.get(d, {}).items():
+                if not t0 < at <= t1:
+                    continue
+                delivered += 1
+                behind = st.seq - seq if st is not None else -1
+                if not 0 <= behind < SEQ_WINDOW or not st.win >> behind & 1:  # type: ignore[union-attr]
+                    missed += 1
+    return delivered, missed

@@ -114,6 +114,11 @@ def release(config: Path, work: Path, version: str) -> None:
     publish(args, load_settings("fleetctl", str(config)))
 
 
+def abort(rec: Recorder, rid: str) -> None:
+    rec.publish(f"fleetops/ota/rollouts/{rid}/command", {"action": "abort", "clientToken": f"abort-{rid}"})
+    rec.wait(lambda: f"abort-{rid}" in rec.rec.commands, 30)
+
+
 def create_rollout(rec: Recorder, rid: str, version: str) -> None:
     """Every device, stages 10/50/100 %, a 1 s soak, a 90 s job timeout (a job takes seconds here: a
     device whose reports were lost is timed out rather than waited for); the gates halt only on a real

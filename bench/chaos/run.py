@@ -31,7 +31,7 @@ from typing import Any
 import redis as redis_lib
 
 from bench.chaos import check
-from bench.chaos.load import Stream, create_rollout, release
+from bench.chaos.load import Stream, abort, create_rollout, release
 from bench.chaos.stack import Fault, Stack
 from bench.chaos.watch import Recorder
 
@@ -39,6 +39,7 @@ DEVICES = int(os.environ.get("CHAOS_DEVICES", "2000"))
 INTERVAL = float(os.environ.get("CHAOS_INTERVAL_S", "5"))
 STREAM_S = float(os.environ.get("CHAOS_STREAM_S", "15"))
 FAULT_AFTER_S = 4.0
+PLAIN = "restart mosquitto, daemons without $share"
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Row:
     finish: float | None = None
     baseline: float | None = None
     online: float | None = None  # all devices online again (broker restarts)
+    hb: tuple[int, int] = (0, 0)  # heartbeats delivered during the phase, of them not counted
 
 
 def say(text: str) -> None:
@@ -83,7 +85,7 @@ class Chaos:
     # -- shadow stream and API writes ----------------------------------------------------------------
 
     def stream(self, name: str, fault: Callable[[], Fault] | None, via: str = "mqtt") -> Row:
-        rate = 50.0 if via == "mqtt" else 20.0
+        rate, t_start = (50.0 if via == "mqtt" else 20.0), time.monotonic()
         s = Stream(f"s{self.groups}", self._group(), rate, STREAM_S, via).start(
             self.rec, (self.stack.api_url, self.stack.api_token))
         f = None
@@ -106,7 +108,7 @@ class Chaos:
             row.recovery = self._first_answer(s, f)
             if "mosquitto" in f.name:
                 row.online = self._online_after(f)
-        return self._add(row)
+        return self._add(row, t_start)
 
     def _first_answer(self, s: Stream, f: Fault) -> float | None:
         with self.rec.cond:
@@ -133,6 +135,7 @@ class Chaos:
     def rollout(self, name: str, fault: Callable[[], Fault] | None) -> Row:
         self.rollouts += 1
         rid, version = f"chaos-{self.rollouts}", f"1.{self.rollouts}.0"
+        t_start = time.monotonic()
         release(self.stack.config, self.stack.work, version)
         t0 = time.monotonic()
         create_rollout(self.rec, rid, version)
@@ -153,10 +156,11 @@ class Chaos:
             return (r.get("state") not in (None, "running")
                     and not c.get("issued") and not c.get("in_progress"))
 
-        done = self.rec.wait(settled, 300)
+        done = self.rec.wait(settled, 120)
         finish = time.monotonic() - t0 if done else None
-        if not done:
-            say(f"{rid} not settled in 300 s: {self.rec.rec.rollouts.get(rid)}")
+        if not done:  # an operator would abort it: its devices' job slots are freed for the next one
+            say(f"{rid} not settled in 120 s: {self.rec.rec.rollouts.get(rid)}")
+            abort(self.rec, rid)
         time.sleep(2)  # late duplicates, if any, would come now
         row = Row(name, f"rollout {version} to {DEVICES:,} devices",
                   check.rollout(self.redis(), self.rec, rid, DEVICES), finish=finish)
@@ -164,7 +168,7 @@ class Chaos:
             row.recovery = self._progress_after(rid, f, before)
             if "mosquitto" in f.name:
                 row.online = self._online_after(f)
-        return self._add(row)
+        return self._add(row, t_start)
 
     def _progress_after(self, rid: str, f: Fault, before: int) -> float | None:
         t = self.rec.progress_after(rid, max(f.back, f.at), before)
@@ -173,7 +177,7 @@ class Chaos:
     # -- heartbeats ----------------------------------------------------------------------------------
 
     def heartbeats(self, name: str) -> Row:
-        client = self.redis()
+        client, t_start = self.redis(), time.monotonic()
         time.sleep(FAULT_AFTER_S)
         f = self.stack.kill9("healthwatch")
         say(f"{f.name}: back after {f.back - f.at:.2f} s")
@@ -184,10 +188,11 @@ class Chaos:
                 recovery = time.monotonic() - f.at
                 break
             time.sleep(0.05)
-        time.sleep(max(0.0, 12 - FAULT_AFTER_S - (time.monotonic() - f.at)))
-        return self._add(Row(name, "heartbeats of the whole fleet", check.Outcome(), recovery=recovery))
+        time.sleep(max(0.0, 14 - FAULT_AFTER_S - (time.monotonic() - f.at)))
+        row = Row(name, "heartbeats of the whole fleet", check.Outcome(), recovery=recovery)
+        return self._add(row, t_start)
 
-    def phases(self) -> list[tuple[str, Callable[[], Row]]]:
+    def phases(self) -> list[tuple[str, Callable[[], Row | None]]]:
         st, base = self.stack, "none (baseline)"
         return [
             (base, lambda: self.stream(base, None)),
@@ -204,12 +209,24 @@ class Chaos:
             ("restart redis-server", lambda: self.rollout("restart redis-server", st.restart_redis)),
             ("restart mosquitto", lambda: self.stream("restart mosquitto", st.restart_mosquitto)),
             ("restart mosquitto", lambda: self.rollout("restart mosquitto", st.restart_mosquitto)),
+            # The same two again with the daemons on plain subscriptions: mosquitto 2.0 does not bring
+            # shared subscriptions back from its persistence file (what the two above lose).
+            (PLAIN, self._plain),
+            (PLAIN, lambda: self.stream(PLAIN, st.restart_mosquitto)),
+            (PLAIN, lambda: self.rollout(PLAIN, st.restart_mosquitto)),
         ]
 
-    def _add(self, row: Row) -> Row:
+    def _plain(self) -> None:
+        self.stack.respawn(FLEET_SHARED_SUBSCRIPTIONS="off")
+        time.sleep(INTERVAL)
+
+    def _add(self, row: Row, t_start: float) -> Row:
+        # Heartbeats of the phase, up to 2 s ago (what healthwatch has had time to take).
+        row.hb = check.heartbeat_window(self.redis(), self.rec, self.ids, t_start, time.monotonic() - 2)
         o = row.outcome
         say(f"{row.fault} / {row.load}: recovery {row.recovery}, finish {row.finish}, accepted {o.accepted}, "
-            f"lost {o.lost}, doubled {o.doubled}, unanswered {o.unanswered}, exact {o.exact} {o.notes}")
+            f"lost {o.lost}, doubled {o.doubled}, unanswered {o.unanswered}, exact {o.exact}, heartbeats "
+            f"delivered/not counted {row.hb} {o.notes}")
         self.rows.append(row)
         return row
 
@@ -221,14 +238,16 @@ def _s(x: float | None) -> str:
 def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
     base = {r.load: r.finish for r in rows if r.fault == "none (baseline)"}
     out = ["| fault | load | recovery s | all online again s | finish s (baseline s) | accepted | lost | "
-           "doubled | exact counts |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+           "doubled | exact counts | heartbeats in the phase: delivered / not counted |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         o, b = r.outcome, base.get(r.load)
         finish = _s(r.finish) + (f" ({_s(b)})" if r.fault != "none (baseline)" and b else "")
         if r.load.startswith("heartbeats"):
             o, finish = hb, "-"
         out.append(f"| {r.fault} | {r.load} | {_s(r.recovery)} | {_s(r.online)} | {finish} | "
-                   f"{o.accepted:,} | {o.lost} | {o.doubled} | {'yes' if o.exact else 'no'} |")
+                   f"{o.accepted:,} | {o.lost} | {o.doubled} | {'yes' if o.exact else 'no'} | "
+                   f"{r.hb[0]:,} / {r.hb[1]:,} |")
     notes = [f"- {r.fault} / {r.load}: {'; '.join(r.outcome.notes)}" for r in rows
              if r.outcome.notes and not r.load.startswith("heartbeats")]
     return "\n".join([

@@ -190,6 +190,16 @@ class Stack:
             fault.back = time.monotonic()
         return fault
 
+    def respawn(self, **env: str) -> None:
+        """Stop every daemon (SIGTERM) and start it again with `env` added, under a new client id
+        (its old persistent session keeps the old subscriptions)."""
+        with self._lock:
+            for name, d in self.daemons.items():
+                d.terminate()
+                d.kill()
+                d.env = {**d.env, **env, "FLEET_MQTT_CLIENT_ID": f"chaos-{name}-{len(env)}x"}
+                self._restart(d)
+
     def restart_redis(self) -> Fault:
         """Stop redis-server (SIGTERM: it fsyncs the append-only file) and start it again on the same
         port and directory: it loads the file back."""

@@ -4,7 +4,7 @@ One MQTT 3.1.1 client with a persistent session (so a broker restart loses nothi
 sent) subscribed to every answer and progress topic; it also publishes the operator's requests.
 It records, with the arrival time (time.monotonic()):
 - every `shadow/update/accepted|rejected` answer per device: version and clientToken;
-- every heartbeat's `seq` per device (what the broker accepted from the device);
+- every heartbeat's `seq` per device and when it first came (what the broker accepted from it);
 - every distinct non-empty `ota/job` payload per device and job id, every `ota/status` per job;
 - every device's fresh `status` online (`ts`) and the last rollout status of each rollout.
 """
@@ -41,7 +41,7 @@ class Answer:
 class Record:
     answers: list[Answer] = field(default_factory=list)
     by_token: dict[str, list[Answer]] = field(default_factory=lambda: defaultdict(list))
-    heartbeats: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    heartbeats: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))  # seq -> at
     jobs: dict[tuple[str, str], set[bytes]] = field(default_factory=lambda: defaultdict(set))
     ota: dict[tuple[str, str], set[bytes]] = field(default_factory=lambda: defaultdict(set))
     succeeded: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # job id -> devices
@@ -126,7 +126,7 @@ class Recorder:
                 r.by_token[a.token].append(a)
         elif rest == "heartbeat":
             if isinstance(body.get("seq"), int):
-                r.heartbeats[device].add(body["seq"])
+                r.heartbeats[device].setdefault(body["seq"], now)
         elif rest == "ota/job":
             if payload:
                 r.jobs[(device, str(body.get("job_id")))].add(payload)
