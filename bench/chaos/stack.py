@@ -57,6 +57,7 @@ class Stack:
     work: Path
     devices: int
     interval: float
+    names: tuple[str, ...] = DAEMONS  # the daemons to run (all of them but in the harness's own test)
     redis: Server | None = None
     broker: Server | None = None
     daemons: dict[str, Daemon] = field(default_factory=dict)
@@ -95,10 +96,11 @@ class Stack:
         self.env = env_for(self.redis, self.broker, "fleet", "fleetops", FLEET_CONFIG=str(self.config),
                            FLEET_ARTIFACT_HTTP_PORT="0", FLEET_API_PORT=str(api), FLEET_LOG_LEVEL="warning",
                            FLEET_OTA_MASTER_KEY=key)
-        for name in DAEMONS:
+        for name in self.names:
             self.daemons[name] = Daemon(name, {**self.env, "FLEET_MQTT_CLIENT_ID": f"chaos-{name}"}).start(60)
-        self.api_url = f"http://127.0.0.1:{api}/api/v1"
-        self.api_token = self._token()
+        if "daemons.api" in self.names:
+            self.api_url = f"http://127.0.0.1:{api}/api/v1"
+            self.api_token = self._token()
         threading.Thread(target=self._supervise, daemon=True).start()
         return self
 
