@@ -238,8 +238,9 @@ def _s(x: float | None) -> str:
 def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
     base = {r.load: r.finish for r in rows if r.fault == "none (baseline)"}
     out = ["| fault | load | recovery s | all online again s | finish s (baseline s) | accepted | lost | "
-           "doubled | exact counts | heartbeats in the phase: delivered / not counted |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+           "doubled | exact counts | requests never answered | heartbeats in the phase: delivered / not "
+           "counted |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         o, b = r.outcome, base.get(r.load)
         finish = _s(r.finish) + (f" ({_s(b)})" if r.fault != "none (baseline)" and b else "")
@@ -247,7 +248,7 @@ def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
             o, finish = hb, "-"
         out.append(f"| {r.fault} | {r.load} | {_s(r.recovery)} | {_s(r.online)} | {finish} | "
                    f"{o.accepted:,} | {o.lost} | {o.doubled} | {'yes' if o.exact else 'no'} | "
-                   f"{r.hb[0]:,} / {r.hb[1]:,} |")
+                   f"{r.outcome.unanswered} | {r.hb[0]:,} / {r.hb[1]:,} |")
     notes = [f"- {r.fault} / {r.load}: {'; '.join(r.outcome.notes)}" for r in rows
              if r.outcome.notes and not r.load.startswith("heartbeats")]
     return "\n".join([
@@ -260,11 +261,36 @@ def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
         "report success / heartbeats healthwatch did not count. Doubled: a clientToken accepted twice or a "
         "stored version with no answer (an update applied again) / a second job or install for a device / "
         "a heartbeat counted twice. Exact counts: all of that zero, and for rollouts the stored counts, "
-        "the status topic and the devices' reports all equal to the fleet.",
+        "the status topic and the devices' reports all equal to the fleet. Never answered: over MQTT, "
+        "requests the broker took that got no answer at all; over HTTP, requests refused while fleet-api "
+        "was down (the operator sees the error at once and nothing is stored).",
         f"Heartbeats row: the whole run, every fault included ({sent:,} sent by the simulator, "
         f"{hb.accepted:,} delivered by the broker). Whole run: {wall / 60:.1f} min.",
         *(["", *notes] if notes else []),
+        *(["", SHARED] if _shared_gap(rows) else []),
     ])
+
+
+SHARED = (
+    "Restarts of mosquitto with the daemons on shared subscriptions (`$share/<daemon>/...`, the default on "
+    "an MQTT 5 broker): mosquitto 2.0 writes a persistent session's plain subscriptions into its "
+    "persistence file but not its shared ones (`persist__subs_save` in src/persist_write.c walks only "
+    "the plain subscribers of a topic), so a daemon's session comes back without its subscriptions "
+    "until the daemon has reconnected and subscribed again. What devices and operators publish in that "
+    "window (they reconnect as fast) is accepted by the broker and delivered to no daemon: operator "
+    "requests never answered (and never applied), OTA reports lost (a rollout then keeps those devices "
+    "`issued`: the planner times out only jobs it heard were under way, since an offline device keeps "
+    "its job until it comes back), heartbeats not counted. The same restarts with the daemons on plain "
+    "subscriptions (`FLEET_SHARED_SUBSCRIPTIONS=off`, one replica each) lose nothing. Replicas behind "
+    "`$share` therefore need a broker that keeps shared subscriptions across a restart.")
+
+
+def _shared_gap(rows: list[Row]) -> bool:
+    def bad(r: Row) -> bool:
+        return not r.outcome.exact or r.outcome.unanswered > 0 or r.hb[1] > 0
+
+    return (any(bad(r) for r in rows if r.fault == "restart mosquitto")
+            and not any(bad(r) for r in rows if r.fault == PLAIN))
 
 
 def main() -> str:
