@@ -6,9 +6,9 @@
   no clientToken accepted twice.
 - Rollout: every targeted device succeeded exactly once; one job per device (one distinct payload);
   the rollout's stored counts, its last status on the topic and what the devices reported agree.
-- Heartbeats: what healthwatch counted per device (its state's `n`) equals the distinct `seq`s the
-  broker delivered from that device (the whole run); per phase, every heartbeat delivered in it has
-  its bit in healthwatch's window of the last 64 `seq`s (scored, or filled in when late).
+- Heartbeats: every heartbeat the broker delivered has its bit in healthwatch's window of the last
+  64 `seq`s (scored, or filled in when it came late), checked after each phase; and what healthwatch
+  scored per device (its state's `n`, late ones aside) is never above the distinct `seq`s delivered.
 """
 
 from __future__ import annotations

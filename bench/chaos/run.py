@@ -13,8 +13,10 @@ with no fault, measured in the same run), one fault while it runs:
 - heartbeats of the whole fleet, 12 s: kill -9 healthwatch.
 
 Recovery, from the fault: the first `accepted` answer (or 200) to a request sent after the fault; the
-first rollout status with more devices succeeded than before the fault; the first heartbeat healthwatch
-stored after it (Redis); after a broker restart also every device online again (a fresh `status`).
+first rollout status with more devices succeeded than before the fault (in the baseline rollout: from
+the second stage opening, the time its devices take to install and report, part of every rollout's
+recovery too); the first heartbeat healthwatch stored after it (Redis); after a broker restart also
+every device online again (a fresh `status`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Chaos:
         self.groups = 0
         self.rollouts = 0
         self.rows: list[Row] = []
+        self.hb_mark = 0.0  # heartbeats up to here are accounted for (windows are contiguous)
+        self.hb_total = [0, 0]
 
     def redis(self) -> Any:
         assert self.stack.redis is not None
@@ -85,7 +89,7 @@ class Chaos:
     # -- shadow stream and API writes ----------------------------------------------------------------
 
     def stream(self, name: str, fault: Callable[[], Fault] | None, via: str = "mqtt") -> Row:
-        rate, t_start = (50.0 if via == "mqtt" else 20.0), time.monotonic()
+        rate = 50.0 if via == "mqtt" else 20.0
         s = Stream(f"s{self.groups}", self._group(), rate, STREAM_S, via).start(
             self.rec, (self.stack.api_url, self.stack.api_token))
         f = None
@@ -108,7 +112,7 @@ class Chaos:
             row.recovery = self._first_answer(s, f)
             if "mosquitto" in f.name:
                 row.online = self._online_after(f)
-        return self._add(row, t_start)
+        return self._add(row)
 
     def _first_answer(self, s: Stream, f: Fault) -> float | None:
         with self.rec.cond:
@@ -135,7 +139,6 @@ class Chaos:
     def rollout(self, name: str, fault: Callable[[], Fault] | None) -> Row:
         self.rollouts += 1
         rid, version = f"chaos-{self.rollouts}", f"1.{self.rollouts}.0"
-        t_start = time.monotonic()
         release(self.stack.config, self.stack.work, version)
         t0 = time.monotonic()
         create_rollout(self.rec, rid, version)
@@ -143,13 +146,15 @@ class Chaos:
         def succeeded() -> int:
             return int((self.rec.rec.rollouts.get(rid, {}).get("counts") or {}).get("succeeded", 0))
 
-        f, before = None, 0
-        if fault is not None:  # once the second stage (50 %) is open
-            self.rec.wait(lambda: self.rec.rec.rollouts.get(rid, {}).get("stage", 0) >= 1, 300)
-            with self.rec.cond:
-                before = succeeded()
-            f = fault()
+        # The fault comes once the second stage (50 %) is open; the baseline notes the same moment:
+        # its first success after it is what any recovery of a rollout includes anyway.
+        self.rec.wait(lambda: self.rec.rec.rollouts.get(rid, {}).get("stage", 0) >= 1, 300)
+        with self.rec.cond:
+            before = succeeded()
+        f = Fault("none", time.monotonic()) if fault is None else fault()
+        if fault is not None:
             say(f"{f.name}: back after {f.back - f.at:.2f} s")
+
         def settled() -> bool:  # no longer running, and no device left with a job under way
             r = self.rec.rec.rollouts.get(rid, {})
             c = r.get("counts") or {}
@@ -164,11 +169,10 @@ class Chaos:
         time.sleep(2)  # late duplicates, if any, would come now
         row = Row(name, f"rollout {version} to {DEVICES:,} devices",
                   check.rollout(self.redis(), self.rec, rid, DEVICES), finish=finish)
-        if f is not None:
-            row.recovery = self._progress_after(rid, f, before)
-            if "mosquitto" in f.name:
-                row.online = self._online_after(f)
-        return self._add(row, t_start)
+        row.recovery = self._progress_after(rid, f, before)
+        if "mosquitto" in f.name:
+            row.online = self._online_after(f)
+        return self._add(row)
 
     def _progress_after(self, rid: str, f: Fault, before: int) -> float | None:
         t = self.rec.progress_after(rid, max(f.back, f.at), before)
@@ -177,7 +181,7 @@ class Chaos:
     # -- heartbeats ----------------------------------------------------------------------------------
 
     def heartbeats(self, name: str) -> Row:
-        client, t_start = self.redis(), time.monotonic()
+        client = self.redis()
         time.sleep(FAULT_AFTER_S)
         f = self.stack.kill9("healthwatch")
         say(f"{f.name}: back after {f.back - f.at:.2f} s")
@@ -190,7 +194,7 @@ class Chaos:
             time.sleep(0.05)
         time.sleep(max(0.0, 14 - FAULT_AFTER_S - (time.monotonic() - f.at)))
         row = Row(name, "heartbeats of the whole fleet", check.Outcome(), recovery=recovery)
-        return self._add(row, t_start)
+        return self._add(row)
 
     def phases(self) -> list[tuple[str, Callable[[], Row | None]]]:
         st, base = self.stack, "none (baseline)"
@@ -220,9 +224,18 @@ class Chaos:
         self.stack.respawn(FLEET_SHARED_SUBSCRIPTIONS="off")
         time.sleep(INTERVAL)
 
-    def _add(self, row: Row, t_start: float) -> Row:
-        # Heartbeats of the phase, up to 2 s ago (what healthwatch has had time to take).
-        row.hb = check.heartbeat_window(self.redis(), self.rec, self.ids, t_start, time.monotonic() - 2)
+    def heartbeat_window(self, settle: float = 2.0) -> tuple[int, int]:
+        """Heartbeats delivered since the last window, up to `settle` s ago (what healthwatch has had
+        time to take), and those of them it has not counted; the windows add up to the whole run."""
+        end = time.monotonic() - settle
+        delivered, missed = check.heartbeat_window(self.redis(), self.rec, self.ids, self.hb_mark, end)
+        self.hb_mark = end
+        self.hb_total[0] += delivered
+        self.hb_total[1] += missed
+        return delivered, missed
+
+    def _add(self, row: Row) -> Row:
+        row.hb = self.heartbeat_window()
         o = row.outcome
         say(f"{row.fault} / {row.load}: recovery {row.recovery}, finish {row.finish}, accepted {o.accepted}, "
             f"lost {o.lost}, doubled {o.doubled}, unanswered {o.unanswered}, exact {o.exact}, heartbeats "
@@ -314,7 +327,10 @@ def main() -> str:
                 phase()
         stack.stop_sim()
         time.sleep(3)  # healthwatch takes the last heartbeats
+        c.heartbeat_window(0.0)
         hb = check.heartbeats(c.redis(), rec, c.ids)
+        hb.accepted, hb.lost = c.hb_total  # by the seq windows: a late heartbeat is counted, not in `n`
+        hb.exact = hb.lost == hb.doubled == 0
         say(f"heartbeats: delivered {hb.accepted}, lost {hb.lost}, doubled {hb.doubled} {hb.notes}")
         if stack.unexpected:
             say(f"daemons that exited by themselves: {stack.unexpected}")
