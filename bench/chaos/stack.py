@@ -58,6 +58,7 @@ class Stack:
     devices: int
     interval: float
     names: tuple[str, ...] = DAEMONS  # the daemons to run (all of them but in the harness's own test)
+    env_extra: dict[str, str] = field(default_factory=dict)  # FLEET_* settings of this system
     redis: Server | None = None
     broker: Server | None = None
     daemons: dict[str, Daemon] = field(default_factory=dict)
@@ -95,7 +96,7 @@ class Stack:
             f"heartbeat_interval_s = {max(1, round(self.interval))}\n")
         self.env = env_for(self.redis, self.broker, "fleet", "fleetops", FLEET_CONFIG=str(self.config),
                            FLEET_ARTIFACT_HTTP_PORT="0", FLEET_API_PORT=str(api), FLEET_LOG_LEVEL="warning",
-                           FLEET_OTA_MASTER_KEY=key)
+                           FLEET_OTA_MASTER_KEY=key, **self.env_extra)
         for name in self.names:
             self.daemons[name] = Daemon(name, {**self.env, "FLEET_MQTT_CLIENT_ID": f"chaos-{name}"}).start(60)
         if "daemons.api" in self.names:
@@ -191,16 +192,6 @@ class Stack:
             self._restart(d)
             fault.back = time.monotonic()
         return fault
-
-    def respawn(self, **env: str) -> None:
-        """Stop every daemon (SIGTERM) and start it again with `env` added, under a new client id
-        (its old persistent session keeps the old subscriptions)."""
-        with self._lock:
-            for name, d in self.daemons.items():
-                d.terminate()
-                d.kill()
-                d.env = {**d.env, **env, "FLEET_MQTT_CLIENT_ID": f"chaos-{name}-{len(env)}x"}
-                self._restart(d)
 
     def restart_redis(self) -> Fault:
         """Stop redis-server (SIGTERM: it fsyncs the append-only file) and start it again on the same

@@ -46,6 +46,7 @@ class Record:
     ota: dict[tuple[str, str], set[bytes]] = field(default_factory=lambda: defaultdict(set))
     succeeded: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # job id -> devices
     online_ts: dict[str, tuple[int, float]] = field(default_factory=dict)  # device -> (status ts, arrival)
+    online_log: list[tuple[float, str, int]] = field(default_factory=list)  # (arrival, device, status ts)
     rollouts: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: list[tuple[float, str, int]] = field(default_factory=list)  # (arrival, rollout, succeeded)
     commands: dict[str, dict[str, Any]] = field(default_factory=dict)  # clientToken -> answer
@@ -137,6 +138,7 @@ class Recorder:
                 r.succeeded[job].add(device)
         elif rest == "status" and body.get("online") is True and isinstance(body.get("ts"), int):
             r.online_ts[device] = (body["ts"], now)
+            r.online_log.append((now, device, body["ts"]))
 
     # -- readings (under the condition's lock) ----------------------------------------------------
 
@@ -145,6 +147,15 @@ class Recorder:
         with self.cond:  # arrival times only grow
             i = bisect.bisect_right(self.rec.progress, (t, "", 0))
             return next((at for at, r, n in self.rec.progress[i:] if r == rid and n > above), None)
+
+    def back_online(self, wall: float) -> dict[str, float]:
+        """Each device's first online status with a `ts` from `wall` (epoch s) on: its arrival."""
+        out: dict[str, float] = {}
+        with self.cond:
+            for at, device, ts in self.rec.online_log:
+                if ts >= int(wall):
+                    out.setdefault(device, at)
+        return out
 
     def online_since(self, wall: float) -> int:
         """Devices whose latest status is online with a `ts` from `wall` (epoch s) on."""
