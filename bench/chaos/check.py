@@ -101,7 +101,10 @@ def rollout(redis: Any, rec: Recorder, rid: str, devices: int) -> Outcome:
     stored_ok = sum(1 for r in records.values() if r.get("s") == "succeeded")
     topic_counts = {k: v for k, v in (status.get("counts") or {}).items() if v}
     out.accepted = len(records)
-    out.lost = devices - len(reported)
+    # Success reports the devices made that the rollout did not count, and devices taken in that
+    # never reported success (devices never taken in, by a halt or abort, show in `accepted`).
+    out.lost = len(reported - {d for d, r in records.items() if r.get("s") == "succeeded"}) + (
+        len(records) - len(reported))
     out.doubled = sum(1 for n in jobs.values() if n > 1) + sum(1 for n in reports.values() if n > 1)
     out.exact = (state == "completed" and len(records) == devices == stored_ok == len(reported)
                  and cnt == {"succeeded": devices} and topic_counts == {"succeeded": devices}

@@ -256,8 +256,9 @@ def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
     for r in rows:
         o, b = r.outcome, base.get(r.load.split()[0])
         finish = _s(r.finish) + (f" ({_s(b)})" if r.fault != "none (baseline)" and b else "")
-        if r.load.startswith("heartbeats"):
-            o, finish = hb, "-"
+        if r.load.startswith("heartbeats"):  # its own phase; doubles are known for the whole run only
+            o = check.Outcome(r.hb[0], r.hb[1], hb.doubled, exact=r.hb[1] == hb.doubled == 0)
+            finish = "-"
         out.append(f"| {r.fault} | {r.load} | {_s(r.recovery)} | {_s(r.online)} | {finish} | "
                    f"{o.accepted:,} | {o.lost} | {o.doubled} | {'yes' if o.exact else 'no'} | "
                    f"{r.outcome.unanswered} | {r.hb[0]:,} / {r.hb[1]:,} |")
@@ -270,14 +271,16 @@ def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
         "with persistence; a killed daemon is started again at once (the units add RestartSec=2). "
         "Accepted: requests answered accepted (or 200), devices taken into the rollout, heartbeats the "
         "broker delivered. Lost: accepted but not in the stored shadow / targeted devices that did not "
-        "report success / heartbeats healthwatch did not count. Doubled: a clientToken accepted twice or a "
+        "report success or whose success the rollout did not count / heartbeats healthwatch did not "
+        "count. Doubled: a clientToken accepted twice or a "
         "stored version with no answer (an update applied again) / a second job or install for a device / "
         "a heartbeat counted twice. Exact counts: all of that zero, and for rollouts the stored counts, "
         "the status topic and the devices' reports all equal to the fleet. Never answered: over MQTT, "
         "requests the broker took that got no answer at all; over HTTP, requests refused while fleet-api "
         "was down (the operator sees the error at once and nothing is stored).",
-        f"Heartbeats row: the whole run, every fault included ({sent:,} sent by the simulator, "
-        f"{hb.accepted:,} delivered by the broker). Whole run: {wall / 60:.1f} min.",
+        f"Heartbeats over the whole run, every phase included: {sent:,} sent by the simulator, "
+        f"{hb.accepted:,} delivered by the broker, {hb.lost:,} not counted by healthwatch, {hb.doubled} "
+        f"counted twice (the healthwatch row's `doubled`). Whole run: {wall / 60:.1f} min.",
         *(["", *notes] if notes else []),
         *(["", SHARED] if _shared_gap(rows) else []),
     ])
