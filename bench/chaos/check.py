@@ -71,6 +71,11 @@ def shadows(redis: Any, rec: Recorder, stream: Stream) -> Outcome:
     out.lost = len(missing) + ahead
     out.doubled = len(twice) + unseen
     out.exact = not (missing or ahead or twice or unseen)
+    if stream.via == "mqtt":
+        with rec.cond:
+            refused = [a for x in stream.sent for a in rec.rec.by_token.get(x.token, []) if not a.accepted]
+        if refused:
+            out.notes.append(f"{len(refused)} rejected: {sorted({str(a.code) for a in refused})}")
     if silent:
         applied = sum(1 for s in silent if s.token in desired(stored[s.device]))
         out.notes.append(f"{len(silent)} requests never answered, {applied} of them stored all the same")
