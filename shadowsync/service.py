@@ -212,7 +212,7 @@ class ShadowService:
         if request.seq is not None and request.seq <= int(device.fields.get("seq", "-1")):
             raise doc.ShadowError(409, f"stale: seq {request.seq} is not above {device.fields.get('seq')}")
         digest = _digest(request)
-        if digest is not None and self._answer_again(call, request, digest):
+        if digest is not None and request.redelivered and self._answer_again(call, request, digest):
             return
         current = device.shadow(r.shadow)
         previous = current or device.fresh_shadow(r.shadow)
@@ -249,11 +249,14 @@ class ShadowService:
             self._publish_delta(device, r.shadow, new, now, call.out, reply.token)
 
     def _answer_again(self, call: Call, request: Update, digest: str) -> bool:
-        """A redelivered update (same clientToken, same request) is answered again, not applied again.
+        """A redelivered update (DUP set, same clientToken, same request) is answered again, not
+        applied again.
 
         QoS 1 means at least once: a crash, or a broker restart, between the Redis write and the
-        PUBACK brings the request back, and applying it again would bump the version a second time
-        (and, for a device, deliver its delta twice). The answer repeats the version the update made.
+        PUBACK brings the request back (with DUP, MQTT 3.1.1 §3.3.1.1), and applying it again would
+        bump the version a second time (and, for a device, deliver its delta twice). The answer
+        repeats the version the update made. The same request sent again by its client (DUP clear)
+        is a new update, applied as AWS IoT does.
         """
         device, r, state, reply = call.device, request.route, request.state, request.reply
         hit = _tokens(device, r.shadow).get(str(reply.token))
