@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := mosquitto mosquitto-clients redis-server python3-venv gcc make cmake pkg-config \
 	libmosquitto-dev libmbedtls-dev libcmocka-dev systemd prometheus chromium
 
-.PHONY: setup apt venv s3rver run test pytest lint bench eval fuzz firmware-test firmware-size clean
+.PHONY: setup apt venv s3rver run test pytest lint bench eval fuzz chaos firmware-test firmware-size clean
 
 setup: apt venv s3rver
 
@@ -76,6 +76,11 @@ bench: setup
 
 eval: setup
 	$(PY) -m bench.eval_health
+
+# Faults under load (bench/chaos): the whole system and 2,000 simulated devices, each daemon killed
+# with -9, redis-server and mosquitto restarted; writes its table into bench/RESULTS.md (~10 min).
+chaos: setup
+	$(PY) -m bench.run bench.chaos.run
 
 fuzz: setup
 	$(PY) -m bench.fuzz

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, printed and written to bench/RESULTS.md with machine and date.
 
 `python -m bench.run bench.fleet` (titles or module names) runs only those sections and keeps the
-others of RESULTS.md as they were.
+others of RESULTS.md as they were. Sections in ON_REQUEST run only when named (`make chaos`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ SECTIONS: tuple[tuple[str, str, tuple[list[str], ...]], ...] = (
     ("healthwatch evaluation (make eval)", "bench.eval_health", ([],)),
     ("fleet: 10,000 simulated devices through every daemon", "bench.fleet", ()),
     ("fleet capacity: Redis per device, healthwatch headroom, embedded broker", "bench.capacity", ()),
+    ("chaos: faults under load (make chaos)", "bench.chaos.run", ()),
 )
+ON_REQUEST = {"bench.chaos.run"}  # ~10 min of faults: not part of `make bench`
 
 
 def machine() -> str:
@@ -42,7 +44,8 @@ def main() -> int:
     parts = [f"# Benchmark results\n\nDate: {now:%Y-%m-%d %H:%M} UTC  \nMachine: {machine()}\n"
              "\nRatios compare with a bare MQTT relay measured in the same run, on the same broker: these "
              "machines are shared and noisy, so absolute numbers move and ratios much less.\n"]
-    selected = {title for title, module, _ in SECTIONS if not only or title in only or module in only}
+    selected = {title for title, module, _ in SECTIONS
+                if title in only or module in only or (not only and module not in ON_REQUEST)}
     for title, module, args in SECTIONS:
         if title not in selected:
             continue

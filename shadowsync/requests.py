@@ -33,6 +33,7 @@ class Update:
     state: dict[str, Any] | None
     version: int | None
     seq: int | None
+    redelivered: bool = False  # DUP set: the broker may have delivered it (to us) before
 
     @property
     def reports(self) -> bool:
@@ -155,7 +156,7 @@ def parse(message: Inbound, prefix: str, ops: str) -> Request:
             raise doc.ShadowError(400, "shadow name must match ^[A-Za-z0-9_-]{1,64}$")
         if r.kind == "update":
             state = doc.validate_state(body.get("state", doc.MISSING))
-            return Update(r, answer, state, _int_field(body, "version"), _int_field(body, "seq"))
+            return Update(r, answer, state, _int_field(body, "version"), _int_field(body, "seq"), message.dup)
         return Read(r, answer)
     except Rejected as exc:
         return Refusal(r, answer, exc)

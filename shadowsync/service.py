@@ -6,6 +6,7 @@ the batch applied to it in order, and written back with one compare-and-set (sha
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +26,10 @@ from shadowsync.topics import Route, subscriptions
 
 MAX_CAS_ROUNDS = 50
 BULK_CHUNK = 500
+# Per shadow, the clientTokens of the latest updates applied (with a digest of each request and the
+# version it made): enough to cover the updates in flight when a crash or a broker restart has them
+# redelivered, and bounded so a shadow's hash stays small.
+TOKENS_KEPT = 16
 
 
 class _Device:
@@ -206,6 +211,9 @@ class ShadowService:
         device, r, now, state = call.device, request.route, call.now, request.state
         if request.seq is not None and request.seq <= int(device.fields.get("seq", "-1")):
             raise doc.ShadowError(409, f"stale: seq {request.seq} is not above {device.fields.get('seq')}")
+        digest = _digest(request)
+        if digest is not None and request.redelivered and self._answer_again(call, request, digest):
+            return
         current = device.shadow(r.shadow)
         previous = current or device.fresh_shadow(r.shadow)
         if request.version is not None and request.version != previous["version"]:
@@ -216,6 +224,11 @@ class ShadowService:
         device.set("ver:" + r.shadow, str(new["version"]))
         if request.seq is not None:
             device.set("seq", str(request.seq))
+        if digest is not None:
+            tokens = _tokens(device, r.shadow)
+            tokens.pop(str(request.reply.token), None)
+            tokens[str(request.reply.token)] = [digest, new["version"]]
+            device.set("tok:" + r.shadow, dict(list(tokens.items())[-TOKENS_KEPT:]))
         if request.reports:
             device.seen(now, request.reply.encoding)
         reply = request.reply
@@ -234,6 +247,32 @@ class ShadowService:
         # same desired reaches a device that drifted locally.
         if state is not None and "desired" in state:
             self._publish_delta(device, r.shadow, new, now, call.out, reply.token)
+
+    def _answer_again(self, call: Call, request: Update, digest: str) -> bool:
+        """A redelivered update (DUP set, same clientToken, same request) is answered again, not
+        applied again.
+
+        QoS 1 means at least once: a crash, or a broker restart, between the Redis write and the
+        PUBACK brings the request back (with DUP, MQTT 3.1.1 §3.3.1.1), and applying it again would
+        bump the version a second time (and, for a device, deliver its delta twice). The answer
+        repeats the version the update made. The same request sent again by its client (DUP clear)
+        is a new update, applied as AWS IoT does.
+        """
+        device, r, state, reply = call.device, request.route, request.state, request.reply
+        hit = _tokens(device, r.shadow).get(str(reply.token))
+        if hit is None or hit[0] != digest:
+            return False
+        reply.accept(call.out, {
+            "state": state,
+            "metadata": doc.stamp(state, call.now) if state is not None else {},
+            "version": hit[1],
+            "timestamp": call.now,
+        })
+        current = device.shadow(r.shadow)
+        if current is not None and state is not None and "desired" in state:
+            self._publish_delta(device, r.shadow, current, call.now, call.out, reply.token)
+        call.out.count("update", "redelivered")
+        return True
 
     def _publish_delta(
         self, device: _Device, shadow: str, document: dict[str, Any], now: int, out: Outcome,
@@ -361,3 +400,18 @@ class ShadowService:
         self._publish_delta(device, "", new, now, out)
         out.count("bulk_device", "accepted")
         return out
+
+
+def _digest(request: Update) -> str | None:
+    """What identifies a request for `_answer_again`: None when it cannot be told from a new one (no
+    clientToken) or needs no help (a device's report with `seq`: a redelivery is stale already)."""
+    if request.reply.token is None or request.seq is not None:
+        return None
+    body = orjson.dumps([request.state, request.version], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def _tokens(device: _Device, shadow: str) -> dict[str, list[Any]]:
+    """clientToken -> [digest, version] of the latest updates applied to one shadow, oldest first."""
+    raw = device.fields.get("tok:" + shadow)
+    return dict(orjson.loads(raw)) if raw else {}

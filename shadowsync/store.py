@@ -2,7 +2,8 @@
 
 `{ns}:dev:{<id>}` holds `rev` (bumped by every write), `seq`, `enc`, `last_seen_at`,
 `connected`, `status_ts`, `hw`, `fw`, `tags`, `sh:<name>` (a shadow document as JSON, the
-classic shadow under `sh:`) and `ver:<name>` (its last version, kept after a delete).
+classic shadow under `sh:`), `ver:<name>` (its last version, kept after a delete) and `tok:<name>`
+(the clientTokens of its latest updates, so a redelivered update is answered again, not applied again).
 A batch reads every device it touches in one pipeline, computes the new state in Python,
 then writes each device with one CAS script call in a second pipeline. A device whose `rev`
 moved meanwhile (another replica) is re-read and recomputed, so updates stay atomic per device

@@ -72,14 +72,18 @@ class Server:
                 self.process.wait()
 
 
-def start_redis(workdir: Path, port: int = 0) -> Server:
+def start_redis(workdir: Path, port: int = 0, appendonly: bool = False) -> Server:
+    """redis-server on `port` (0: a free one). With `appendonly`, every write goes to an append-only
+    file in `workdir` (fsync once a second, Redis's default; a shutdown fsyncs it) and the next start
+    there loads it: what production runs (bench.chaos restarts it under load)."""
     port = free_port(port)
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"],
+         "--appendonly", "yes" if appendonly else "no", "--dir", str(workdir), "--daemonize", "no",
+         "--loglevel", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
+    wait_port(port, 60)  # loading a large append-only file takes a while
     return Server(proc, port, f"redis://127.0.0.1:{port}/0", workdir)
 
 
@@ -164,6 +168,11 @@ def start_mosquitto(workdir: Path, port: int = 0, persistence: bool = False) -> 
     text = MOSQUITTO_CONF.format(port=port)
     if persistence:
         text = text.replace("persistence false", f"persistence true\npersistence_location {workdir}/")
+        if os.geteuid() == 0:
+            # As root mosquitto drops to the `mosquitto` user, which cannot write its database into a
+            # root-owned (mkdtemp: 0700) workdir: the save at shutdown failed and a restart lost every
+            # session, and with them the messages published before the subscribers were back.
+            text += "user root\n"
     conf.write_text(text)
     proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -39,6 +39,7 @@ class Inbound:
     qos: int = 1
     retain: bool = False
     token: Any = None
+    dup: bool = False  # the broker's DUP flag: a redelivery of a message it may have sent before
 
 
 @dataclass(frozen=True, slots=True)

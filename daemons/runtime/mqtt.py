@@ -252,7 +252,8 @@ class MqttSession:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         token = AckToken(self._generation, msg.mid, msg.qos)
-        self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), token))
+        self.inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), token,
+                               bool(msg.dup)))
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode,
                     props: Properties) -> None:

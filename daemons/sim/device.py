@@ -246,7 +246,11 @@ class Device:
             return
         if not self.connected:
             return  # nothing is buffered: healthwatch sees the gap in seq
-        self._send("heartbeat", hb)
+        mid = self._send("heartbeat", hb)
+        if self.model is not None and self.model.trial is not None:
+            # Any acknowledged heartbeat of the new image confirms it (§3), not only the one sent on
+            # connect: that one may be lost on the way, and the trial would then expire for nothing.
+            self.trial_mid = mid
         if self.fault == "flaky_link" and self.rng.random() < FLAKY_DROP_P:
             self.drop(abrupt=True)
 
