@@ -113,7 +113,7 @@ def pairs(value: Any) -> Any:
 hostile_bytes = (
     st.binary(max_size=64)
     | st.builds(lambda n: b"{" * n, st.integers(1, 3000))
-    | st.builds(lambda n: b'{"a":' + b"[" * n + b"]" * n + b"}", st.integers(20, 1200))
+    | st.builds(lambda n: b'{"a":' + b"[" * n + b"]" * n + b"}", st.integers(20, 1900))
     | deep().map(lambda d: to_json(Pairs((("v", d),))))
     | deep().map(lambda d: to_msgpack(Pairs((("v", d),))))
     # Lone surrogates: valid JSON escapes that are no UTF-8 string.
