@@ -66,7 +66,7 @@ def run_all(only: set[str], cases: int, seed: int, conformance: int) -> tuple[li
 
     def go(target: Any) -> None:
         print(f"== {target.name}: {cases:,} cases", flush=True)
-        tally = core.run(target, cases, seed)
+        tally = core.run(target, cases, seed, progress=max(1000, cases // 5))
         tallies.append(tally)
         details.extend(tally.details)
         print(table([tally]).splitlines()[-1], flush=True)

@@ -276,14 +276,9 @@ planner_requests = weighted(
     (
         4,
         st.tuples(
-            st.sampled_from(
-                [
-                    "o/ota/rollouts/r1/command",
-                    "o/ota/rollouts/r2/command",
-                    "o/ota/rollouts/r3/command",
-                    "o/ota/rollouts/bad id/command",
-                ]
-            ),
+            # Enough rollout ids that a create often finds its id free; commands find it running.
+            st.builds("o/ota/rollouts/r{}/command".format, st.integers(1, 40))
+            | st.just("o/ota/rollouts/bad id/command"),
             encoded(valid_or_mutated(command_valid)),
         ),
     ),

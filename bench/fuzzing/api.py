@@ -56,7 +56,6 @@ class Stack:
     url: str
     redis_url: str
     token: str
-    ops_prefix: str
 
 
 @contextmanager
@@ -87,7 +86,7 @@ def running_api(work: Path) -> Iterator[Stack]:
         wait_port(port, 30)
         r = redis_lib.Redis.from_url(redis_server.url, decode_responses=True)
         token = TokenStore(r).create("fuzz", "admin")["token"]
-        stack = Stack(f"http://127.0.0.1:{port}", redis_server.url, token, "fleetops")
+        stack = Stack(f"http://127.0.0.1:{port}", redis_server.url, token)
         _wait_ready(stack)
         yield stack
     finally:

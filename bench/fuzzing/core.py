@@ -94,8 +94,9 @@ class Tally:
         return sum(self.findings.values())
 
 
-def run(target: Target, cases: int, seed: int, batch: int = BATCH) -> Tally:
-    """Feed `target` exactly `cases` hypothesis-generated cases; count what became of each."""
+def run(target: Target, cases: int, seed: int, batch: int = BATCH, progress: int = 0) -> Tally:
+    """Feed `target` exactly `cases` hypothesis-generated cases; count what became of each.
+    `progress`: print a line every that many cases (0: never)."""
     tally = Tally(target.name)
     started = time.monotonic()
     workers = int(getattr(target, "workers", 1))
@@ -130,6 +131,8 @@ def run(target: Target, cases: int, seed: int, batch: int = BATCH) -> Tally:
                     if drawn >= cases:
                         return
                     drawn += 1
+                    if progress and drawn % progress == 0:
+                        print(f"   {drawn:,} cases, {time.monotonic() - started:.0f} s", flush=True)
                     if threads:
                         inbox.put(case)
                     else:

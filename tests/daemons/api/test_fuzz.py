@@ -23,7 +23,7 @@ def test_api_bodies_are_refused_without_a_write_or_stored_whole(stack: Stack) ->
     from bench.fuzzing.api import ApiBodies
     from bench.fuzzing.api import Stack as FuzzStack
 
-    target = ApiBodies(FuzzStack(stack.url, stack.env["FLEET_REDIS_URL"], stack.tokens["admin"], stack.o),
+    target = ApiBodies(FuzzStack(stack.url, stack.env["FLEET_REDIS_URL"], stack.tokens["admin"]),
                        seeds=8)
 
     @settings(max_examples=40, deadline=None, database=None,
