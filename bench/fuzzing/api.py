@@ -231,7 +231,8 @@ class ApiBodies:
         content = body if isinstance(body, bytes) else _encode(body)
         try:  # reason about what is sent: the encoder writes bytes as hex text, NaN as NaN
             body = json.loads(content)
-        except ValueError:  # not JSON at all (invalid UTF-8): sent as it is
+        except (ValueError, RecursionError):  # not JSON (invalid UTF-8), or nested too deep for
+            # json.loads: sent as it is (fleet-api answers 400 or 422)
             body = None
         if isinstance(body, dict):
             if path == "/api/v1/shadow/bulk" and isinstance(body.get("selector"), dict):
