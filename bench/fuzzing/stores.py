@@ -237,7 +237,11 @@ class Manifests:
             config = json.dumps(ro.RolloutConfig.parse(routed.body).to_json(), sort_keys=True)
             if meta.get("config") != config:
                 raise Finding("rollout not stored as created", f"{meta.get('config')!r:.300}")
-        elif "state" in body and body["state"] != meta.get("state"):
+        elif "state" in body and body["state"] != meta.get("state") and not (
+            routed.body.get("action") in ("resume", "advance") and meta.get("state") == "completed"
+        ):
+            # (resume and advance open the next stage at once: with no device left to update,
+            # that completes the rollout in the same handle, after the answer was made)
             raise Finding("command answered a state not stored", f"{body['state']} vs {meta.get('state')}")
         return "accepted (request)"
 
