@@ -81,6 +81,10 @@ class DeviceState:
     tt_var: float = 0.0
     tt_z: float = 0.0
     win: int = 0  # the seq window: bit i set when seq - i was scored or filled
+    # Where free heap's fall began (see _heap_ref): its fast level there (bytes) and the heartbeat's
+    # time. The heap_leak detail's rate is the fall from there.
+    h_ref: float = 0.0
+    h_ref_ts: float = 0.0
     t: Track = field(default_factory=Track)
     b: Track = field(default_factory=Track)
     r: Track = field(default_factory=Track)
@@ -91,7 +95,7 @@ class DeviceState:
     _SCALARS: ClassVar[tuple[str, ...]] = (
         "n", "ts", "seq", "uptime", "hw", "fw", "t_raw", "t_rel", "b_pct", "b_ts", "drain", "b_t0",
         "b_p0", "rb", "reset", "ms", "status", "bad_run", "good_run", "score", "wall", "pub_ts", "pub_sig",
-        "tt_n", "tt_slow", "tt_var", "tt_z", "win")
+        "tt_n", "tt_slow", "tt_var", "tt_z", "win", "h_ref", "h_ref_ts")
 
     def to_json(self) -> list[Any]:
         return [[getattr(self, k) for k in self._SCALARS], self.t.to_list(), self.b.to_list(),
@@ -100,9 +104,11 @@ class DeviceState:
     @classmethod
     def from_json(cls, v: list[Any]) -> DeviceState:
         st = cls()
-        if not len(cls._SCALARS) - 5 <= len(v[0]) <= len(cls._SCALARS):
+        if len(v[0]) < len(cls._SCALARS) - 7:
             raise ValueError("unknown state layout")
-        # A state written before the trend fields (or the seq window) existed lacks them: they start afresh.
+        # A state written before the trend fields (or the seq window, or the heap reference) existed lacks
+        # them: they start afresh. One written by a newer version (a replica upgraded first) may have
+        # more at the end: they are ignored, so mixed versions keep each other's state.
         for k, x in zip(cls._SCALARS, v[0], strict=False):
             setattr(st, k, x)
         st.t, st.b, st.r, st.h = (Track.from_list(x) for x in v[1:5])
@@ -255,15 +261,12 @@ def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now
             tr.lvl = heap  # a reboot frees the heap: the leak restarts from scratch
             tr.cu = 0.0
         step = tr.update(heap, ts, -1.0, _F_H, t.alpha_heap, t)
+        _heap_ref(st, ts, rebooted, t)
         cm = _stat(cs, 3)
         z = -cohort_z(tr.lvl, cm[0], cm[1], _M_H) if cm else 0.0
         if tr.bad(step, t) or z > t.cohort_z:
             sev = CRITICAL if tr.n > t.warmup and tr.lvl < 0.25 * tr.base else WATCH
-            hours = (ts - tr.cu0) / 3600
-            rate = (tr.base - tr.lvl) / hours / 1024 if hours > 0.05 else 0.0
-            reasons.append(("heap_leak", sev, f"free heap {tr.lvl / 1024:.0f} KiB, "
-                            f"{(tr.base - tr.lvl) / 1024:.0f} KiB below its own baseline, "
-                            f"falling {rate:.1f} KiB/h"))
+            reasons.append(("heap_leak", sev, _heap_detail(st, ts, t)))
 
     if st.rb >= t.reboot_loop:
         reasons.append(("reboot_loop", CRITICAL, f"about {st.rb:.0f} reboots in the last hour"
@@ -276,6 +279,31 @@ def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now
     st.ts = ts  # the newest heartbeat's own time, even when its clock went back
     st.wall = now
     return _conclude(st, reasons, its, t)
+
+
+def _heap_ref(st: DeviceState, ts: float, rebooted: bool, t: Tuning) -> None:
+    """Move the point the heap's fall is measured from to now when no fall is under way: at the first
+    reading and at a reboot (the heap is freed), at a new high of the level, and, once the own
+    baseline is learned, while the CUSUM rests at zero (the level within its band: the last such
+    time is the CUSUM's estimate of where a change began, Page 1954)."""
+    tr = st.h
+    if rebooted or tr.n == 1 or tr.lvl >= st.h_ref or (tr.n > t.warmup and tr.cu == 0.0):
+        st.h_ref, st.h_ref_ts = round(tr.lvl), ts  # whole bytes: the state stays small in Redis
+
+
+def _heap_detail(st: DeviceState, ts: float, t: Tuning) -> str:
+    """Free heap (KiB), its distance below the own baseline (KiB) once learned, and how fast it falls:
+    KiB per hour of the heartbeats' own clock (`ts`), the level's fall since `_heap_ref`'s point
+    (bytes / s x 3600 / 1024), given once at least one interval has passed since that point."""
+    tr = st.h
+    parts = [f"free heap {tr.lvl / 1024:.0f} KiB"]
+    if tr.n > t.warmup:
+        parts.append(f"{(tr.base - tr.lvl) / 1024:.0f} KiB below its own baseline")
+    span = ts - st.h_ref_ts
+    if span >= t.interval_s and st.h_ref > tr.lvl:
+        since = f"{span / 60:.0f} min" if span < 3600 else f"{span / 3600:.1f} h"
+        parts.append(f"falling {(st.h_ref - tr.lvl) / span * 3600 / 1024:.1f} KiB/h over the last {since}")
+    return ", ".join(parts)
 
 
 def _temp_detail(st: DeviceState, temp: float, z: float, cm: tuple[float, float] | None, ts: float,

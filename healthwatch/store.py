@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import redis as redis_lib
 
+from daemons.registry import run_scripts
 from healthwatch.cohort import Levels
 from healthwatch.device import DeviceState
 from healthwatch.status import STATUSES, HealthStatus
@@ -87,7 +88,6 @@ class HealthStore:
         self.counts_key = f"{namespace}:health:{{idx}}:counts"
         self.cohorts_key = f"{namespace}:health:{{cohorts}}:names"
         self._cas = redis.register_script(CAS_SCRIPT)
-        self._cluster = isinstance(redis, redis_lib.RedisCluster)
 
     def migrate_legacy_keys(self) -> int:
         """Rename keys stored under the old `{ns}:hw:` prefix to `{ns}:health:`; how many moved.
@@ -178,24 +178,8 @@ class HealthStore:
                     "status", STATUSES[st.status], "score", st.score,
                     "hw", st.hw or "", "fw", st.fw or ""]
 
-        if not self._cluster:
-            pipe = self.redis.pipeline(transaction=False)
-            for w in writes:
-                self._cas(keys=[self.key(w.device_id)], args=args(w), client=pipe)
-            return [bool(r) for r in pipe.execute()]
-        # redis-py's cluster pipeline refuses scripts: pipeline them per node instead.
-        by_node: dict[str, tuple[Any, list[int]]] = {}
-        for i, w in enumerate(writes):
-            node = self.redis.get_node_from_key(self.key(w.device_id))
-            by_node.setdefault(node.name, (node, []))[1].append(i)
-        applied = [False] * len(writes)
-        for node, indexes in by_node.values():
-            pipe = self.redis.get_redis_connection(node).pipeline(transaction=False)
-            for i in indexes:
-                self._cas(keys=[self.key(writes[i].device_id)], args=args(writes[i]), client=pipe)
-            for i, ok in zip(indexes, pipe.execute(), strict=True):
-                applied[i] = bool(ok)
-        return applied
+        calls = [([self.key(w.device_id)], args(w)) for w in writes]
+        return [bool(r) for r in run_scripts(self.redis, self._cas, calls)]
 
     def requeue(self, device_ids: list[str]) -> None:
         """Put devices back on the offline timer at their last heartbeat (an offline claim lost)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -58,7 +57,7 @@ def build(settings: Settings, redis: Any, metrics: DaemonMetrics, resources: Exi
         resources.callback(server.server_close)
         resources.callback(server.shutdown)
         get_logger("otaplanner").info("artifact_http", port=settings.artifact_http_port)
-    owner = settings.mqtt_client_id or f"otaplanner-{socket.gethostname()}"
+    owner = settings.client_id_for("otaplanner")
     jobs = JobFactory(Signer.from_settings(settings), artifacts)
     store = RolloutStore(redis)
     RedisReadings(metrics, lambda: readings(store))

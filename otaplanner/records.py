@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, NotRequired, TypedDict
+from typing import Any, ClassVar, NotRequired
+
+# typing_extensions' TypedDict, not typing's: pydantic (the API's response model of a release is this
+# very type) accepts only that one before Python 3.12.
+from typing_extensions import TypedDict
 
 from otaplanner import rollout as ro
 
 
 class Release(TypedDict):
-    """A registered release (PROTOCOL §3), as stored in `ota:releases` and retained on its topic."""
+    """A registered release (PROTOCOL §3), as stored in `ota:releases` and retained on its topic.
+
+    The one definition of its shape: fleet-api answers it as is (daemons.api.models).
+    """
 
     version: str
     hw: list[str]

@@ -13,7 +13,12 @@ Keys of one rollout share the hash tag `{ro:<rid>}` (one slot on Redis Cluster):
   lease     string: the replica that runs this rollout's periodic work
   rb:*      dev, cnt, pending, deadline, jobs again for the rollback jobs (job ids end in `#rb`)
 Other keys: `ota:releases` (version -> JSON), `ota:rollouts`/`ota:active`/`ota:trailing` (sets of ids),
-`ota:cur:{<device>}` (the device's one job slot: rollout and job id), `ota:health` (device -> score).
+`ota:cur:{<device>}` (`slot_key`: the device's one job slot, rollout and job id; same hash tag as the
+device's registry hash, which CLAIM reads), `ota:health` (device -> score).
+On Redis Cluster every script touches one slot: a rollout's own keys, or one device's. The fleet-wide
+keys above are only ever used one key per command, so they need no common tag; a rollout's id is
+listed in `ota:rollouts`/`ota:active` right after CREATE (see `create`). Scripts are pipelined by
+daemons.registry.run_scripts.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, cast
 
-from daemons.registry import device_key
+from daemons.registry import device_key, run_scripts
 from otaplanner.records import DeviceRecord, Release
 from otaplanner.rollout import Counts
 from otaplanner.rollout_scripts import (
@@ -62,6 +67,11 @@ class RolloutStore:
     def key(rid: str, part: str) -> str:
         return f"ota:{{ro:{rid}}}:{part}"
 
+    @staticmethod
+    def slot_key(device_id: str) -> str:
+        """The device's one job slot (hash: rid, job); its hash tag is the device's registry hash's."""
+        return f"ota:cur:{{{device_id}}}"
+
     def _keys(self, rid: str, *parts: str) -> list[str]:
         return [self.key(rid, p) for p in parts]
 
@@ -80,13 +90,18 @@ class RolloutStore:
         return dict(self.redis.hgetall(self.key(rid, "meta")))
 
     def create(self, rid: str, fields: dict[str, str], event: dict[str, Any]) -> bool:
+        """Store a new rollout's meta and `created` event unless the id exists; True when created.
+
+        The id is then listed in `ota:rollouts` and `ota:active` (other slots, so not in the script),
+        also when the rollout existed: a create redelivered after a crash between the two lists it.
+        An id listed active whose rollout is not is dropped by the next tick (control.tick).
+        """
         args: list[str] = [json.dumps(event)]
         for k, v in fields.items():
             args.extend((k, v))
         ok = bool(self._create(keys=self._keys(rid, "meta", "events"), args=args))
-        if ok:
-            self.redis.sadd("ota:rollouts", rid)
-            self.redis.sadd("ota:active", rid)
+        self.redis.sadd("ota:rollouts", rid)
+        self.redis.sadd("ota:active", rid)
         return ok
 
     def transition(self, rid: str, rev: str, fields: dict[str, str], event: dict[str, Any] | None) -> int:
@@ -132,10 +147,8 @@ class RolloutStore:
     def mark_sent(self, sent: dict[str, int]) -> None:
         if not sent:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for rid, seq in sent.items():
-            self._mark_sent(keys=[self.key(rid, "meta")], args=[seq], client=pipe)
-        pipe.execute()
+        calls = [([self.key(rid, "meta")], [seq]) for rid, seq in sent.items()]
+        run_scripts(self.redis, self._mark_sent, calls)
 
     def unsent_events(self, rid: str) -> list[str]:
         """Events (as stored, JSON) after the last one marked as published."""
@@ -185,26 +198,22 @@ class RolloutStore:
 
     def claim(self, rid: str, jobs: dict[str, str]) -> dict[str, str]:
         """Take each device's job slot for (rollout, job id); the devices taken, with their encoding."""
-        pipe = self.redis.pipeline(transaction=False)
-        for device_id, job_id in jobs.items():
-            keys = [f"ota:cur:{{{device_id}}}", device_key(self.device_ns, device_id)]
-            self._claim(keys=keys, args=[rid, job_id], client=pipe)
-        got = zip(jobs, pipe.execute(), strict=True)
+        calls = [([self.slot_key(d), device_key(self.device_ns, d)], [rid, job_id])
+                 for d, job_id in jobs.items()]
+        got = zip(jobs, run_scripts(self.redis, self._claim, calls), strict=True)
         return {d: ("msgpack" if enc == "msgpack" else "json") for d, enc in got if enc}
 
     def current(self, device_id: str) -> str | None:
         """The job id in the device's one job slot, if it holds one."""
-        job = self.redis.hget(f"ota:cur:{{{device_id}}}", "job")
+        job = self.redis.hget(self.slot_key(device_id), "job")
         return str(job) if job else None
 
     def free(self, slots: dict[str, str]) -> None:
         """Give back the device's job slot (device -> job id) once its job is over."""
         if not slots:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for device_id, job_id in slots.items():
-            self._release(keys=[f"ota:cur:{{{device_id}}}"], args=[job_id], client=pipe)
-        pipe.execute()
+        calls = [([self.slot_key(d)], [job_id]) for d, job_id in slots.items()]
+        run_scripts(self.redis, self._release, calls)
 
     def issue(self, rid: str, now: float, jobs: dict[str, tuple[str, str]],
               kind: str = "") -> dict[str, bool]:

@@ -35,7 +35,9 @@ def build(settings: Settings, redis: Any, metrics: DaemonMetrics) -> ShadowServi
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_daemon("shadowsync", build, argv)
+    # Bulk updates: answered by one replica, also on brokers without shared subscriptions (tags,
+    # which name a device, follow the device partition there: daemons.runtime.replicas).
+    return run_daemon("shadowsync", build, argv, once=lambda s: [f"{s.ops_prefix}/shadow/bulk"])
 
 
 if __name__ == "__main__":

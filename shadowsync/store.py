@@ -15,9 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis as redis_lib
-
-from daemons.registry import device_key
+from daemons.registry import device_key, run_scripts
 
 CAS_SCRIPT = """
 local rev = redis.call('HGET', KEYS[1], 'rev')
@@ -49,7 +47,6 @@ class ShadowStore:
         self.redis = redis
         self.ns = namespace
         self._cas = redis.register_script(CAS_SCRIPT)
-        self._cluster = isinstance(redis, redis_lib.RedisCluster)
 
     def key(self, device_id: str) -> str:
         return device_key(self.ns, device_id)
@@ -89,35 +86,10 @@ class ShadowStore:
     def commit(self, writes: list[DeviceWrite], extra: Any = None) -> list[bool]:
         """Apply each write if its device's `rev` is unchanged; return which ones applied.
 
-        `extra(pipe)` may queue further commands (index updates) in the same round trip.
+        `extra(pipe)` may queue further commands (index updates) in the same round trip
+        (daemons.registry.run_scripts: after the scripts on Redis Cluster).
         """
         if not writes:
             return []
-        if self._cluster:
-            return self._commit_cluster(writes, extra)
-        pipe = self.redis.pipeline(transaction=False)
-        for w in writes:
-            self._cas(keys=[self.key(w.device_id)], args=w.args(), client=pipe)
-        if extra is not None:
-            extra(pipe)
-        results = pipe.execute()
-        return [bool(r) for r in results[: len(writes)]]
-
-    def _commit_cluster(self, writes: list[DeviceWrite], extra: Any) -> list[bool]:
-        # redis-py's cluster pipeline refuses scripts: pipeline them per node instead.
-        by_node: dict[str, tuple[Any, list[int]]] = {}
-        for i, w in enumerate(writes):
-            node = self.redis.get_node_from_key(self.key(w.device_id))
-            by_node.setdefault(node.name, (node, []))[1].append(i)
-        applied = [False] * len(writes)
-        for node, indexes in by_node.values():
-            pipe = self.redis.get_redis_connection(node).pipeline(transaction=False)
-            for i in indexes:
-                self._cas(keys=[self.key(writes[i].device_id)], args=writes[i].args(), client=pipe)
-            for i, ok in zip(indexes, pipe.execute(), strict=True):
-                applied[i] = bool(ok)
-        if extra is not None:
-            pipe = self.redis.pipeline(transaction=False)
-            extra(pipe)
-            pipe.execute()
-        return applied
+        calls = [([self.key(w.device_id)], w.args()) for w in writes]
+        return [bool(r) for r in run_scripts(self.redis, self._cas, calls, extra)]

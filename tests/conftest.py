@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import redis as redis_lib
 
-from tests.support import Daemon, Probe, Server, env_for, iter_unique, start_mosquitto, start_redis
+from daemons.cli.localstack import Cluster, start_redis_cluster
+from tests.support import (
+    Daemon,
+    Probe,
+    Server,
+    default_backend,
+    env_for,
+    iter_unique,
+    redis_client,
+    start_mosquitto,
+    start_redis,
+)
 
 _names = iter_unique("t")
 
@@ -27,10 +38,33 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real Redis Cluster of 3 masters (no replicas) on free ports, started once when first used."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def redis(redis_server: Server) -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(redis_server.url, decode_responses=True)
-    client.flushall()
+def backend(request: pytest.FixtureRequest) -> str:
+    """The Redis of this test's `redis` and `daemon` fixtures: "single" (redis-server) unless the
+    test is marked `tests.support.on_both_backends`, which runs it on "cluster" too.
+    TEST_REDIS_BACKEND=cluster makes "cluster" the default, for a run of whole directories on it."""
+    return str(getattr(request, "param", default_backend()))
+
+
+@pytest.fixture
+def redis_target(backend: str, request: pytest.FixtureRequest) -> Server | Cluster:
+    """The redis-server or the Redis Cluster behind this test (see `backend`)."""
+    return request.getfixturevalue("redis_cluster" if backend == "cluster" else "redis_server")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def redis(redis_target: Server | Cluster) -> Iterator[Any]:
+    """A client of the test's Redis (redis.Redis, or a cluster client on "cluster"), emptied first."""
+    client = redis_client(redis_target)
+    client.flushall()  # on a cluster: on every master (redis-py sends FLUSHALL to all primaries)
     yield client
     client.close()
 
@@ -59,14 +93,14 @@ def probe(broker: Server) -> Iterator[Callable[..., Probe]]:
 
 
 @pytest.fixture
-def daemon(redis: redis_lib.Redis, redis_server: Server, broker: Server, prefixes: tuple[str, str],
+def daemon(redis: Any, redis_target: Server | Cluster, broker: Server, prefixes: tuple[str, str],
            tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start a daemon module (e.g. "shadowsync") against this test's broker, Redis and prefixes."""
     started: list[Daemon] = []
 
     def make(module: str, **env: str) -> Daemon:
         env.setdefault("FLEET_MQTT_CLIENT_ID", f"{module}-{prefixes[0]}-{len(started)}")
-        d = Daemon(module, env_for(redis_server, broker, *prefixes, **env)).start()
+        d = Daemon(module, env_for(redis_target, broker, *prefixes, **env)).start()
         started.append(d)
         return d
 

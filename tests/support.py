@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 
 # Re-exported: tests and benchmarks start infrastructure from here.
 from daemons.cli.localstack import (  # noqa: F401
+    Cluster,
     Server,
     free_port,
     need,
@@ -178,14 +180,24 @@ class Daemon:
     notify: ReadinessListener | None = None
 
     def start(self, timeout: float = 20.0) -> Daemon:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Daemon:
+        """Start the process without waiting: several daemons then start side by side."""
         if self.notify is not None:
             self.notify.close()
         self.notify = ReadinessListener(self.watchdog_s)
-        process = self.process = subprocess.Popen(
+        self.process = subprocess.Popen(
             [sys.executable, "-m", self.module], env={**os.environ, **self.env, **self.notify.env()},
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-        if not self.notify.wait_ready(timeout, alive=lambda: process.poll() is None):
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> Daemon:
+        """Until the launched daemon sent READY=1 (RuntimeError, the daemon killed, if it does not)."""
+        process, notify = self.process, self.notify
+        assert process is not None and notify is not None, "launch() first"
+        if not notify.wait_ready(timeout, alive=lambda: process.poll() is None):
             self.kill()
             raise RuntimeError(f"{self.module} did not start: {self.lines[-5:]}")
         return self
@@ -224,7 +236,8 @@ class Daemon:
             self.notify = None
 
 
-def env_for(redis: Server, broker: Server, prefix: str, ops: str, **extra: str) -> dict[str, str]:
+def env_for(redis: Server | Cluster, broker: Server, prefix: str, ops: str, **extra: str) -> dict[str, str]:
+    """A daemon's FLEET_* environment; a Redis Cluster turns FLEET_REDIS_CLUSTER on."""
     env = {
         "FLEET_MQTT_URL": broker.url,
         "FLEET_REDIS_URL": redis.url,
@@ -233,8 +246,30 @@ def env_for(redis: Server, broker: Server, prefix: str, ops: str, **extra: str) 
         "FLEET_METRICS_PORT": "0",
         "FLEET_LOG_LEVEL": "info",
     }
+    if isinstance(redis, Cluster):
+        env["FLEET_REDIS_CLUSTER"] = "1"
     env.update(extra)
     return env
+
+
+def redis_client(redis: Server | Cluster) -> Any:
+    """A client of this test Redis, made as the daemons make theirs (daemons.runtime.redisclient)."""
+    from daemons.runtime.config import Settings
+    from daemons.runtime.redisclient import connect_redis
+
+    return connect_redis(Settings(redis_url=redis.url, redis_cluster=isinstance(redis, Cluster)))
+
+
+def default_backend() -> str:
+    """"single" (redis-server) or, with TEST_REDIS_BACKEND=cluster, "cluster" (a 3-master Redis Cluster)."""
+    return "cluster" if os.environ.get("TEST_REDIS_BACKEND") == "cluster" else "single"
+
+
+# Runs a test once on one redis-server and once on a 3-master Redis Cluster (tests/conftest.py's
+# `backend` fixture): for a few representative end-to-end tests, not every test (make test's time).
+on_both_backends = pytest.mark.parametrize("backend", ["single", "cluster"], indirect=True)
+# Runs a test on the Redis Cluster only (its `redis` fixture emptied first, as on one redis-server).
+on_cluster = pytest.mark.parametrize("backend", ["cluster"], indirect=True)
 
 
 def iter_unique(prefix: str) -> Iterator[str]:
@@ -242,3 +277,16 @@ def iter_unique(prefix: str) -> Iterator[str]:
     while True:
         n += 1
         yield f"{prefix}{os.getpid()}x{n}"
+
+
+def counted(metrics_port: int, daemon: str, kind: str, result: str | None = None) -> float:
+    """`fleet_messages_total{daemon,kind,result}` as one daemon's /metrics shows it now (0 if absent);
+    without `result`, the sum over every result of `kind`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    needle = f'fleet_messages_total{{daemon="{daemon}",kind="{kind}",result="{result or ""}'
+    if result is not None:
+        needle += '"} '
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(needle))

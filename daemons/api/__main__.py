@@ -14,9 +14,9 @@ import uvicorn
 
 from daemons.protocol.errors import FleetError
 from daemons.runtime import logs
-from daemons.runtime.app import connect_redis
 from daemons.runtime.config import load_settings
 from daemons.runtime.prefixes import check_prefixes
+from daemons.runtime.redisclient import connect_redis
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,18 +15,21 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from daemons.api import problems, routes_devices, routes_ops, routes_ota
 from daemons.api.audit import Audit
 from daemons.api.auth import TokenStore
-from daemons.api.bridge import Bridge
+from daemons.api.bridge import Bridge, Listener
 from daemons.api.debug import DebugSessions
 from daemons.api.deps import Context
 from daemons.api.fleetindex import FleetIndex
 from daemons.api.links import link_key
+from daemons.protocol.messages import Inbound
 from daemons.runtime.config import Settings
 from daemons.runtime.logs import get_logger
 from daemons.runtime.notify import Notifier
+from daemons.runtime.once import ClaimOnce
 from otaplanner.rollout_store import RolloutStore
 
 STATIC = Path(__file__).parent / "static"
@@ -77,19 +80,48 @@ def build_context(settings: Settings, redis: Any, bridge: Bridge) -> Context:
     return c
 
 
+# Every API replica subscribes plainly and gets each message: one (the first to claim it in Redis)
+# stores an alert or answers a door request. The API's sessions are clean (no backlog to redeliver
+# late), so replicas see a message within moments of each other: a short claim suffices, and
+# narrows the time in which a byte-identical request (same clientToken) counts as a repeat.
+CLAIM_TTL_S = 60
+
+
 async def _start_listeners(c: Context) -> list[int]:
     """Permanent subscriptions: alerts and the health summary kept in Redis, the MQTT debug door."""
     loop = asyncio.get_running_loop()
     o = c.settings.ops_prefix
+    once = ClaimOnce(c.redis, c.bridge.client_id, [f"{o}/health/alerts", f"{o}/debug/open"], CLAIM_TTL_S)
+    log = get_logger("api")
 
+    def mine(topic: str, payload: bytes) -> bool:
+        return bool(once.keep([Inbound(topic, payload, 1, False, None)]))
+
+    def guarded(listener: Listener) -> Listener:
+        """A listener whose Redis errors are logged: raised in paho's thread, they would stop it."""
+        def run(topic: str, payload: bytes) -> None:
+            try:
+                listener(topic, payload)
+            except redis_lib.exceptions.RedisError as exc:
+                log.warning("listener_failed", topic=topic, error=str(exc))
+        return run
+
+    @guarded
+    def on_alert(topic: str, payload: bytes) -> None:
+        if mine(topic, payload):
+            routes_ops.store_alert(c, payload)
+
+    @guarded
     def on_summary(topic: str, payload: bytes) -> None:
-        if payload:
+        if payload:  # the latest summary: every replica may store it
             c.redis.set(routes_ops.SUMMARY_KEY, payload)
 
+    @guarded
     def on_debug_open(topic: str, payload: bytes) -> None:
-        asyncio.run_coroutine_threadsafe(c.debug.open_from_mqtt(payload), loop)
+        if mine(topic, payload):
+            asyncio.run_coroutine_threadsafe(c.debug.open_from_mqtt(payload), loop)
 
-    return [await c.bridge.listen(f"{o}/health/alerts", lambda t, p: routes_ops.store_alert(c, p)),
+    return [await c.bridge.listen(f"{o}/health/alerts", on_alert),
             await c.bridge.listen(f"{o}/health/summary", on_summary),
             await c.bridge.listen(f"{o}/debug/open", on_debug_open)]
 
@@ -113,7 +145,7 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
             log.warning("broker_unreachable", mqtt=settings.mqtt_url,
                         detail="writes answer 503 until it is back")
         try:
-            c.index.backfill()
+            await run_in_threadpool(c.index.backfill)
         except redis_lib.exceptions.RedisError as exc:
             log.warning("redis_unreachable", error=str(exc))
         handles = await _start_listeners(c)
@@ -141,13 +173,15 @@ def create_app(settings: Settings, redis: Any, bridge: Bridge | None = None) -> 
     app.state.ctx = build_context(settings, redis, bridge or Bridge(settings))
     app.state.ctx.metrics = metrics
     app.state.ctx.debug.on_open = metrics.debug_sessions.inc
-    problems.install(app)
+    problems.install(app, API)
 
     async def redis_away(request: Request, exc: Exception) -> Response:
         return problems.problem_response(503, f"redis: {type(exc).__name__}")
 
-    app.add_exception_handler(redis_lib.exceptions.ConnectionError, redis_away)
-    app.add_exception_handler(redis_lib.exceptions.TimeoutError, redis_away)
+    # On Redis Cluster also: the cluster down or a master gone (ClusterError), a slot not served.
+    for away in (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError,
+                 redis_lib.exceptions.ClusterError, redis_lib.exceptions.SlotNotCoveredError):
+        app.add_exception_handler(away, redis_away)
     for r in (routes_devices.router, routes_ota.router, routes_ops.router):
         app.include_router(r, prefix=API)
     app.include_router(routes_ops.pages)

@@ -54,10 +54,12 @@ class Bridge:
         self._listeners: dict[int, tuple[str, Listener]] = {}
         self._next = 0
         self._connected = threading.Event()
+        self._tried = threading.Event()  # the first connection attempt has an outcome
         # Request/answer traffic only: a clean session (nothing to resume after a restart).
         self._client, self._addr = client_for(settings, self.client_id, clean_session=True)
         self._client.reconnect_delay_set(1, 10)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = lambda *a: self._tried.set()  # refused or unreachable
         self._client.on_disconnect = lambda *a: self._connected.clear()
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -65,14 +67,17 @@ class Bridge:
     # -- connection ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 15.0) -> bool:
-        """Start connecting (paho retries in the background) and wait up to `timeout` for it.
+        """Start connecting (paho retries in the background) and wait, up to `timeout`, for the first
+        attempt's outcome: True when connected.
 
         The API serves reads while the broker is away (writes and /healthz answer 503), so a
-        broker that is not there yet is not fatal: False says so.
+        broker that is not there yet is not fatal: False says so, as soon as the first attempt is
+        refused or finds no broker (paho keeps trying every 1-10 s), not after the whole timeout.
         """
         self._client.connect_async(self._addr.host, self._addr.port, keepalive=30)
         self._client.loop_start()
-        return self._connected.wait(timeout)
+        self._tried.wait(timeout)
+        return self._connected.is_set()
 
     def stop(self) -> None:
         self._client.disconnect()
@@ -84,12 +89,14 @@ class Bridge:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
+            self._tried.set()
             return
         with self._lock:
             topics = list(self._refs)
         for topic in topics:  # a clean session forgets them: subscribe again after a reconnect
             client.subscribe(topic, qos=1)
         self._connected.set()
+        self._tried.set()
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         with self._lock:

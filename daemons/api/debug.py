@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from daemons.api import links
 from daemons.api.audit import Audit
 from daemons.api.auth import Principal
@@ -95,11 +97,13 @@ class DebugSessions:
             await self._desired(device_id, {"enabled": True, "until": expires_at, "level": level})
         except BridgeTimeout as exc:
             raise Rejected(503, f"shadow-sync not answering: {exc}") from None
-        self.redis.zadd(self.zkey, {json.dumps({"session_id": session_id, "device_id": device_id,
-                                                "expires_at": expires_at}, sort_keys=True): expires_at})
+        row = json.dumps({"session_id": session_id, "device_id": device_id, "expires_at": expires_at},
+                         sort_keys=True)
+        await run_in_threadpool(self.redis.zadd, self.zkey, {row: expires_at})
         answer = {"session_id": session_id, "device_id": device_id, "expires_at": expires_at,
                   "link": self.base_url + links.link_path(self.key, session_id, device_id, expires_at)}
-        self.audit.record(who, "debug.open", device_id, 201, f"operator {operator}, until {expires_at}")
+        await run_in_threadpool(self.audit.record, who, "debug.open", device_id, 201,
+                                f"operator {operator}, until {expires_at}")
         if self.on_open is not None:
             self.on_open()
         return answer
@@ -109,31 +113,32 @@ class DebugSessions:
         return [(raw, s) for raw, s in rows if device_id is None or s["device_id"] == device_id]
 
     async def _end(self, raw: str, session: dict[str, Any], who: Principal | None, why: str) -> bool:
-        if not self.redis.zrem(self.zkey, raw):
+        if not await run_in_threadpool(self.redis.zrem, self.zkey, raw):
             return False  # another replica (or call) ended it
         device_id = session["device_id"]
-        if not self._sessions(device_id):  # no later session of this device still wants logs
+        if not await run_in_threadpool(self._sessions, device_id):  # no later session still wants logs
             try:
                 await self._desired(device_id, None)
             except (BridgeTimeout, Rejected) as exc:
                 self.log.warning("debug_clear_failed", device_id=device_id, error=str(exc))
         if why == "expire":
-            self.audit.record(who, "debug.expire", device_id, 200, f"session {session['session_id']}")
+            await run_in_threadpool(self.audit.record, who, "debug.expire", device_id, 200,
+                                    f"session {session['session_id']}")
         return True
 
     async def close(self, device_id: str, who: Principal) -> int:
         """End every session of the device now; how many there were."""
-        ended = [s["session_id"] for raw, s in self._sessions(device_id)
+        ended = [s["session_id"] for raw, s in await run_in_threadpool(self._sessions, device_id)
                  if await self._end(raw, s, who, "close")]
         event = self.closed.pop(device_id, None)
         if event is not None:
             event.set()
-        self.audit.record(who, "debug.close", device_id, 204,
-                          f"sessions {', '.join(ended)}" if ended else "no open session")
+        await run_in_threadpool(self.audit.record, who, "debug.close", device_id, 204,
+                                f"sessions {', '.join(ended)}" if ended else "no open session")
         return len(ended)
 
     async def expire(self, now: float) -> None:
-        for raw in self.redis.zrangebyscore(self.zkey, "-inf", now):
+        for raw in await run_in_threadpool(self.redis.zrangebyscore, self.zkey, "-inf", now):
             await self._end(raw, json.loads(raw), None, "expire")
 
     async def run_expiry(self, interval_s: float = 1.0) -> None:

@@ -1,4 +1,9 @@
-"""What every route shares: the process context, authentication by role, paging, write answers."""
+"""What every route shares: the process context, authentication by role, paging, write answers.
+
+Blocking Redis calls stay off the event loop. Plain `def` routes and dependencies run in Starlette's
+threadpool already; the `async def` routes (they await a daemon's MQTT answer, or stream) hand their
+Redis work to that same threadpool with `starlette.concurrency.run_in_threadpool`, e.g. `audited`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from daemons.api.audit import Audit
 from daemons.api.auth import Principal, TokenStore
@@ -114,22 +120,28 @@ def page_body(items: list[Any], paging: Paging, total: int) -> dict[str, Any]:
     return {"items": items, "next_cursor": encode_cursor(end) if end < total else None, "total": total}
 
 
+async def audited(c: Context, who: Principal | None, action: str, target: str, result: int,
+                  detail: str | None = None) -> None:
+    """`Audit.record` (a Redis write) from an async route, in the threadpool."""
+    await run_in_threadpool(c.audit.record, who, action, target, result, detail)
+
+
 async def daemon_request(c: Context, who: Principal, action: str, target: str, topic: str,
                          body: dict[str, Any], answer: str | None = None,
                          timeout: float = 10.0) -> dict[str, Any]:
     """A write through the daemons' MQTT contract, audited; a rejection becomes its HTTP code."""
     if not c.bridge.connected:
-        c.audit.record(who, action, target, 503)
+        await audited(c, who, action, target, 503)
         raise Problem(503, "broker: not connected")
     try:
         ok, got = await c.bridge.request(topic, body, timeout=timeout, answer=answer)
     except BridgeTimeout as exc:
-        c.audit.record(who, action, target, 503)
+        await audited(c, who, action, target, 503)
         raise Problem(503, f"daemon not answering: {exc}") from None
     if not ok:
         code = got.get("code")
         status = code if isinstance(code, int) and 400 <= code <= 599 else 500
-        c.audit.record(who, action, target, status, str(got.get("message", "")))
+        await audited(c, who, action, target, status, str(got.get("message", "")))
         raise Problem(status, str(got.get("message", "rejected")))
     got.pop("clientToken", None)
     return got

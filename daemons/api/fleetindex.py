@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemons.registry import Registry
+from daemons.registry import Registry, slot_pipeline
 from healthwatch.store import HealthStore
 
 RESULT_TTL_S = 5
@@ -66,7 +66,9 @@ class FleetIndex:
         tmp = self.idx(f"api:t:{query.fingerprint()}")
         keys: list[str] = [self.idx("ids")]
         weights: list[float] = [0]
-        pipe = self.redis.pipeline(transaction=False)
+        # One MULTI on the `{idx}` slot: atomic (two API processes building the same query share
+        # its temporary keys), and multi-key commands work on Redis Cluster too.
+        pipe = slot_pipeline(self.redis, key, transaction=True)
         if query.hw is not None:
             keys.append(self.idx(f"hw:{query.hw}"))
         keys.extend(self.idx(f"tag:{k}={v}") for k, v in sorted(query.tags.items()))

@@ -2,7 +2,7 @@
 
 Bodies that are the daemons' own messages (a shadow document, an accepted update, a rollout
 status) keep their PROTOCOL fields and allow more (`extra="allow"`), so a daemon adding a field
-never breaks the API.
+never breaks the API. A release is otaplanner's own record type (`Release`), one definition.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from otaplanner.records import Release
 
 
 class Open(BaseModel):
@@ -90,15 +92,6 @@ class FleetSummary(BaseModel):
     hw: dict[str, int]
     fw: dict[str, int]
     rollouts: RolloutCounts
-
-
-class Release(Open):
-    version: str
-    hw: list[str]
-    object: str
-    sha256: str
-    size: int
-    secure_version: int
 
 
 class ReleasePage(BaseModel):

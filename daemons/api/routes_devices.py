@@ -14,9 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from daemons.api import models as m
-from daemons.api.deps import Ctx, Operator, Page, Viewer, daemon_request, page_body
+from daemons.api.deps import Ctx, Operator, Page, Viewer, audited, daemon_request, page_body
 from daemons.api.fleetindex import HEALTH, SORTS, DeviceQuery
 from daemons.api.problems import Problem, responses
 from daemons.protocol.messages import DEVICE_ID_RE
@@ -106,7 +107,7 @@ def get_device(c: Ctx, who: Viewer, device_id: DeviceId) -> dict[str, Any]:
 def _ota(c: Ctx, device_id: str) -> dict[str, Any] | None:
     """The device's current job (the planner's one job slot), else its job in the newest rollout
     that took it in, with its state there; None when no rollout ever did."""
-    slot = c.redis.hgetall(f"ota:cur:{{{device_id}}}")
+    slot = c.redis.hgetall(c.rollouts.slot_key(device_id))
     if slot.get("rid"):
         rid, job_id = slot["rid"], slot.get("job")
         kind = "rb:" if str(job_id or "").endswith("#rb") else ""
@@ -162,7 +163,7 @@ async def patch_shadow(c: Ctx, who: Operator, device_id: DeviceId, body: ShadowP
     target = f"{device_id}/{name}" if name else device_id
     got = await daemon_request(c, who, "shadow.update", target, _shadow_topic(c, device_id, name, "update"),
                                request)
-    c.audit.record(who, "shadow.update", target, 200)
+    await audited(c, who, "shadow.update", target, 200)
     return got
 
 
@@ -173,7 +174,7 @@ async def delete_shadow(c: Ctx, who: Operator, device_id: DeviceId,
     target = f"{device_id}/{name}" if name else device_id
     topic = _shadow_topic(c, device_id, name, "delete")
     got = await daemon_request(c, who, "shadow.delete", target, topic, {})
-    c.audit.record(who, "shadow.delete", target, 200)
+    await audited(c, who, "shadow.delete", target, 200)
     return got
 
 
@@ -184,21 +185,22 @@ async def put_tags(c: Ctx, who: Operator, device_id: DeviceId, body: dict[str, s
     try:
         tags = parse_tags(body)
     except ValueError as exc:
-        c.audit.record(who, "tags.set", device_id, 400, str(exc))
+        await audited(c, who, "tags.set", device_id, 400, str(exc))
         raise Problem(400, str(exc)) from None
     if not c.bridge.connected:
-        c.audit.record(who, "tags.set", device_id, 503)
+        await audited(c, who, "tags.set", device_id, 503)
         raise Problem(503, "broker: not connected")
     c.bridge.publish(f"{c.settings.ops_prefix}/devices/{device_id}/tags", tags, retain=True)
     # The tags topic has no answer topic: the stored hash is the acknowledgement.
     deadline = time.monotonic() + TAG_WAIT_S
     want = json.dumps(tags, sort_keys=True)
-    while c.redis.hget(c.index.registry.key(device_id), "tags") != want:
+    key = c.index.registry.key(device_id)
+    while await run_in_threadpool(c.redis.hget, key, "tags") != want:
         if time.monotonic() > deadline:
-            c.audit.record(who, "tags.set", device_id, 503)
+            await audited(c, who, "tags.set", device_id, 503)
             raise Problem(503, "shadow-sync has not stored the tags yet (is it running?)")
         await asyncio.sleep(0.05)
-    c.audit.record(who, "tags.set", device_id, 200)
+    await audited(c, who, "tags.set", device_id, 200)
     return tags
 
 
@@ -215,5 +217,5 @@ async def bulk(c: Ctx, who: Operator, body: BulkRequest) -> dict[str, Any]:
     got = await daemon_request(c, who, "shadow.bulk", target, f"{c.settings.ops_prefix}/shadow/bulk",
                                {"selector": body.selector, "state": {"desired": body.state.desired}},
                                timeout=60.0)
-    c.audit.record(who, "shadow.bulk", target, 200)
+    await audited(c, who, "shadow.bulk", target, 200)
     return got

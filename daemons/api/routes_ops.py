@@ -24,7 +24,7 @@ from daemons.api.debug import (
     TTL_MAX_S,
     parse_logs,
 )
-from daemons.api.deps import SESSION_COOKIE, Admin, Context, Ctx, Operator, Page, Viewer, page_body
+from daemons.api.deps import SESSION_COOKIE, Admin, Context, Ctx, Operator, Page, Viewer, audited, page_body
 from daemons.api.problems import Problem, responses
 from daemons.protocol.errors import Rejected
 from daemons.protocol.messages import DEVICE_ID_RE
@@ -85,7 +85,7 @@ async def open_debug(c: Ctx, who: Operator, device_id: Annotated[str, Path(patte
     try:
         session: dict[str, Any] = await c.debug.open(device_id, body.ttl_s, who, who.name, body.level)
     except Rejected as exc:
-        c.audit.record(who, "debug.open", device_id, exc.code, exc.message)
+        await audited(c, who, "debug.open", device_id, exc.code, exc.message)
         raise Problem(exc.code, exc.message) from None
     return session
 

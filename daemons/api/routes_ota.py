@@ -17,13 +17,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from daemons.api import models as m
-from daemons.api.deps import Admin, Context, Ctx, Operator, Page, Viewer, daemon_request, page_body
+from daemons.api.deps import Admin, Context, Ctx, Operator, Page, Viewer, audited, daemon_request, page_body
 from daemons.api.problems import Problem, responses
 from daemons.protocol.messages import DEVICE_ID_RE
 from otaplanner import rollout as ro
-from otaplanner.records import Rollout
+from otaplanner.records import Release, Rollout
 from otaplanner.reporting import Reporter
 
 router = APIRouter(responses=responses(400, 401, 403, 422, 503))
@@ -44,7 +45,7 @@ def list_releases(c: Ctx, who: Viewer, page: Page) -> dict[str, Any]:
     return page_body(rows[page.offset:page.offset + page.limit], page, len(rows))
 
 
-@router.get("/releases/{version}", response_model=m.Release, responses=responses(404))
+@router.get("/releases/{version}", response_model=Release, responses=responses(404))
 def get_release(c: Ctx, who: Viewer, version: Name) -> dict[str, Any]:
     release = c.rollouts.release(version)
     if release is None:
@@ -52,7 +53,7 @@ def get_release(c: Ctx, who: Viewer, version: Name) -> dict[str, Any]:
     return release  # type: ignore[no-any-return]
 
 
-@router.post("/releases", status_code=201, response_model=m.Release, responses=responses(404, 409, 413),
+@router.post("/releases", status_code=201, response_model=Release, responses=responses(404, 409, 413),
              summary="Upload a firmware image and register it (PROTOCOL §3)")
 async def publish_release(
     c: Ctx, who: Admin,
@@ -72,18 +73,18 @@ async def publish_release(
         while chunk := await file.read(1 << 20):
             size += len(chunk)
             if size > MAX_UPLOAD:
-                c.audit.record(who, "release.publish", version, 413)
+                await audited(c, who, "release.publish", version, 413)
                 raise Problem(413, f"firmware larger than {MAX_UPLOAD} bytes")
-            tmp.write(chunk)
-        tmp.flush()
+            await run_in_threadpool(tmp.write, chunk)
+        await run_in_threadpool(tmp.flush)
         if size == 0:
-            c.audit.record(who, "release.publish", version, 400)
+            await audited(c, who, "release.publish", version, 400)
             raise Problem(400, "file: empty")
-        sha, size = sha256_file(FsPath(tmp.name))
+        sha, size = await run_in_threadpool(sha256_file, FsPath(tmp.name))
         try:
-            await asyncio.to_thread(c.artifacts.put, name, FsPath(tmp.name))
+            await run_in_threadpool(c.artifacts.put, name, FsPath(tmp.name))
         except (ArtifactError, OSError) as exc:
-            c.audit.record(who, "release.publish", version, 503)
+            await audited(c, who, "release.publish", version, 503)
             raise Problem(503, f"artifact store: {exc}") from None
     body: dict[str, Any] = {"version": version, "hw": hw, "object": name, "sha256": sha, "size": size,
                             "secure_version": secure_version}
@@ -91,7 +92,7 @@ async def publish_release(
         body["notes"] = notes
     got = await daemon_request(c, who, "release.publish", version,
                                f"{c.settings.ops_prefix}/ota/releases/register", body, timeout=30.0)
-    c.audit.record(who, "release.publish", version, 201)
+    await audited(c, who, "release.publish", version, 201)
     return got.get("release", body)  # type: ignore[no-any-return]
 
 
@@ -149,8 +150,8 @@ async def create_rollout(c: Ctx, who: Operator, body: RolloutCreate) -> dict[str
     rid = fields.pop("rollout_id")
     await daemon_request(c, who, "rollout.create", rid, f"{c.settings.ops_prefix}/ota/rollouts/{rid}/command",
                          {"action": "create", **fields})
-    c.audit.record(who, "rollout.create", rid, 201)
-    return status_of(c, rid) or {}
+    await audited(c, who, "rollout.create", rid, 201)
+    return await run_in_threadpool(status_of, c, rid) or {}
 
 
 @router.post("/rollouts/{rid}/{action}", response_model=m.RolloutStatus, responses=responses(404, 409),
@@ -159,8 +160,8 @@ async def act(c: Ctx, who: Operator, rid: Name,
               action: Annotated[str, Path(pattern="^(" + "|".join(ACTIONS) + ")$")]) -> dict[str, Any]:
     got = await daemon_request(c, who, f"rollout.{action}", rid,
                                f"{c.settings.ops_prefix}/ota/rollouts/{rid}/command", {"action": action})
-    c.audit.record(who, f"rollout.{action}", rid, 200)
-    status = status_of(c, rid) or {}
+    await audited(c, who, f"rollout.{action}", rid, 200)
+    status = await run_in_threadpool(status_of, c, rid) or {}
     if "refused" in got:
         status["refused"] = got["refused"]
     return status
@@ -191,7 +192,8 @@ async def rollout_events(c: Ctx, who: Viewer, rid: Name, status: Annotated[dict[
     handle = await c.bridge.listen(f"{base}/+", put)
     # Read again now that we listen: a change between the dependency's read and the subscription
     # (the rollout ending, say) would otherwise be missed and the stream never end.
-    status = status_of(c, rid) or status
+    fresh = await run_in_threadpool(status_of, c, rid)
+    status = fresh or status
     try:
         yield ServerSentEvent(event="status", data=status)
         state = status["state"]

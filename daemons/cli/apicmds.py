@@ -18,17 +18,31 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from daemons.cli.errors import DENIED, REJECTED, UNREACHABLE, CliError
+from daemons.cli.errors import DENIED, REJECTED, UNREACHABLE, USAGE, CliError
 
 console = Console()
 
 
+def api_url(url: str) -> str:
+    """The API's base URL, checked: an http(s) URL with a host, else CliError(USAGE) (exit 2): a bad
+    --url (or FLEET_API_URL, or `url` in the config file) is a usage error, not an unreachable API."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise CliError(USAGE, f"API URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CliError(USAGE, f"API URL {url!r}: not an http(s) URL with a host, e.g. http://127.0.0.1:8080 "
+                              "(from --url, FLEET_API_URL or `url` in the config file)")
+    return url.rstrip("/")
+
+
 class Api:
     def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        url = api_url(url)
         if not token:
             raise CliError(DENIED, "no token: pass --token, set FLEET_API_TOKEN or put `token` in the "
                                    "config file")
-        self.url = url.rstrip("/")
+        self.url = url
         self.http = httpx.Client(base_url=self.url + "/api/v1", timeout=timeout,
                                  headers={"Authorization": f"Bearer {token}"})
 

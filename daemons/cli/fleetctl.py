@@ -143,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _tokens(settings: Settings) -> Any:
     from daemons.api.auth import TokenStore
-    from daemons.runtime.app import connect_redis
+    from daemons.runtime.redisclient import connect_redis
 
     return TokenStore(connect_redis(settings))
 

@@ -22,13 +22,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 
 from daemons.cli import localauth
 from daemons.cli.localstack import Server, start_redis
 from daemons.runtime.notify import ReadinessListener
+
+if TYPE_CHECKING:
+    from daemons.cli.observe import Observer
 
 # Started in this order, each awaited (its READY=1) before the devices come.
 DAEMONS = ("shadowsync", "otaplanner", "healthwatch", "daemons.api")
@@ -149,14 +152,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _console(config: Path, env: dict[str, str]) -> tuple[str, str]:
     """The console's URL and a new admin token (stored hashed in this run's Redis)."""
-    import redis as redis_lib
-
     from daemons.api.app import public_url
     from daemons.api.auth import TokenStore
     from daemons.runtime.config import load_settings
+    from daemons.runtime.redisclient import connect_redis
 
     settings = load_settings("api", str(config), env)
-    client = redis_lib.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect_redis(settings)
     try:
         token = TokenStore(client).create("fleet-up-admin", "admin", ttl_days=7)["token"]
     finally:
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     nofile = raise_nofile()
     children: Children | None = None
+    obs: Observer | None = None
     try:
         redis_url = args.redis_url
         if not redis_url:
@@ -210,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         store = os.environ.get("FLEET_ARTIFACT_STORE", f"local:{workdir / 'artifacts'}")
         operator = (f'mqtt_username = "operator"\nmqtt_password = "{accounts["operator"]}"\n'
                     if "operator" in accounts else "")  # fleetctl and the scenario's observer
+        # The embedded broker speaks 3.1.1 only: saying so spares each daemon's "auto" a 3 s wait for
+        # the MQTT 5 CONNACK amqtt never sends.
+        protocol = 'mqtt_protocol = "3.1.1"\n' if args.broker == "amqtt" and not args.mqtt_url else ""
         config.write_text(
-            f'mqtt_url = "{mqtt_url}"\nredis_url = "{redis_url}"\n'
+            f'mqtt_url = "{mqtt_url}"\nredis_url = "{redis_url}"\n{protocol}'
             f"heartbeat_interval_s = {max(1, round(args.interval))}\n"
             f'ota_master_key = "{master_key}"\nartifact_store = "{store}"\n{operator}')
         # One file for the daemons, the simulator and fleetctl alike.
@@ -223,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         since = time.time()
         plan_file = workdir / "fault-plan.json"
         plan_file.unlink(missing_ok=True)  # the simulator writes this run's
+        # The scenario's observer subscribes before any device connects: a device reads its shadow
+        # once per connection, and an answer it missed would never come again.
+        obs = _observer(config, mqtt_url, since) if args.scenario == "full" else None
         children.start("simulator", [
             sys.executable, "-m", "daemons.sim", "--mqtt-url", mqtt_url, "--devices", str(args.devices),
             "--interval", str(args.interval), "--faults", args.faults, "--hw", args.hw,
@@ -236,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]Console[/]: {console_url}/  (admin token, shown once: {token})\n"
                       f"HTTP API: curl -H 'Authorization: Bearer {token}' {console_url}/api/v1/devices",
                       highlight=False)
-        if args.scenario == "full" and not stop.is_set():
-            _play(args, console, mqtt_url, config, workdir, plan_file, since, stop)
+        if obs is not None and not stop.is_set():
+            _play(args, console, obs, mqtt_url, config, workdir, plan_file, stop)
         login = f'-u operator -P "$(cat {workdir / "operator.password"})" ' if accounts else ""
         console.print(f"Watch everything: mosquitto_sub -h {mqtt_url.split('://')[1].replace(':', ' -p ')} "
                       f"{login}-t 'fleet/#' -t 'fleetops/#' -v\nCtrl-C stops everything.", highlight=False)
@@ -245,31 +254,34 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 0
     finally:
+        if obs is not None:
+            obs.close()
         if children is not None:
             children.stop_all()
         for server in reversed(servers):
             server.stop()
 
 
-def _play(args: argparse.Namespace, console: Console, mqtt_url: str, config: Path, workdir: Path,
-          plan_file: Path, since: float, stop: threading.Event) -> None:
+def _observer(config: Path, mqtt_url: str, since: float) -> Observer:
     from daemons.cli.observe import Observer
-    from daemons.cli.scenario import Scenario, summary_table
     from daemons.runtime.config import load_settings
 
     settings = load_settings("fleet-up", str(config))
-    obs = Observer(mqtt_url, settings.topic_prefix, settings.ops_prefix, since, settings.mqtt_username,
-                   settings.mqtt_password)
-    try:
-        deadline = time.monotonic() + 30
-        while not plan_file.exists() and time.monotonic() < deadline and not stop.wait(0.1):
-            pass
-        plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
-        scenario = Scenario(obs, console, config, workdir, args.devices, [h.split("=")[0] for h in
-                            args.hw.split(",") if h], args.interval, plan, stop)
-        steps = scenario.run()
-    finally:
-        obs.close()
+    return Observer(mqtt_url, settings.topic_prefix, settings.ops_prefix, since, settings.mqtt_username,
+                    settings.mqtt_password)
+
+
+def _play(args: argparse.Namespace, console: Console, obs: Observer, mqtt_url: str, config: Path,
+          workdir: Path, plan_file: Path, stop: threading.Event) -> None:
+    from daemons.cli.scenario import Scenario, summary_table
+
+    deadline = time.monotonic() + 30
+    while not plan_file.exists() and time.monotonic() < deadline and not stop.wait(0.1):
+        pass
+    plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
+    scenario = Scenario(obs, console, config, workdir, args.devices, [h.split("=")[0] for h in
+                        args.hw.split(",") if h], args.interval, plan, stop)
+    steps = scenario.run()
     console.print(summary_table(steps))
     if args.summary_json:
         args.summary_json.write_text(json.dumps({

@@ -1,9 +1,17 @@
 """The fleet registry in Redis: which devices exist, their hw/fw/tags, and indexes for selectors.
 
-Per-device fields live in the device hash `{ns}:dev:{<id>}` (hash-tagged, shared with the
-shadow documents). Index sets share the hash tag `{idx}` so SINTER/SUNION work on Redis
-Cluster too. Indexes may hold a stale member for a moment (they are updated without a
-cross-slot transaction); `select` re-checks candidates against the device hash.
+Per-device fields live in the device hash `{ns}:dev:{<id>}` (hash-tagged by device, shared with
+the shadow documents; the planner's `ota:cur:{<id>}` job slot shares its slot). Index sets share
+the hash tag `{idx}` so SINTER/SUNION and the API's ZINTERSTORE pages work on Redis Cluster too.
+
+Why one slot for the fleet-wide indexes: a selector or a filtered page combines several of them
+in one command inside Redis; spread over slots, each query would fetch whole sets to Python
+and merge them there. The price is that one master holds every index (one member per device
+per index, small beside the device hashes, which spread over all masters) and takes every index
+write. A device's hash and the indexes are in different slots, so no script or MULTI spans both:
+a device is written first (its own CAS script), its index entries right after in the same round
+trip, so an index may hold a stale member for a moment; `select` re-checks candidates against the
+device hash.
 
 For the operator API's sorted, filtered pages (daemons.api.fleetindex), beside the sets:
 `ids` (sorted set, every score 0: ids in byte order, for prefix search), `seen` (sorted set of

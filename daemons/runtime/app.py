@@ -16,27 +16,20 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-import redis
-
 from daemons.protocol.errors import FleetError
 from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
 from daemons.runtime.metrics import DaemonMetrics, time_redis
 from daemons.runtime.mqtt import MqttSession
 from daemons.runtime.notify import Notifier
-from daemons.runtime.once import ClaimOnce
 from daemons.runtime.prefixes import check_prefixes
+from daemons.runtime.redisclient import connect_redis
+from daemons.runtime.replicas import ReplicaLease, Replicas
 from daemons.runtime.runloop import Handler, RunLoop, StopFlag
 
 # build(settings, redis, metrics[, resources]) -> Handler. A build that starts servers takes the
 # fourth argument and registers how to stop each one on it (`resources.callback(server.close)`).
 Build = Callable[..., Handler]
-
-
-def connect_redis(settings: Settings) -> Any:
-    if settings.redis_cluster:
-        return redis.RedisCluster.from_url(settings.redis_url, decode_responses=True)
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
 
 
 def parse_args(daemon: str, argv: list[str] | None) -> argparse.Namespace:
@@ -79,6 +72,43 @@ def watch_redis(metrics: DaemonMetrics, redis: Any, stop: StopFlag, every_s: flo
     threading.Thread(target=run, name="redis-rtt", daemon=True).start()
 
 
+def hold_replica_index(settings: Settings, daemon: str, redis: Any, stop: StopFlag,
+                       resources: ExitStack, ttl_s: float = 30.0) -> threading.Event:
+    """With FLEET_REPLICA_COUNT > 1: take this replica's index (ConfigError when another live
+    replica holds it or runs with another count), keep it while running, give it up on the way out.
+
+    Returns an event set when the index was lost to another replica (ours lapsed while Redis was
+    away from us): the daemon then stops, rather than handle the same devices as that one.
+    """
+    lost = threading.Event()
+    if settings.replica_count <= 1:
+        return lost
+    lease = ReplicaLease(redis, daemon, settings.client_id_for(daemon), settings.replica_index,
+                         settings.replica_count, ttl_s)
+    lease.take()
+    log = logs.get_logger(daemon)
+
+    def keep() -> None:
+        while not stop.event.wait(lease.ttl_s / 3):
+            try:
+                lease.take()
+            except FleetError as exc:
+                log.error("replica_lease_lost", error=str(exc))
+                lost.set()
+                stop.request()
+                return
+            except Exception as exc:  # Redis away: the run loop reports that; try again
+                log.warning("replica_lease_refresh_failed", error=str(exc))
+
+    threading.Thread(target=keep, name="replica-lease", daemon=True).start()
+
+    def release() -> None:
+        with contextlib.suppress(Exception):  # Redis away: the hold lapses by itself
+            lease.release()
+    resources.callback(release)
+    return lost
+
+
 def _build(build: Build, settings: Settings, store: Any, metrics: DaemonMetrics,
            resources: ExitStack) -> Handler:
     if len(inspect.signature(build).parameters) >= 4:
@@ -92,8 +122,8 @@ def run_daemon(daemon: str, build: Build, argv: list[str] | None = None,
 
     sd_notify (daemons.runtime.notify): READY=1 once subscribed, WATCHDOG=1 from the run loop,
     STOPPING=1 on drain. `once(settings)`: topic filters whose messages one replica must handle,
-    not each (operator requests); on a broker without shared subscriptions the replicas claim them
-    in Redis (daemons.runtime.once).
+    not each (operator requests). On a broker without shared subscriptions the replicas claim
+    those in Redis and split device topics by FLEET_REPLICA_INDEX/COUNT (daemons.runtime.replicas).
     """
     args = parse_args(daemon, argv)
     try:
@@ -114,16 +144,20 @@ def run_daemon(daemon: str, build: Build, argv: list[str] | None = None,
             resources.callback(store.close)
             metrics.serve(settings.metrics_port_for(daemon), resources)
             watch_redis(metrics, store, stop)
+            lost = hold_replica_index(settings, daemon, store, stop, resources)
             handler = _build(build, settings, store, metrics, resources)
             session = open_session(settings, daemon, handler.topics(), metrics, resources)
+            replicas = Replicas.for_broker(settings, store, session.client_id, once(settings) if once else [],
+                                           session.shared)
             log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
-                     shared=session.shared, client_id=session.client_id)
+                     shared=session.shared, client_id=session.client_id,
+                     partition=f"{settings.replica_index}/{settings.replica_count}"
+                     if replicas and replicas.partition else None)
             notifier.ready(f"subscribed to {settings.mqtt_url}")
-            shared = session.shared
-            claim = ClaimOnce(store, session.client_id, once(settings)) if once and not shared else None
-            RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier, claim=claim).run()
+            RunLoop(handler, session, metrics, stop, settings.batch_max, notifier=notifier,
+                    replicas=replicas).run()
             log.info("stopped")
-            return 0
+            return 1 if lost.is_set() else 0
         except FleetError as exc:
             log.error("fatal", error=str(exc))
             return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -47,6 +48,10 @@ class Settings:
     # "auto" uses $share/<daemon>/ when the broker says it offers shared subscriptions (MQTT 5).
     shared_subscriptions: str = "auto"
     mqtt_client_id: str | None = None
+    # Replicas of one daemon on a broker without shared subscriptions (daemons.runtime.replicas):
+    # replica `replica_index` of `replica_count` handles the devices whose id hashes to its index.
+    replica_index: int = 0
+    replica_count: int = 1
     session_expiry_s: int = 3600
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = False
@@ -79,6 +84,15 @@ class Settings:
     # file format) and the ACL (mosquitto acl_file format; default: the shipped mosquitto/acl.conf).
     broker_passwd_file: str | None = None
     broker_acl_file: str | None = None
+
+    def client_id_for(self, daemon: str) -> str:
+        """The daemon's MQTT client id (also its replica id in Redis claims and leases):
+        FLEET_MQTT_CLIENT_ID, else `<daemon>-<host>`, plus `-<index>` when replicas are numbered,
+        so numbered replicas on one host never take each other's broker session."""
+        if self.mqtt_client_id:
+            return self.mqtt_client_id
+        base = f"{daemon}-{socket.gethostname()}"
+        return f"{base}-{self.replica_index}" if self.replica_count > 1 else base
 
     def metrics_port_for(self, daemon: str) -> int:
         if self.metrics_port >= 0:
@@ -225,6 +239,11 @@ def _validate(s: Settings) -> None:
     for name in ("heartbeat_interval_s", "batch_max", "session_expiry_s"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be positive")
+    if s.replica_count < 1:
+        raise bad("replica_count", "must be positive")
+    if not 0 <= s.replica_index < s.replica_count:
+        raise bad("replica_index", f"expected 0 to {s.replica_count - 1} (replica_count - 1), "
+                  f"got {s.replica_index}")
     for name in ("metrics_port", "artifact_http_port", "api_port"):
         if not -1 <= getattr(s, name) <= 65535:
             raise bad(name, "not a port number")

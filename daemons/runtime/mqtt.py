@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import queue
-import socket
 import ssl
 import threading
 import time
@@ -51,15 +50,20 @@ class BrokerAddress:
         return cls(u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls)
 
 
-def subscription_filter(topic: str, group: str, shared: bool) -> str:
-    """The filter to SUBSCRIBE for `topic`: `$share/<group>/<topic>` when shared, except `$` topics.
+def dealt(topic: str, shared: bool) -> bool:
+    """Whether the broker deals the messages of `topic` (a filter or a message's topic) to one
+    replica: when the session is shared, except `$` topics.
 
     A `$` topic is subscribed plainly: mosquitto 2.0 never delivers one through a shared subscription
-    (runtime/prefixes.py), so replicas of a daemon on a `$` prefix each see every message (run one).
+    (runtime/prefixes.py), so every replica sees each of its messages (daemons.runtime.replicas
+    then decides which replica handles it, as on a 3.1.1 broker).
     """
-    if shared and not topic.startswith("$"):
-        return f"$share/{group}/{topic}"
-    return topic
+    return shared and not topic.startswith("$")
+
+
+def subscription_filter(topic: str, group: str, shared: bool) -> str:
+    """The filter to SUBSCRIBE for `topic`: `$share/<group>/<topic>` when `dealt`, else `topic`."""
+    return f"$share/{group}/{topic}" if dealt(topic, shared) else topic
 
 
 def make_client(url: str, client_id: str = "", *, protocol: MQTTProtocolVersion | str = paho.MQTTv5,
@@ -122,7 +126,7 @@ class MqttSession:
         self.on_connection = on_connection
         self.daemon = daemon
         self.topics = topics
-        self.client_id = client_id or settings.mqtt_client_id or f"{daemon}-{socket.gethostname()}"
+        self.client_id = client_id or settings.client_id_for(daemon)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.protocol_version = 0
         self.shared = False

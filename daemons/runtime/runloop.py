@@ -21,7 +21,6 @@ from daemons.protocol.messages import Inbound, Outcome, Publish
 from daemons.runtime.logs import get_logger
 from daemons.runtime.metrics import DaemonMetrics
 from daemons.runtime.notify import Notifier
-from daemons.runtime.once import ClaimOnce
 
 # Errors of the infrastructure (Redis away): the batch is kept and retried, nothing is acked.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -30,6 +29,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,  # Redis Cluster: a slot's master gone, no failover yet
 )
 
 
@@ -54,6 +54,12 @@ class Transport(Protocol):
 
     @property
     def unsettled(self) -> int: ...
+
+
+class ReplicaRules(Protocol):
+    """daemons.runtime.replicas.Replicas: which messages of a batch this replica handles."""
+
+    def keep(self, batch: list[Inbound]) -> list[Inbound]: ...
 
 
 class StopFlag:
@@ -103,7 +109,7 @@ class RunLoop:
         batch_max: int = 500,
         clock: Callable[[], float] = time.time,
         notifier: Notifier | None = None,
-        claim: ClaimOnce | None = None,
+        replicas: ReplicaRules | None = None,
     ) -> None:
         self.handler = handler
         self.transport = transport
@@ -113,8 +119,8 @@ class RunLoop:
         self.clock = clock
         # Pinged once per iteration (rate-limited inside): a loop stuck on Redis stops pinging.
         self.notifier = notifier or Notifier({})
-        # Without shared subscriptions: the messages another replica claimed are acked, not handled.
-        self.claim = claim
+        # Without shared subscriptions: messages another replica claimed or owns are acked, not handled.
+        self.replicas = replicas
         self.log = get_logger("runloop", daemon=metrics.daemon)
         self._next_tick = clock() + handler.tick_interval_s
 
@@ -172,9 +178,12 @@ class RunLoop:
         while True:
             mine = batch
             try:
-                if self.claim is not None:
-                    mine = self.claim.keep(batch)
-                return self.handler.handle(mine) if mine else Outcome()
+                if self.replicas is not None:
+                    mine = self.replicas.keep(batch)
+                outcome = self.handler.handle(mine) if mine else Outcome()
+                if len(mine) < len(batch):  # fleet_messages_total{kind="message",result="other_replica"}
+                    self.metrics.count("message", "other_replica", len(batch) - len(mine))
+                return outcome
             except TRANSIENT_ERRORS as exc:
                 self.metrics.failures.labels(self.metrics.daemon, type(exc).__name__).inc()
                 self.log.warning("batch_retry", error=str(exc), size=len(batch))

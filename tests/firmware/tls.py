@@ -115,7 +115,12 @@ class TlsProxy:
         except OSError:
             pass
         finally:
+            # shutdown, not only close: the other pump's thread is blocked in recv on one of these
+            # sockets, which keeps a bare close from sending the FIN, so the device waited out its
+            # 10 s receive timeout for the end of the body.
             for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     s.close()
 

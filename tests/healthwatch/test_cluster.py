@@ -5,30 +5,20 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-import redis as redis_lib
-
-from daemons.cli.localstack import start_redis_cluster
 from healthwatch.device import DeviceState
 from healthwatch.store import HealthStore
 from tests.healthwatch.test_replicas import all_scored, beat
-from tests.support import Daemon, env_for
+from tests.support import Daemon, env_for, on_cluster
 
 DEVICES, BEATS = 24, 25
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
-
-
-def test_two_replicas_on_redis_cluster(cluster, broker, probe, prefixes):
+@on_cluster
+def test_two_replicas_on_redis_cluster(redis, redis_target, broker, probe, prefixes):
     p, o = prefixes
-    replicas = [Daemon("healthwatch", env_for(cluster.nodes[0], broker, p, o, FLEET_REDIS_CLUSTER="1",
+    replicas = [Daemon("healthwatch", env_for(redis_target, broker, p, o,
                                               FLEET_MQTT_CLIENT_ID=f"hw-cluster-{n}-{p}")) for n in range(2)]
-    client = redis_lib.RedisCluster.from_url(cluster.url, decode_responses=True)
+    client = redis
     store = HealthStore(client)
     try:
         for d in replicas:
@@ -49,6 +39,5 @@ def test_two_replicas_on_redis_cluster(cluster, broker, probe, prefixes):
         counts = {k: int(v) for k, v in client.hgetall(store.counts_key).items()}
         assert sum(v for k, v in counts.items() if k.startswith("status:")) == DEVICES, counts
     finally:
-        client.close()
         for d in replicas:
             d.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -140,13 +141,19 @@ def test_scores_use_heartbeat_time_not_wall_clock():
     assert h1 == h2 and any(s != "ok" for _, s, _ in h1[a[0].device_id])
 
 
-def test_state_survives_a_json_round_trip():
-    d = make_device(0, random.Random(3))
+def scored(seed: int, heartbeats: int) -> DeviceState:
+    """The state of one healthy device after this many minutes of heartbeats."""
+    d = make_device(0, random.Random(seed))
     engine, st = HealthEngine(), DeviceState()
-    for step in range(100):
+    for step in range(heartbeats):
         hb = d.heartbeat(step * 60.0, ambient(step * 60.0))
         if hb:
             engine.score(st, d.device_id, hb, step * 60.0)
+    return st
+
+
+def test_state_survives_a_json_round_trip():
+    st = scored(3, 100)
     copy = DeviceState.from_json(json.loads(json.dumps(st.to_json())))
     assert copy.to_json() == st.to_json()
 
@@ -180,18 +187,49 @@ def test_slow_temperature_drift_is_caught_by_its_trend_well_before_the_level_det
 
 
 def test_state_written_before_the_trend_fields_loads_and_relearns_the_trend():
-    d = make_device(0, random.Random(4))
-    engine, st = HealthEngine(), DeviceState()
-    for step in range(200):
-        hb = d.heartbeat(step * 60.0, ambient(step * 60.0))
-        if hb:
-            engine.score(st, d.device_id, hb, step * 60.0)
+    st = scored(4, 200)
     assert st.tt_n > 0
     old = st.to_json()
-    assert DeviceState.from_json(json.loads(json.dumps([old[0][:-1], *old[1:]]))).win == 0, \
+    newer = DeviceState.from_json(json.loads(json.dumps([[*old[0], 1.5, "x"], *old[1:]])))
+    assert newer.to_json() == old, "a newer layout's extra fields are ignored"
+    before_ref = DeviceState.from_json(json.loads(json.dumps([old[0][:-2], *old[1:]])))
+    assert before_ref.h_ref == before_ref.h_ref_ts == 0.0 and before_ref.win == st.win, \
+        "a state written before the heap reference loads; the reference starts afresh"
+    assert DeviceState.from_json(json.loads(json.dumps([old[0][:-3], *old[1:]]))).win == 0, \
         "a state written before the seq window loads; its window starts empty"
-    old[0] = old[0][:-5]  # the layout before tt_n, tt_slow, tt_var, tt_z (and win)
+    old[0] = old[0][:-7]  # the layout before tt_n, tt_slow, tt_var, tt_z (and win, h_ref, h_ref_ts)
     back = DeviceState.from_json(json.loads(json.dumps(old)))
     assert back.tt_n == 0 and back.t.n == st.t.n and back.status == st.status
     with pytest.raises(ValueError):
         DeviceState.from_json([old[0][:-1], *old[1:]])
+
+
+def _heap_details(fault_rate_b_min: float, fault_at_h: float, hours: float) -> list[str]:
+    """heap_leak details of one leaking device among healthy peers of its cohort."""
+    rng = random.Random(11)
+    peers = cohort(12, seed=12)
+    leaky = make_device(0, rng, "heap_leak", fault_at_h * 3600)
+    leaky.fault_rate = fault_rate_b_min
+    engine = HealthEngine()
+    states = {id(d): DeviceState() for d in [*peers, leaky]}
+    details = []
+    for step in range(int(hours * 60)):
+        t = step * 60.0
+        for d in [*peers, leaky]:
+            hb = d.heartbeat(t, ambient(t))
+            if hb is None:
+                continue
+            v, _ = engine.score(states[id(d)], d.device_id, hb, t)
+            if d is leaky and v is not None:
+                details += [r["detail"] for r in v.reasons if r["code"] == "heap_leak"]
+    return details
+
+
+def test_heap_leak_detail_gives_the_rate_it_falls_at_in_kib_per_hour():
+    # 200 B/min = 11.7 KiB/h, starting after the own baseline is learned; the detail once said 0.0 KiB/h
+    # (or a figure that shrank as the baseline chased the leak).
+    details = _heap_details(200.0, 2.0, 6.0)
+    rates = [float(m.group(1)) for d in details if (m := re.search(r"falling ([0-9.]+) KiB/h", d))]
+    assert len(rates) >= 0.9 * len(details) > 20, details[:3]
+    late = rates[len(rates) // 2:]  # once an hour or more of the fall is behind it
+    assert all(0.8 * 11.7 <= r <= 1.2 * 11.7 for r in late), late

@@ -1,15 +1,20 @@
-"""Two healthwatch replicas behind `$share`: heartbeats of one device dealt to both lose nothing."""
+"""Two healthwatch replicas: behind `$share`, heartbeats of one device dealt to both lose nothing;
+numbered on amqtt (MQTT 3.1.1, every replica gets every heartbeat), each heartbeat is scored once."""
 
 from __future__ import annotations
 
 import json
 import time
 
+import paho.mqtt.client as paho
+import pytest
 import redis as redis_lib
 
 from daemons.cli.localstack import free_port
+from daemons.protocol.keys import device_password, parse_hex_key
 from healthwatch.device import DeviceState
 from healthwatch.store import DeviceWrite, HealthStore
+from tests.support import Daemon, Probe, counted, env_for, start_amqtt
 
 T0 = 1_700_000_000
 # Fewer heartbeats per device than healthwatch's seq window (64): one further behind than that
@@ -52,6 +57,48 @@ def test_two_replicas_lose_no_heartbeat(daemon, probe, prefixes, redis):
     assert sum(v for k, v in counts.items() if k.startswith("status:")) == DEVICES, counts
     revs = [int(redis.hget(HealthStore(redis).key(f"rep-{n}"), "rev")) for n in range(DEVICES)]
     assert all(rev <= BEATS for rev in revs), revs  # one write per heartbeat at most
+
+
+@pytest.fixture
+def amqtt(tmp_path, prefixes):
+    p, o = prefixes
+    server = start_amqtt(tmp_path / "amqtt", env={"FLEET_TOPIC_PREFIX": p, "FLEET_OPS_PREFIX": o})
+    yield server
+    server.stop()
+
+
+def test_two_numbered_replicas_on_311_score_each_heartbeat_once(amqtt, redis, redis_server, prefixes):
+    p, o = prefixes
+    devices, beats = 6, 8
+    ports = [free_port(), free_port()]
+    replicas = [Daemon("healthwatch", env_for(
+        redis_server, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"hw-{n}-{p}", FLEET_MQTT_USERNAME="healthwatch",
+        FLEET_MQTT_PASSWORD=amqtt.accounts["healthwatch"], FLEET_REPLICA_INDEX=str(n),
+        FLEET_REPLICA_COUNT="2", FLEET_METRICS_PORT=str(ports[n]), FLEET_MQTT_PROTOCOL="3.1.1"))
+        for n in range(2)]
+    senders: list[Probe] = []
+    try:
+        for d in replicas:
+            d.start()
+        for n in range(devices):
+            name = f"rp-{n}"
+            auth = (name, device_password(parse_hex_key(amqtt.secret), name))
+            senders.append(Probe(amqtt.url, protocol=paho.MQTTv311, auth=auth).connect())
+        for i in range(beats):
+            for n, sender in enumerate(senders):
+                sender.publish(f"{p}/rp-{n}/heartbeat", beat(i))
+        deadline = time.monotonic() + 30
+        while not all(all_scored(state(redis, f"rp-{n}"), beats) for n in range(devices)):
+            assert time.monotonic() < deadline, "heartbeats not all scored"
+            time.sleep(0.1)
+        ok = [counted(port, "healthwatch", "heartbeat", "ok") for port in ports]
+        assert sum(ok) == devices * beats and min(ok) > 0, ok
+        assert [counted(port, "healthwatch", "heartbeat", "duplicate") for port in ports] == [0, 0]
+    finally:
+        for s in senders:
+            s.close()
+        for d in replicas:
+            d.kill()
 
 
 def test_a_write_from_a_stale_read_is_refused(redis):

@@ -34,7 +34,10 @@ def share(device_id: str, salt: str = "") -> float:
 
 class FakeFleet:
     def __init__(self, url: str, prefix: str, ids: Iterable[str], rule: Rule = succeed,
-                 hw: str = "c3", fw: str = "1.0.0", on_success: Callable[[str], None] | None = None) -> None:
+                 hw: str = "c3", fw: str = "1.0.0", on_success: Callable[[str], None] | None = None,
+                 protocol: paho.MQTTProtocolVersion = paho.MQTTv5,
+                 auth: tuple[str, str] | None = None) -> None:
+        """`auth`: an account allowed every device's topics (on amqtt, whose ACL is always on)."""
         self.prefix = prefix
         self.ids = list(ids)
         self.rule = rule
@@ -45,14 +48,16 @@ class FakeFleet:
         self.cleared: set[str] = set()  # devices whose job topic was emptied
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        self.client, addr = make_client(url, f"fleet-{prefix}-{id(self)}", max_inflight=1000)
+        user, password = auth or (None, None)
+        self.client, addr = make_client(url, f"fleet-{prefix}-{id(self)}", protocol=protocol,
+                                        max_inflight=1000, username=user, password=password)
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.connect(addr.host, addr.port, keepalive=30)
         self.client.loop_start()
         if self.ids:
-            self.client.subscribe([(f"{prefix}/{d}/ota/job", paho.SubscribeOptions(qos=1)) for d in self.ids])
+            self.client.subscribe([(f"{prefix}/{d}/ota/job", 1) for d in self.ids])
             if not subscribed.wait(10):
                 raise TimeoutError("fleet: no SUBACK")
 

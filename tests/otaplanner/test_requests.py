@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.otaplanner.fleet import SUCCESS
 from tests.otaplanner.planner_env import Env, ids, ota
+from tests.support import on_both_backends
 
 __all__ = ["ota"]
 
@@ -43,6 +44,7 @@ def test_release_registration_checks_the_artifact(ota: Env) -> None:
     assert kind == "rejected" and body["code"] == 409
 
 
+@on_both_backends
 def test_rollout_commands_are_validated(ota: Env) -> None:
     ota.planner()
     topic = f"{ota.ops}/ota/rollouts/rx/command"
@@ -87,6 +89,7 @@ def test_selector_targets_a_subset(ota: Env) -> None:
     assert all(s3.distinct_jobs(d) == 1 for d in ids(10, start=100))
 
 
+@on_both_backends
 def test_rollback_after_a_halt(ota: Env) -> None:
     ota.planner()
     ota.release("1.0.0", secure_version=1)

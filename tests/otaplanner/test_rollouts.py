@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tests.otaplanner.fleet import SUCCESS, share
 from tests.otaplanner.planner_env import MASTER_KEY, Env, ids, ota
+from tests.support import counted, free_port, on_both_backends
 
 __all__ = ["ota"]
 
@@ -22,6 +23,7 @@ def device_key(device_id: str) -> bytes:
         bytes.fromhex(MASTER_KEY))
 
 
+@on_both_backends
 def test_happy_path_1_5_20_100_completes(ota: Env) -> None:
     ota.planner()
     ota.release()
@@ -100,7 +102,7 @@ def test_pause_stops_issuing_and_resume_carries_on(ota: Env) -> None:
     devices = ids(40)
     fleet = ota.fleet(devices)
     ota.wait_known(40)
-    ota.create("rp", stages=[100], rate_per_min=600, success_pct=100)  # 10 jobs a second
+    ota.create("rp", stages=[100], rate_per_min=1200, success_pct=100)  # 20 jobs a second
     fleet.wait_for(lambda: len(fleet.with_job()) >= 3)
     r = ota.command("rp", {"action": "pause", "clientToken": "p1"})
     assert r.topic.endswith("/accepted") and r.body["state"] == "paused" and r.body["clientToken"] == "p1"
@@ -177,8 +179,10 @@ def test_planner_killed_mid_stage_carries_on_without_issuing_twice(ota: Env) -> 
 
 
 def test_two_replicas_never_issue_twice(ota: Env) -> None:
-    ota.planner()
-    ota.planner()
+    """Behind `$share`: reports split between the replicas, each counted once; one job per device."""
+    ports = [free_port(), free_port()]
+    planners = [ota.planner(FLEET_METRICS_PORT=str(port)) for port in ports]
+    assert all(d.event("started")["shared"] for d in planners)
     ota.release()
     devices = ids(80)
     fleet = ota.fleet(devices)
@@ -186,7 +190,11 @@ def test_two_replicas_never_issue_twice(ota: Env) -> None:
     ota.create("r2", stages=[10, 50, 100])
     done = ota.wait_state("r2", "completed")
     assert done["counts"]["succeeded"] == 80
-    assert all(fleet.distinct_jobs(d) == 1 for d in devices)
+    assert all(len(fleet.jobs[d]) == 1 for d in devices), "each device got one job document"
+    reports = [counted(port, "otaplanner", "ota_status") for port in ports]
+    assert sum(reports) == len(SUCCESS) * 80 and min(reports) > 0, reports
+    assert sum(counted(port, "otaplanner", "ota_status", "succeeded") for port in ports) == 80
+    assert sum(counted(port, "otaplanner", "job", "issued") for port in ports) == 80
     kinds = [e["event"] for e in ota.events("r2")]
     assert kinds.count("stage_opened") == 2 and kinds.count("completed") == 1, kinds
 

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
-from daemons.cli.localstack import start_redis_cluster
-from tests.support import Daemon, env_for
+from tests.support import Daemon, env_for, on_cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
-
-
-def test_shadowsync_on_redis_cluster(cluster, broker, probe, prefixes):
+@on_cluster
+def test_shadowsync_on_redis_cluster(redis, redis_target, broker, probe, prefixes):
     p, o = prefixes
-    env = env_for(cluster.nodes[0], broker, p, o, FLEET_REDIS_CLUSTER="1", FLEET_MQTT_CLIENT_ID="ss-cluster")
+    env = env_for(redis_target, broker, p, o, FLEET_MQTT_CLIENT_ID="ss-cluster")
     sync = Daemon("shadowsync", env).start()
     try:
         ops = probe(f"{p}/+/shadow/#", f"{o}/shadow/bulk/+")

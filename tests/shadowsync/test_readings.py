@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-import redis as redis_lib
-
-from daemons.cli.localstack import start_redis_cluster
 from daemons.registry import Registry
 from shadowsync.store import ShadowStore
+from tests.support import on_both_backends
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
-
-
-def check_readings(client) -> None:
+@on_both_backends
+def test_readings(redis) -> None:
+    client = redis  # redis.Redis, or redis.RedisCluster on the cluster
     store, registry = ShadowStore(client), Registry(client)
     pipe = client.pipeline(transaction=False)
     for n in range(6):
@@ -34,15 +26,3 @@ def check_readings(client) -> None:
     pipe.execute()
     assert registry.counts() == (6, 3)
     assert store.backlog(registry.online_index) == (3, 2, 100.0)
-
-
-def test_readings(redis):
-    check_readings(redis)
-
-
-def test_readings_on_redis_cluster(cluster):
-    client = redis_lib.RedisCluster.from_url(cluster.url, decode_responses=True)
-    try:
-        check_readings(client)
-    finally:
-        client.close()

@@ -15,10 +15,20 @@ from typing import Any
 
 import httpx
 import pytest
-import redis as redis_lib
 
 from daemons.api.auth import TokenStore
-from tests.support import Daemon, Probe, Server, env_for, free_port, iter_unique, wait_port
+from tests.support import (
+    Cluster,
+    Daemon,
+    Probe,
+    Server,
+    default_backend,
+    env_for,
+    free_port,
+    iter_unique,
+    redis_client,
+    wait_port,
+)
 
 _names = iter_unique("api")
 
@@ -28,7 +38,7 @@ class Stack:
     url: str
     p: str
     o: str
-    redis: redis_lib.Redis
+    redis: Any  # redis.Redis, or a cluster client
     broker: Server
     env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
@@ -54,15 +64,16 @@ class Stack:
         return p
 
 
-def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple[str, ...],
+def start_stack(redis_target: Server | Cluster, broker: Server, work: Path, modules: tuple[str, ...],
                 **extra: str) -> Stack:
+    """The daemons `modules` and fleet-api on this Redis (emptied first; a Cluster: FLEET_REDIS_CLUSTER)."""
     # Retained messages (a simulator's status) outlive a stack: every stack gets its own prefixes.
     name = f"{next(_names)}{secrets.token_hex(2)}"
     p, o = f"fl{name}", f"ops{name}"
-    r = redis_lib.Redis.from_url(redis_server.url, decode_responses=True)
+    r = redis_client(redis_target)
     r.flushall()
     port = free_port()
-    env = env_for(redis_server, broker, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
+    env = env_for(redis_target, broker, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
                   FLEET_ARTIFACT_STORE=f"local:{work / 'artifacts'}",
                   FLEET_ARTIFACT_HTTP_PORT=str(free_port()),
                   FLEET_API_PORT=str(port), **extra)
@@ -77,9 +88,13 @@ def start_stack(redis_server: Server, broker: Server, work: Path, modules: tuple
 
 def _start(stack: Stack, modules: tuple[str, ...], name: str, port: int) -> None:
     env, r = stack.env, stack.redis
+    # Side by side (the API does not need the daemons to start, only to answer later): each waits
+    # for its READY=1 after all are launched.
     for module in modules:
-        stack.daemons[module] = Daemon(module, {**env, "FLEET_MQTT_CLIENT_ID": f"{module}-{name}"}).start()
-    stack.daemons["daemons.api"] = Daemon("daemons.api", env).start()
+        stack.daemons[module] = Daemon(module, {**env, "FLEET_MQTT_CLIENT_ID": f"{module}-{name}"}).launch()
+    stack.daemons["daemons.api"] = Daemon("daemons.api", env).launch()
+    for d in stack.daemons.values():
+        d.wait_ready()
     wait_port(port)
     tokens = TokenStore(r)
     for role in ("viewer", "operator", "admin"):
@@ -104,9 +119,22 @@ def stop_stack(stack: Stack) -> None:
     stack.redis.close()
 
 
+def stack_redis(request: pytest.FixtureRequest) -> Server | Cluster:
+    """The Redis of a module's `stack`: redis-server, or the Redis Cluster in a module marked
+    `pytestmark = on_both_stacks` (its every test then runs once on each)."""
+    cluster = getattr(request, "param", default_backend()) == "cluster"
+    return request.getfixturevalue("redis_cluster" if cluster else "redis_server")  # type: ignore[no-any-return]
+
+
+# A whole module on one redis-server and then on a 3-master Redis Cluster (one stack each).
+on_both_stacks = pytest.mark.parametrize("stack", ["single", "cluster"], indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(redis_server, broker, tmp_path_factory.mktemp("api"), ("shadowsync", "otaplanner"))
+def stack(request: pytest.FixtureRequest, broker: Server,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(stack_redis(request), broker, tmp_path_factory.mktemp("api"),
+                    ("shadowsync", "otaplanner"))
     try:
         yield s
     finally:

@@ -3,6 +3,9 @@ serving what it can, and answers 503 problem details for what it cannot."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 
 from tests.daemons.api.conftest import Stack
@@ -42,3 +45,27 @@ def test_redis_away(stack: Stack) -> None:
         assert listed.status_code == 503 and listed.headers["content-type"] == "application/problem+json"
     finally:
         api.kill()
+
+
+def test_slow_redis_writes_do_not_stall_the_event_loop(stack: Stack) -> None:
+    """While Redis holds writes back (CLIENT PAUSE ... WRITE), an async route's audit entry waits in
+    the threadpool; the event loop keeps answering everyone else at once."""
+    # Long enough that a loaded machine's request time stays well under half of it; a stalled event
+    # loop would hold the reader's request for about all of it.
+    pause_s = 3.0
+    latencies: list[float] = []
+    with stack.client("operator") as writer, stack.client("viewer") as reader:
+        assert reader.get("/api/v1/session").status_code == 200
+        with ThreadPoolExecutor(1) as pool:
+            stack.redis.execute_command("CLIENT", "PAUSE", str(int(pause_s * 1000)), "WRITE")
+            started = time.monotonic()
+            # No session to close: the route's one write is its audit entry, held by the pause.
+            closing = pool.submit(writer.delete, "/api/v1/devices/paused-1/debug")
+            while not closing.done():
+                t0 = time.monotonic()
+                assert reader.get("/api/v1/session").status_code == 200
+                latencies.append(time.monotonic() - t0)
+            assert closing.result().status_code == 204
+            held = time.monotonic() - started
+    assert held >= 0.8 * pause_s, f"the write was not held back ({held:.2f} s)"
+    assert len(latencies) >= 2 and max(latencies) < 0.5 * pause_s, latencies

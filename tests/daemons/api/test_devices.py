@@ -6,9 +6,12 @@ import time
 
 import pytest
 
-from tests.daemons.api.conftest import Stack
+from daemons.protocol.messages import DEVICE_ID_RE
+from tests.daemons.api.conftest import Stack, on_both_stacks
 
 PROBLEM = "application/problem+json"
+
+pytestmark = on_both_stacks
 
 
 def register(stack: Stack, *devices: tuple[str, str, str]) -> None:
@@ -71,6 +74,20 @@ def test_list_filters_sorts_and_pages(stack: Stack) -> None:
         assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
         invalid = http.get("/api/v1/devices", params={"limit": 5000})
         assert invalid.status_code == 422 and invalid.json()["status"] == 422
+
+
+@pytest.mark.parametrize("device_id", ["bad$id", "a%2Fb", "x" * 65, "-lead", "a+b"])
+def test_an_invalid_device_id_is_a_400_naming_the_id_rule(stack: Stack, device_id: str) -> None:
+    # API.md §0: 422 is for a body; a path id breaking PROTOCOL §0's rule is malformed (400). An
+    # encoded `/` matches no route, yet answers the same 400 rather than the router's bare 404.
+    with stack.client("operator") as http:
+        for method, suffix in (("GET", ""), ("GET", "/shadow"), ("PUT", "/tags")):
+            body = {} if method == "PUT" else None
+            r = http.request(method, f"/api/v1/devices/{device_id}{suffix}", json=body)
+            assert r.status_code == 400 and r.headers["content-type"] == PROBLEM, (method, suffix, r.text)
+            assert r.json()["detail"].startswith("device_id: not a valid id")
+            assert DEVICE_ID_RE.pattern in r.json()["detail"]
+        assert http.get("/api/v1/devices/nobody/unknown").status_code == 404  # a valid id: still 404
 
 
 def test_shadow_update_conflict_limits_and_audit(stack: Stack) -> None:

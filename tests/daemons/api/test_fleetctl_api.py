@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.daemons.api.conftest import Stack, start_stack, stop_stack
+from tests.daemons.api.conftest import Stack, stack_redis, start_stack, stop_stack
 from tests.support import ROOT, Server
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(redis_server, broker, tmp_path_factory.mktemp("fleetctl"),
+def stack(request: pytest.FixtureRequest, broker: Server,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(stack_redis(request), broker, tmp_path_factory.mktemp("fleetctl"),
                     ("shadowsync", "otaplanner", "healthwatch"), FLEET_HEARTBEAT_INTERVAL_S="1")
     try:
         s.simulate(3, interval_s=0.5)

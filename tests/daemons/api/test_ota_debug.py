@@ -11,15 +11,19 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.daemons.api.conftest import Stack, start_stack, stop_stack
+from tests.daemons.api.conftest import Stack, on_both_stacks, stack_redis, start_stack, stop_stack
 from tests.support import Server
 
 DEVICES = 4
 
 
+pytestmark = on_both_stacks
+
+
 @pytest.fixture(scope="module")
-def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(redis_server, broker, tmp_path_factory.mktemp("api-ota"),
+def stack(request: pytest.FixtureRequest, broker: Server,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(stack_redis(request), broker, tmp_path_factory.mktemp("api-ota"),
                     ("shadowsync", "otaplanner", "healthwatch"), FLEET_HEARTBEAT_INTERVAL_S="1")
     try:
         s.simulate(DEVICES, interval_s=0.5)

@@ -15,7 +15,7 @@ import pytest
 
 from daemons.registry import DeviceInfo, Registry
 from healthwatch.store import HealthStore
-from tests.daemons.api.conftest import Stack, start_stack, stop_stack
+from tests.daemons.api.conftest import Stack, stack_redis, start_stack, stop_stack
 from tests.support import Server
 
 N = 10_000
@@ -32,8 +32,9 @@ def model(i: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: Server, broker: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(redis_server, broker, tmp_path_factory.mktemp("paging"), ())
+def stack(request: pytest.FixtureRequest, broker: Server,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(stack_redis(request), broker, tmp_path_factory.mktemp("paging"), ())
     registry, health = Registry(s.redis), HealthStore(s.redis)
     try:
         pipe = s.redis.pipeline(transaction=False)

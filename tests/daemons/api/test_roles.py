@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemons.api.conftest import Stack
+from tests.daemons.api.conftest import Stack, on_both_stacks
 
 ROLES = ("viewer", "operator", "admin")
 # (method, path template, least role, request kwargs). Writes aim at things that do not exist
@@ -39,6 +39,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/v1/session", "viewer", {}),
 ]
 VALUES = {"device_id": "role-dev", "version": "9.9.9", "rid": "r-none", "action": "pause"}
+
+pytestmark = on_both_stacks
 
 
 def _url(template: str) -> str:

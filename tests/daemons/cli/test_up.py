@@ -21,16 +21,15 @@ from tests.support import ROOT, Probe, free_port
 DEVICES = 200
 
 
-def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
+def fleet_up(tmp_path, *args: str) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
+    """`fleet up` on free ports in tmp_path: the process, its output lines so far, and an event set
+    once it says it is up ("Ctrl-C stops everything")."""
     env = {**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
            "FLEET_API_PORT": str(free_port()), "COLUMNS": "200"}
-    summary = tmp_path / "summary.json"
     up = subprocess.Popen(
-        [sys.executable, "-m", "daemons.cli.up", "--devices", str(DEVICES), "--interval", "0.5",
-         "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0", "--summary-json", str(summary),
-         # Enough faulty devices that each kind shows in a fleet of 200 (seeded: the same every run).
-         "--faults", "temp_drift=2%,heap_leak=2%,reboot_loop=2%,silent=1%,flaky_link=2%"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [sys.executable, "-m", "daemons.cli.up", "--workdir", str(tmp_path), "--mqtt-port", "0",
+         "--redis-port", "0", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
     lines: list[str] = []
     ready = threading.Event()
 
@@ -42,6 +41,15 @@ def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
+    return up, lines, ready
+
+
+def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
+    summary = tmp_path / "summary.json"
+    up, lines, ready = fleet_up(
+        tmp_path, "--devices", str(DEVICES), "--interval", "0.5", "--summary-json", str(summary),
+        # Enough faulty devices that each kind shows in a fleet of 200 (seeded: the same every run).
+        "--faults", "temp_drift=2%,heap_leak=2%,reboot_loop=2%,silent=1%,flaky_link=2%")
     try:
         assert ready.wait(150), "".join(lines[-40:])
         text = "".join(lines)
@@ -49,8 +57,9 @@ def test_fleet_up_plays_the_scenario_on_a_simulated_fleet(tmp_path):
         result = json.loads(summary.read_text())
         steps = {s["step"]: s for s in result["steps"]}
         assert [s["ok"] for s in result["steps"]] == [True] * 6, text
-        # (1) every device announced itself on its own status topic, and healthwatch scored each.
-        assert steps[1]["online"] == DEVICES and steps[1]["health_published"] == DEVICES
+        # (1) every device announced itself on its own status topic, read its shadow, and healthwatch
+        # scored each.
+        assert steps[1]["online"] == steps[1]["shadows_read"] == steps[1]["health_published"] == DEVICES
         # (2) the fleet-wide change: every online device reported the value back.
         s2 = steps[2]
         assert s2["matched"] == DEVICES and s2["converged"] == s2["online"] >= DEVICES - 4
@@ -94,24 +103,8 @@ def test_fleet_up_on_the_embedded_broker_logs_everyone_in(tmp_path):
     """--broker amqtt: the devices log in with their derived passwords, the daemons with their accounts
     (shadow-sync answers), and an anonymous client is refused."""
     devices = 30
-    up = subprocess.Popen(
-        [sys.executable, "-m", "daemons.cli.up", "--broker", "amqtt", "--devices", str(devices),
-         "--interval", "1", "--workdir", str(tmp_path), "--mqtt-port", "0", "--redis-port", "0",
-         "--scenario", "none"],
-        cwd=ROOT, env={**os.environ, "FLEET_METRICS_PORT": "0", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
-                       "FLEET_API_PORT": str(free_port()), "COLUMNS": "200"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        assert up.stdout is not None
-        for line in up.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    up, lines, ready = fleet_up(tmp_path, "--broker", "amqtt", "--devices", str(devices), "--interval", "1",
+                                "--scenario", "none")
     try:
         assert ready.wait(120), "".join(lines[-40:])
         text = "".join(lines)
