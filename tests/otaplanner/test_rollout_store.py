@@ -18,3 +18,14 @@ def test_a_create_redelivered_after_a_crash_lists_the_rollout(redis: Any) -> Non
     assert not store.create("r1", {"config": "{}", "state": "running"}, event)  # the redelivery
     assert store.active() == ["r1"] and store.states() == {"r1": "running"}
     assert [e["event"] for e in store.events("r1")] == ["created"]  # stored once
+
+
+def test_a_conflicting_create_lists_nothing(redis: Any) -> None:
+    """Found by `make fuzz`: a create answered 409 (another configuration) put a finished rollout
+    back into `ota:active`."""
+    store = RolloutStore(redis)
+    event = {"rollout_id": "r1", "seq": 1, "event": "created"}
+    assert store.create("r1", {"config": '{"a": 1}', "state": "completed"}, event)
+    redis.srem("ota:active", "r1")  # finished: the tick dropped it
+    assert not store.create("r1", {"config": '{"a": 2}', "state": "running"}, event)
+    assert store.active() == [] and store.meta("r1")["config"] == '{"a": 1}'
