@@ -67,12 +67,12 @@ def amqtt(tmp_path, prefixes):
     server.stop()
 
 
-def test_two_numbered_replicas_on_311_score_each_heartbeat_once(amqtt, redis, redis_server, prefixes):
+def test_two_numbered_replicas_on_311_score_each_heartbeat_once(amqtt, redis, redis_target, prefixes):
     p, o = prefixes
     devices, beats = 6, 8
     ports = [free_port(), free_port()]
     replicas = [Daemon("healthwatch", env_for(
-        redis_server, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"hw-{n}-{p}", FLEET_MQTT_USERNAME="healthwatch",
+        redis_target, amqtt, p, o, FLEET_MQTT_CLIENT_ID=f"hw-{n}-{p}", FLEET_MQTT_USERNAME="healthwatch",
         FLEET_MQTT_PASSWORD=amqtt.accounts["healthwatch"], FLEET_REPLICA_INDEX=str(n),
         FLEET_REPLICA_COUNT="2", FLEET_METRICS_PORT=str(ports[n]), FLEET_MQTT_PROTOCOL="3.1.1"))
         for n in range(2)]

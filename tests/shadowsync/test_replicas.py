@@ -83,18 +83,18 @@ def amqtt(tmp_path, prefixes):
     server.stop()
 
 
-def numbered(amqtt: Any, redis_server: Any, prefixes: tuple[str, str], index: int, port: int) -> Daemon:
+def numbered(amqtt: Any, redis_target: Any, prefixes: tuple[str, str], index: int, port: int) -> Daemon:
     return Daemon("shadowsync", env_for(
-        redis_server, amqtt, *prefixes, FLEET_MQTT_CLIENT_ID=f"ss-{index}-{prefixes[0]}",
+        redis_target, amqtt, *prefixes, FLEET_MQTT_CLIENT_ID=f"ss-{index}-{prefixes[0]}",
         FLEET_MQTT_USERNAME="shadowsync", FLEET_MQTT_PASSWORD=amqtt.accounts["shadowsync"],
         FLEET_REPLICA_INDEX=str(index), FLEET_REPLICA_COUNT="2", FLEET_METRICS_PORT=str(port),
         FLEET_MQTT_PROTOCOL="3.1.1"))  # no MQTT 5 attempt first: amqtt never answers one
 
 
-def test_two_numbered_replicas_on_311_apply_and_answer_once(amqtt, redis, redis_server, prefixes):
+def test_two_numbered_replicas_on_311_apply_and_answer_once(amqtt, redis, redis_target, prefixes):
     p, o = prefixes
     ports = [free_port(), free_port()]
-    replicas = [numbered(amqtt, redis_server, prefixes, n, ports[n]) for n in range(2)]
+    replicas = [numbered(amqtt, redis_target, prefixes, n, ports[n]) for n in range(2)]
     auth = ("operator", amqtt.accounts["operator"])
     try:
         for d in replicas:

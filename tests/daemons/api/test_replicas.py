@@ -26,9 +26,9 @@ def amqtt(tmp_path, prefixes):
     server.stop()
 
 
-def test_two_apis_answer_the_door_and_store_alerts_once(amqtt, redis, redis_server, prefixes, tmp_path):
+def test_two_apis_answer_the_door_and_store_alerts_once(amqtt, redis, redis_target, prefixes, tmp_path):
     p, o = prefixes
-    env = env_for(redis_server, amqtt, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
+    env = env_for(redis_target, amqtt, p, o, FLEET_OTA_MASTER_KEY=secrets.token_hex(32),
                   FLEET_ARTIFACT_STORE=f"local:{tmp_path / 'artifacts'}")
     sync = Daemon("shadowsync", {**env, "FLEET_MQTT_CLIENT_ID": f"ss-{p}",
                                  "FLEET_MQTT_USERNAME": "shadowsync",
