@@ -69,7 +69,9 @@ def fuzz(url: str, token: str, max_examples: int) -> FuzzReport:
         operation = result.ok()
         try:
             test_for(operation)()
-        except Exception as exc:  # a finding: kept, reported, the next operation goes on
+        # A finding: kept, reported, the next operation goes on. schemathesis raises its findings
+        # as a FailureGroup, a BaseExceptionGroup (not an Exception).
+        except (Exception, BaseExceptionGroup) as exc:
             report.failures[operation.label] = f"{type(exc).__name__}: {str(exc)[:2000]}"
     return report
 
