@@ -1,162 +1,173 @@
-"""`make fuzz`: throw malformed and mutated messages at every daemon's handler; none may raise.
+"""`make fuzz`: six hypothesis-driven targets, each fed `--cases` cases (100,000 by default).
 
-Each daemon is built exactly as its entry point builds it, on a real redis-server, and fed
-batches of messages on its own topics: random bytes, broken JSON and MessagePack, deep nesting,
-wrong types, oversize values, bad device ids, and valid-looking requests with one field mutated.
-A handler that raises would, in production, be isolated per message by the run loop; here any
-exception counts as a finding.
+    python -m bench.fuzz [--cases N] [--seed S] [--only NAME ...] [--conformance N] [--no-results]
+
+Targets (bench/fuzzing): codec (JSON and MessagePack decode), merge/delta (shadow updates through
+shadow-sync's handler), selectors, manifest parsing (with release registrations and rollout
+commands through ota-planner's handler), heartbeat validation (through healthwatch's handler),
+API bodies (fleet-api over HTTP with the daemons running). The handlers run in-process on a real
+redis-server whose keyspace notifications say what every case wrote (bench/fuzzing/writelog.py).
+Per target: cases, accepted, rejected (by the contract's answer), findings (an exception that
+escaped, something partial or unexpected stored, an accepted input not stored whole) and seconds.
+Then schemathesis checks `--conformance` examples per API operation for 5xx and answers that do
+not match the OpenAPI document (bench/fuzz_api.py). The table replaces the "Fuzzing" section of
+bench/RESULTS.md. Exit status 1 when anything was found.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import random
+import datetime as dt
+import sys
 import tempfile
-import traceback
+import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import redis as redis_lib
-
-from daemons.cli.localstack import start_redis
-from daemons.protocol.messages import Inbound
-from daemons.runtime import logs
-from daemons.runtime.config import Settings
-from daemons.runtime.metrics import DaemonMetrics
-
-IDS = ["dev-1", "dev-2", "a", "x" * 64, "x" * 65, "bad$id", "", "sp ace", "ü", "-lead"]
-SCALARS: list[Any] = [None, True, False, 0, -1, 2**63, 1.5, float("inf"), "", "s", "x" * 5000, [], {}]
-TEMPLATES: list[dict[str, Any]] = [
-    {"state": {"desired": {"a": 1}, "reported": {"b": {"c": 2}}}, "version": 1, "clientToken": "t", "seq": 3},
-    {"ts": 1, "seq": 1, "uptime_s": 5, "fw": "1.0", "slot": 0, "hw": "c3", "temp_c": 40.0, "battery_pct": 80,
-     "rssi_dbm": -60, "heap_free": 100000, "reset_reason": "poweron"},
-    {"online": True, "fw": "1.0", "ts": 1},
-    {"selector": {"hw": "c3", "fw": "1.*", "tags": {"k": "v"}, "ids": ["dev-1"]},
-     "state": {"desired": {"x": 1}}},
-    {"action": "create", "version": "1.1", "stages": [1, 5, 20, 100], "soak_s": 1, "success_pct": 95,
-     "max_failure_pct": 2, "min_devices_for_gate": 2, "timeout_s": 10, "selector": {"hw": "c3"}},
-    {"version": "1.1", "hw": ["c3"], "object": "fw/a.bin", "sha256": "0" * 64, "size": 10,
-     "secure_version": 1},
-    {"job_id": "r@dev-1", "state": "succeeded", "progress": 100, "fw": "1.1", "ts": 1},
-    {"device_id": "dev-1", "ttl_s": 60, "operator": "me"},
-    {"lines": ["a", "b"], "dropped": 0, "dropped_total": 0, "ts": 1},
-]
+SECTION = "Fuzzing (make fuzz)"
+TARGETS = ("codec", "merge-delta", "selectors", "manifest", "heartbeat", "api")
 
 
-def random_value(rng: random.Random, depth: int = 0) -> Any:
-    roll = rng.random()
-    if depth > 8 or roll < 0.5:
-        return rng.choice(SCALARS)
-    if roll < 0.75:
-        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
-    return {rng.choice(["a", "state", "desired", "reported", "seq", "fw", "k" * 70, "version"]):
-            random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+def _n(counter: Counter[str]) -> str:
+    total = sum(counter.values())
+    if len(counter) <= 1:
+        return f"{total:,}"
+    parts = ", ".join(f"{label} {n:,}" for label, n in counter.most_common())
+    return f"{total:,} ({parts})"
 
 
-def mutate(rng: random.Random, value: Any) -> Any:
-    if isinstance(value, dict) and value and rng.random() < 0.8:
-        out = dict(value)
-        key = rng.choice(list(out))
-        out[key] = mutate(rng, out[key]) if rng.random() < 0.5 else random_value(rng)
-        return out
-    return random_value(rng)
+def table(tallies: list[Any]) -> str:
+    lines = [
+        "| target | cases | accepted | rejected (the contract's answer) | findings | seconds |",
+        "|---|---:|---|---|---:|---:|",
+    ]
+    for t in tallies:
+        lines.append(
+            f"| {t.name} | {t.cases:,} | {_n(t.accepted)} | {_n(t.rejected)} | "
+            f"{t.finding_count:,} | {t.seconds:.0f} |"
+        )
+    return "\n".join(lines)
 
 
-def payload(rng: random.Random) -> bytes:
-    roll = rng.random()
-    if roll < 0.1:
-        return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
-    if roll < 0.15:
-        return b"{" * rng.randint(1, 3000)
-    if roll < 0.2:
-        return b"[" * 2000 + b"]" * 2000
-    body = mutate(rng, rng.choice(TEMPLATES)) if roll < 0.8 else random_value(rng)
-    try:
-        if rng.random() < 0.3:
-            raw = msgpack.packb(body, use_bin_type=True)
-        else:
-            raw = json.dumps(body, allow_nan=True).encode()
-    except (ValueError, OverflowError, TypeError):
-        return b"{}"
-    if rng.random() < 0.1:
-        cut = rng.randint(0, len(raw))
-        raw = raw[:cut]
-    return raw
+def run_all(only: set[str], cases: int, seed: int, conformance: int) -> tuple[list[Any], list[str], str]:
+    """The tallies, every finding's detail, and the schemathesis conformance line."""
+    import redis as redis_lib
 
+    from bench.fuzzing import core
+    from daemons.cli.localstack import start_redis
+    from daemons.runtime import logs
 
-def topic_for(rng: random.Random, pattern: str) -> str:
-    parts = [p for p in pattern.split("/")]
-    out = []
-    for p in parts:
-        if p == "+":
-            out.append(rng.choice([*IDS, "rollout-1", "name_1", "bad.name"]))
-        elif p == "#":
-            out.append("x")
-        else:
-            out.append(p)
-    return "/".join(out)
-
-
-def build_all(settings: Settings, redis: Any, resources: ExitStack) -> dict[str, Any]:
-    """Every daemon's handler; the servers they start are stopped by `resources`."""
-    from healthwatch.__main__ import build as build_health
-    from otaplanner.__main__ import build as build_ota
-    from shadowsync.__main__ import build as build_shadow
-
-    handlers = {
-        "shadowsync": build_shadow(settings, redis, DaemonMetrics("shadowsync")),
-        "healthwatch": build_health(settings, redis, DaemonMetrics("healthwatch")),
-        "otaplanner": build_ota(settings, redis, DaemonMetrics("otaplanner"), resources),
-    }
-    return handlers
-
-
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m bench.fuzz")
-    parser.add_argument("--messages", type=int, default=20000, help="per daemon")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
     logs.configure("error")  # every rejection is logged once; here that is only noise
-    work = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    server = start_redis(work / "redis")
-    rows = []
-    resources = ExitStack()
-    try:
-        redis = redis_lib.Redis.from_url(server.url, decode_responses=True)
-        settings = dataclasses.replace(
-            Settings(), redis_url=server.url, ota_master_key="11" * 32,
-            artifact_store=f"local:{work / 'art'}", artifact_http_port=0, metrics_port=0)
-        rng = random.Random(args.seed)
-        for name, handler in build_all(settings, redis, resources).items():
-            topics = handler.topics()
-            failures: list[str] = []
-            sent = 0
-            while sent < args.messages:
-                batch = [Inbound(topic_for(rng, rng.choice(topics)), payload(rng))
-                         for _ in range(rng.randint(1, 50))]
-                sent += len(batch)
-                try:
-                    handler.handle(batch)
-                    handler.tick(float(rng.randint(0, 2**31)))
-                except Exception:
-                    failures.append(traceback.format_exc(limit=3))
-            rows.append((name, sent, failures))
-    finally:
-        resources.close()
-        server.stop()
-    lines = ["| daemon | messages | handler exceptions |", "|---|---:|---:|"]
-    lines += [f"| {name} | {sent} | {len(failures)} |" for name, sent, failures in rows]
-    for name, _, failures in rows:
-        for f in failures[:3]:
-            lines += ["", f"{name}:", "```", f.strip(), "```"]
-    text = "\n".join(lines)
+    tallies: list[Any] = []
+    details: list[str] = []
+    conformance_line = ""
+
+    def go(target: Any) -> None:
+        print(f"== {target.name}: {cases:,} cases", flush=True)
+        tally = core.run(target, cases, seed, progress=max(1000, cases // 5))
+        tallies.append(tally)
+        details.extend(tally.details)
+        print(table([tally]).splitlines()[-1], flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        from bench.fuzzing.pure import Codec, Selectors
+
+        if "codec" in only:
+            go(Codec())
+        if "selectors" in only:
+            go(Selectors())
+        if only & {"merge-delta", "manifest", "heartbeat"}:
+            from bench.fuzzing.stores import Heartbeats, Manifests, Shadows
+            from bench.fuzzing.writelog import WriteLog
+
+            server = start_redis(work / "redis")
+            stack.callback(server.stop)
+            redis = redis_lib.Redis.from_url(server.url, decode_responses=True)
+            log = WriteLog(server.url)
+            stack.callback(log.close)
+            if "merge-delta" in only:
+                go(Shadows(redis, log))
+            if "manifest" in only:
+                go(Manifests(redis, log, work / "artifacts"))
+            if "heartbeat" in only:
+                go(Heartbeats(redis, log))
+        if "api" in only or conformance:
+            from bench.fuzz_api import fuzz
+            from bench.fuzzing.api import ApiBodies, running_api
+
+            api = stack.enter_context(running_api(work / "api"))
+            if "api" in only:
+                target = ApiBodies(api)
+                stack.callback(target.close)
+                go(target)
+            if conformance:
+                print(f"== schemathesis conformance: {conformance} examples per operation", flush=True)
+                started = time.monotonic()
+                report = fuzz(api.url, api.token, conformance)
+                conformance_line = (
+                    f"Response conformance (schemathesis, bench/fuzz_api.py, {conformance} examples per "
+                    f"operation, valid and invalid requests): {report.total:,} requests over "
+                    f"{len(report.examples)} operations, {len(report.failures)} failing, "
+                    f"{time.monotonic() - started:.0f} s."
+                )
+                details.extend(
+                    f"conformance {label}: {failure}" for label, failure in report.failures.items()
+                )
+                print(conformance_line, flush=True)
+    return tallies, details, conformance_line
+
+
+def write_results(text: str) -> None:
+    """Replace (or add) this section of bench/RESULTS.md; the other sections stay as they are."""
+    results = Path(__file__).with_name("RESULTS.md")
+    old = results.read_text() if results.exists() else "# Benchmark results\n"
+    parts = old.split("\n## ")
+    kept = [parts[0].rstrip() + "\n"] + [
+        f"## {p.rstrip()}\n" for p in parts[1:] if p.split("\n", 1)[0].strip() != SECTION
+    ]
+    results.write_text("\n".join([*kept, text]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.run import machine
+
+    parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=100_000, help="cases per target")
+    parser.add_argument("--seed", type=int, default=1, help="hypothesis seed of the run")
+    parser.add_argument("--only", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument(
+        "--conformance", type=int, default=100, help="schemathesis examples per API operation (0: skip)"
+    )
+    parser.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    tallies, details, conformance = run_all(set(args.only), args.cases, args.seed, args.conformance)
+    now = dt.datetime.now(dt.UTC)
+    text = "\n".join(
+        [
+            f"## {SECTION}",
+            "",
+            f"Measured {now:%Y-%m-%d %H:%M} UTC on {machine()}; seed {args.seed}, "
+            f"{time.monotonic() - started:.0f} s in all.",
+            "",
+            "Cases are drawn by hypothesis (tests/strategies.py: valid templates, the same mutated, hostile "
+            "bytes); a finding is an exception escaping the code under test, a rejected input that stored "
+            "anything, or an accepted one not stored whole (bench/fuzzing).",
+            "",
+            table(tallies),
+            *(["", conformance] if conformance else []),
+            *(["", "Findings:", "", "```", *details, "```"] if details else []),
+            "",
+        ]
+    )
     print(text)
-    return text
+    if not args.no_results:
+        write_results(text)
+    return 1 if details or any(t.finding_count for t in tallies) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

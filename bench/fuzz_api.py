@@ -6,17 +6,15 @@ queries), sent with an admin token to a running API backed by the real daemons: 
 is also what `tests/daemons/api/test_fuzz.py` runs with a small example count.
 
     python -m bench.fuzz_api [--examples N]   # starts redis, mosquitto, the daemons and the API
+
+`make fuzz` (bench/fuzz.py) runs it after its API-bodies target, on the same running stack.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +69,9 @@ def fuzz(url: str, token: str, max_examples: int) -> FuzzReport:
         operation = result.ok()
         try:
             test_for(operation)()
-        except Exception as exc:  # a finding: kept, reported, the next operation goes on
+        # A finding: kept, reported, the next operation goes on. schemathesis raises its findings
+        # as a FailureGroup, a BaseExceptionGroup (not an Exception).
+        except (Exception, BaseExceptionGroup) as exc:
             report.failures[operation.label] = f"{type(exc).__name__}: {str(exc)[:2000]}"
     return report
 
@@ -80,32 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fuzz_api")
     parser.add_argument("--examples", type=int, default=200, help="examples per operation")
     args = parser.parse_args(argv)
-    from daemons.api.auth import TokenStore
-    from daemons.cli.localstack import free_port, start_mosquitto, start_redis, wait_port
+    from bench.fuzzing.api import running_api
 
-    work = Path(tempfile.mkdtemp(prefix="fuzz-api-"))
-    redis_server, broker = start_redis(work / "redis"), start_mosquitto(work / "mqtt")
-    port = free_port()
-    env = {**os.environ, "FLEET_MQTT_URL": broker.url, "FLEET_REDIS_URL": redis_server.url,
-           "FLEET_METRICS_PORT": "0", "FLEET_OTA_MASTER_KEY": secrets.token_hex(32),
-           "FLEET_ARTIFACT_STORE": f"local:{work / 'art'}", "FLEET_ARTIFACT_HTTP_PORT": str(free_port()),
-           "FLEET_API_PORT": str(port), "FLEET_LOG_LEVEL": "error"}
-    children = [subprocess.Popen([sys.executable, "-m", m], env=env, stderr=subprocess.DEVNULL)
-                for m in ("shadowsync", "otaplanner", "daemons.api")]
-    try:
-        wait_port(port, 30)
-        time.sleep(1.0)  # the daemons subscribe after their own start; nothing here waits on them
-        import redis as redis_lib
-
-        token = TokenStore(redis_lib.Redis.from_url(redis_server.url, decode_responses=True)).create(
-            "fuzz", "admin")["token"]
-        report = fuzz(f"http://127.0.0.1:{port}", token, args.examples)
-    finally:
-        for child in children:
-            child.terminate()
-            child.wait(15)
-        broker.stop()
-        redis_server.stop()
+    with tempfile.TemporaryDirectory(prefix="fuzz-api-") as tmp, running_api(Path(tmp)) as stack:
+        report = fuzz(stack.url, stack.token, args.examples)
     print("\n".join(report.lines()))
     for label, failure in report.failures.items():
         print(f"\n{label}:\n{failure}")

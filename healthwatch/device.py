@@ -205,7 +205,9 @@ def observe(st: DeviceState, hb: dict[str, Any], cs: CohortStats, t: Tuning, now
             if elapsed > 1.5 * t.interval_s:
                 missed = round(elapsed / t.interval_s) - 1
     if seq is not None:
-        st.win = (st.win << steps | 1) & ((1 << SEQ_WINDOW) - 1) if steps > 0 else 1
+        # Capped: a seq jump of 2**40 would otherwise build a 2**40-bit integer (MemoryError, or
+        # gigabytes for smaller jumps) only to mask it back to SEQ_WINDOW bits (found by `make fuzz`).
+        st.win = (st.win << min(steps, SEQ_WINDOW) | 1) & ((1 << SEQ_WINDOW) - 1) if steps > 0 else 1
         st.seq = seq
     st.ms = decay(st.ms, dt, t.missed_tau_s) + missed
 

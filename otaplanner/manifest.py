@@ -32,13 +32,16 @@ def build_manifest(device_id: str, job_id: str, version: str, hw: str, url: str,
 
 
 def parse_manifest(data: bytes) -> dict[str, Any]:
-    """Decode and validate; raises ManifestError on anything that is not a §3 manifest."""
+    """Decode and validate; raises ManifestError on anything that is not a §3 manifest (and
+    nothing else, whatever the bytes)."""
     if not isinstance(data, bytes | bytearray) or len(data) > MAX_MANIFEST:
         raise ManifestError("manifest missing or too large")
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise ManifestError("manifest is not JSON") from None
+    except RecursionError:  # 4 KiB of `[` nest deeper than json's C decoder recurses (make fuzz)
+        raise ManifestError("manifest is nested too deeply") from None
     if not isinstance(body, dict):
         raise ManifestError("manifest is not a JSON object")
     _check(body)

@@ -94,16 +94,18 @@ class RolloutStore:
         """Store a new rollout's meta and `created` event unless the id exists; True when created.
 
         The id is then listed in `ota:rollouts` and `ota:active` (other slots, so not in the script),
-        also when the rollout existed: a create redelivered after a crash between the two lists it.
-        An id listed active whose rollout is not is dropped by the next tick (control.tick); the
-        state is written before the id is listed, as in `transition`.
+        also when the rollout existed with this very configuration: a create redelivered after a
+        crash between the two lists it. A create that conflicts (another configuration, answered
+        409) lists nothing: a refused request stores nothing (found by `make fuzz`). An id listed
+        active whose rollout is not is dropped by the next tick (control.tick).
         """
         args: list[str] = [json.dumps(event)]
         for k, v in fields.items():
             args.extend((k, v))
         ok = bool(self._create(keys=self._keys(rid, "meta", "events"), args=args))
-        self.redis.sadd("ota:rollouts", rid)
-        self.redis.sadd("ota:active", rid)
+        if ok or self.redis.hget(self.key(rid, "meta"), "config") == fields.get("config"):
+            self.redis.sadd("ota:rollouts", rid)
+            self.redis.sadd("ota:active", rid)
         return ok
 
     def transition(self, rid: str, rev: str, fields: dict[str, str], event: dict[str, Any] | None) -> int:

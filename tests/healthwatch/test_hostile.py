@@ -36,3 +36,11 @@ def test_hostile_heartbeats_never_break_the_engine(payloads: list[bytes]) -> Non
         engine.score(st_, "d1", body, 1_700_000_000.0 + i)
         text = json.dumps(st_.to_json(), allow_nan=False)
         assert DeviceState.from_json(json.loads(text)).to_json() == json.loads(text)
+
+
+def test_a_huge_seq_jump_costs_no_memory() -> None:
+    """Found by `make fuzz`: the seq window was shifted by the whole jump before being masked."""
+    engine, st_ = HealthEngine(), DeviceState()
+    engine.score(st_, "d1", {"ts": 1_700_000_000, "seq": 1, "uptime_s": 10}, 1_700_000_000.0)
+    engine.score(st_, "d1", {"ts": 1_700_000_060, "seq": 2**62, "uptime_s": 70}, 1_700_000_060.0)
+    assert st_.seq == 2**62 and st_.win == 1

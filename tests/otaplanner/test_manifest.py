@@ -48,6 +48,8 @@ def test_invalid_manifests_are_refused(change: dict[str, Any], why: str) -> None
     (b"{}", "lacks 'device_id'"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "expires_at"}).encode(), "lacks 'expires_at'"),
     (b"{" + b" " * 5000 + b"}", "too large"),
+    # Found by `make fuzz`: 1,200 levels fit in 4 KiB and raised RecursionError out of json.loads.
+    (b'{"a":' + b"[" * 1200 + b"]" * 1200 + b"}", "nested too deeply"),
 ])
 def test_garbage_is_refused(data: bytes, why: str) -> None:
     with pytest.raises(ManifestError, match=why):

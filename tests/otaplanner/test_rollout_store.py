@@ -53,3 +53,12 @@ def test_a_drop_after_the_write_leaves_an_activated_rollout_listed(redis: Any) -
     assert store.active() == ["r1"]
     assert store.transition("r1", str(int(rev) + 1), {"state": "aborted"}, None)
     assert store.active() == []  # a transition out of the active states still unlists it
+def test_a_conflicting_create_lists_nothing(redis: Any) -> None:
+    """Found by `make fuzz`: a create answered 409 (another configuration) put a finished rollout
+    back into `ota:active`."""
+    store = RolloutStore(redis)
+    event = {"rollout_id": "r1", "seq": 1, "event": "created"}
+    assert store.create("r1", {"config": '{"a": 1}', "state": "completed"}, event)
+    redis.srem("ota:active", "r1")  # finished: the tick dropped it
+    assert not store.create("r1", {"config": '{"a": 2}', "state": "running"}, event)
+    assert store.active() == [] and store.meta("r1")["config"] == '{"a": 1}'
