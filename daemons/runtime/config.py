@@ -45,8 +45,13 @@ class Settings:
     mqtt_password: str | None = field(default=None, repr=False)
     # "auto" tries MQTT 5 and falls back to 3.1.1; "5" or "3.1.1" forces one.
     mqtt_protocol: str = "auto"
-    # "auto" uses $share/<daemon>/ when the broker says it offers shared subscriptions (MQTT 5).
-    shared_subscriptions: str = "auto"
+    # "auto" uses $share/<daemon>/ when the broker says it offers shared subscriptions (MQTT 5);
+    # "on" always; "off" (the default) never. Off by default because mosquitto 2.0 does not keep a
+    # session's shared subscriptions across its own restart (persist__subs_save walks plain
+    # subscribers only): what devices publish before the daemon subscribes again would be lost. A
+    # plain subscription lives in the persistent session and loses nothing. Replicas: either
+    # numbered (replica_index/count, any broker) or behind $share on a broker that persists them.
+    shared_subscriptions: str = "off"
     mqtt_client_id: str | None = None
     # Replicas of one daemon on a broker without shared subscriptions (daemons.runtime.replicas):
     # replica `replica_index` of `replica_count` handles the devices whose id hashes to its index.

@@ -41,7 +41,8 @@ def state(r: redis_lib.Redis, device_id: str) -> DeviceState | None:
 
 def test_two_replicas_lose_no_heartbeat(daemon, probe, prefixes, redis):
     p, _ = prefixes
-    replicas = [daemon("healthwatch", FLEET_METRICS_PORT=str(free_port())) for _ in range(2)]
+    replicas = [daemon("healthwatch", FLEET_METRICS_PORT=str(free_port()), FLEET_SHARED_SUBSCRIPTIONS="auto")
+                for _ in range(2)]
     assert all(d.event("started")["shared"] for d in replicas)
     senders = [probe() for _ in range(DEVICES)]
     # All in flight at once, so both replicas hold heartbeats of the same devices at the same time.

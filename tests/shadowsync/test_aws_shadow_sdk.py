@@ -30,7 +30,7 @@ def prefixes() -> tuple[str, str]:
 def sdk(request, broker, daemon):
     sync = daemon("shadowsync")
     started = sync.event("started")  # READY=1 may come before the log line is read
-    assert started["protocol"] == 5 and started["shared"] is True, "the default configuration"
+    assert started["protocol"] == 5 and started["shared"] is False, "the default configuration"
     thing = next(_things)
     conn = SdkConnection(broker.url, f"sdk-{thing}", request.param)
     yield s.IotShadowClient(conn.connection), thing

@@ -48,7 +48,7 @@ def test_bulk_desired_by_selector(daemon, probe, prefixes):
 
 def test_two_replicas_behind_shared_subscription(daemon, probe, prefixes, redis):
     p, _ = prefixes
-    replicas = [daemon("shadowsync"), daemon("shadowsync")]
+    replicas = [daemon("shadowsync", FLEET_SHARED_SUBSCRIPTIONS="auto") for _ in range(2)]
     for d in replicas:
         started = d.event("started")
         assert started["shared"] is True and started["protocol"] == 5

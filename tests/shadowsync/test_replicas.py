@@ -65,7 +65,8 @@ def assert_applied_once(answers: list[Received], redis: redis_lib.Redis, prefix:
 def test_two_replicas_behind_share_split_the_load(daemon, probe, prefixes, redis):
     p, _ = prefixes
     ports = [free_port(), free_port()]
-    replicas = [daemon("shadowsync", FLEET_METRICS_PORT=str(port)) for port in ports]
+    replicas = [daemon("shadowsync", FLEET_METRICS_PORT=str(port), FLEET_SHARED_SUBSCRIPTIONS="auto")
+                for port in ports]
     assert all(d.event("started")["shared"] for d in replicas)
     devices = [f"sh-{n}" for n in range(DEVICES)]
     observer = probe(f"{p}/+/shadow/update/accepted", f"{p}/+/shadow/update/rejected")
@@ -157,7 +158,8 @@ def test_numbered_replicas_on_a_dollar_prefix_behind_share(daemon, probe, prefix
     """mosquitto never deals `$` topics (runtime.mqtt.dealt): each replica gets them all, and the
     device partition and the command claims apply as on a 3.1.1 broker."""
     p, o = f"${prefixes[0]}/things", f"${prefixes[1]}"
-    env = {"FLEET_TOPIC_PREFIX": p, "FLEET_OPS_PREFIX": o, "FLEET_REPLICA_COUNT": "2"}
+    env = {"FLEET_TOPIC_PREFIX": p, "FLEET_OPS_PREFIX": o, "FLEET_REPLICA_COUNT": "2",
+           "FLEET_SHARED_SUBSCRIPTIONS": "auto"}
     replicas = [daemon("shadowsync", FLEET_REPLICA_INDEX=str(n), **env) for n in range(2)]
     assert all(d.event("started")["shared"] for d in replicas)
     devices = [f"dl-{n}" for n in range(DEVICES)]

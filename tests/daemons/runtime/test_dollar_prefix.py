@@ -67,7 +67,7 @@ def test_mosquitto_shares_no_dollar_topic(broker, prefixes):
 
 
 BROKER_SETTINGS = [{}, {"FLEET_MQTT_PROTOCOL": "5"}, {"FLEET_MQTT_PROTOCOL": "3.1.1"},
-                   {"FLEET_SHARED_SUBSCRIPTIONS": "off"}]
+                   {"FLEET_SHARED_SUBSCRIPTIONS": "auto"}]
 
 
 @pytest.mark.parametrize("setting", BROKER_SETTINGS)
