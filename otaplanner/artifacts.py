@@ -48,6 +48,23 @@ def valid_name(name: object) -> bool:
     return isinstance(name, str) and NAME_RE.fullmatch(name) is not None and ".." not in name
 
 
+def release_object(version: str, filename: str | None) -> str:
+    """The object name a release's image is stored under: `firmware/<version>/<file name>`.
+
+    Any version (PROTOCOL §3: the device-id alphabet, `:` and `.` runs included) gets a valid name:
+    a version that cannot be a path segment as it is (`1:2`, `Y..`) has those characters replaced
+    by `_`, a `_` put first and a digest of the version appended, so two versions never share an object. A file
+    name that cannot be one (spaces, `..`, a hidden file) becomes `firmware.bin`.
+    """
+    segment = version.replace(":", "_")
+    if ".." in segment or segment != version or not valid_name(segment):
+        cleaned = re.sub(r"[^A-Za-z0-9_.+-]", "_", segment).replace(".", "_")
+        segment = f"_{cleaned[:100]}-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
+    base = Path(filename or "firmware.bin").name
+    name = f"firmware/{segment}/{base}"
+    return name if valid_name(name) else f"firmware/{segment}/firmware.bin"
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     """Hex digest and size, streamed (firmware images are megabytes)."""
     h = hashlib.sha256()

@@ -63,11 +63,9 @@ async def publish_release(
     secure_version: Annotated[int, Form(ge=0, le=2**31)] = 0,
     notes: Annotated[str | None, Form(max_length=4096)] = None,
 ) -> dict[str, Any]:
-    from otaplanner.artifacts import ArtifactError, sha256_file, valid_name
+    from otaplanner.artifacts import ArtifactError, release_object, sha256_file
 
-    name = f"firmware/{version.replace(':', '_')}/{FsPath(file.filename or 'firmware.bin').name}"
-    if not valid_name(name):
-        name = f"firmware/{version.replace(':', '_')}/firmware.bin"
+    name = release_object(version, file.filename)
     with tempfile.NamedTemporaryFile(prefix="fleet-upload-") as tmp:
         size = 0
         while chunk := await file.read(1 << 20):

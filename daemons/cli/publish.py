@@ -85,7 +85,7 @@ def register(settings: Settings, body: dict[str, Any], timeout: float) -> dict[s
 
 
 def publish(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from otaplanner.artifacts import sha256_file, valid_name
+    from otaplanner.artifacts import release_object, sha256_file, valid_name
 
     path: Path = args.file
     if not path.is_file():
@@ -94,7 +94,7 @@ def publish(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         raise CliError(USAGE, "--version must not be empty")
     if args.secure_version < 0:
         raise CliError(USAGE, "--secure-version must be >= 0")
-    name = args.object or f"firmware/{args.version.replace(':', '_')}/{path.name}"
+    name = args.object or release_object(args.version, path.name)
     if not valid_name(name):
         raise CliError(USAGE, f"unusable object name {name!r} (letters, digits, _ . + - and /)")
     sha, size = sha256_file(path)

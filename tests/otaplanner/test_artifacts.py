@@ -12,7 +12,15 @@ import pytest
 
 from daemons.protocol.errors import ConfigError
 from daemons.runtime.config import Settings
-from otaplanner.artifacts import ArtifactError, LocalStore, S3Store, local_key, store_from_settings
+from otaplanner.artifacts import (
+    ArtifactError,
+    LocalStore,
+    S3Store,
+    local_key,
+    release_object,
+    store_from_settings,
+    valid_name,
+)
 from tests.otaplanner.artifact_env import Served, served
 from tests.otaplanner.s3_server import S3, s3_server
 from tests.support import http_get
@@ -144,3 +152,21 @@ def test_s3_settings_errors_name_the_variable() -> None:
         store_from_settings(Settings(artifact_store="s3://bucket/fw", s3_endpoint="ftp://host"))
     with pytest.raises(ConfigError, match="FLEET_ARTIFACT_STORE"):
         store_from_settings(Settings(artifact_store="s3:///fw", s3_endpoint="http://h:9000"))
+
+
+@pytest.mark.parametrize(("version", "filename", "expected"), [
+    ("2.0.0", "app.bin", "firmware/2.0.0/app.bin"),
+    ("2.0.0", None, "firmware/2.0.0/firmware.bin"),
+    ("2.0.0", "my app.bin", "firmware/2.0.0/firmware.bin"),
+    ("2.0.0", "../../etc/passwd", "firmware/2.0.0/passwd"),
+    ("2.0.0", ".url-key", "firmware/2.0.0/firmware.bin"),
+])
+def test_release_object_keeps_plain_versions_and_file_names(version, filename, expected) -> None:
+    assert release_object(version, filename) == expected
+
+
+def test_release_object_names_every_version_apart() -> None:
+    versions = ["Y..", "Y__", "1:0", "1_0", "...", "a..b", "a__b", "x" * 64]
+    names = [release_object(v, "fw.bin") for v in versions]
+    assert all(valid_name(n) for n in names), names
+    assert len(set(names)) == len(versions), names

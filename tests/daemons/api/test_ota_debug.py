@@ -52,6 +52,9 @@ def test_release_rollout_completes_and_streams_its_progress(stack: Stack) -> Non
         assert http.get("/api/v1/releases").json()["items"][0]["version"] == "2.0.0"
         assert http.get("/api/v1/releases/2.0.0").status_code == 200
         assert http.get("/api/v1/releases/7.7.7").status_code == 404
+        odd = publish_release(http, "Y..")  # a valid version that is no path segment as it is
+        assert odd.status_code == 201, odd.text
+        assert odd.json()["object"].startswith("firmware/_Y__-"), odd.json()
     with stack.client("operator") as http:
         assert publish_release(http, "2.0.1").status_code == 403
         missing = http.post("/api/v1/rollouts", json={"rollout_id": "r0", "version": "7.7.7"})
