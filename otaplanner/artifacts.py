@@ -53,8 +53,8 @@ def release_object(version: str, filename: str | None) -> str:
 
     Any version (PROTOCOL §3: the device-id alphabet, `:` and `.` runs included) gets a valid name:
     a version that cannot be a path segment as it is (`1:2`, `Y..`) has those characters replaced
-    by `_`, a `_` put first and a digest of the version appended, so two versions never share an object. A file
-    name that cannot be one (spaces, `..`, a hidden file) becomes `firmware.bin`.
+    by `_`, a `_` put first and a digest of the version appended, so two versions never share an
+    object. A file name that cannot be one (spaces, `..`, a hidden file) becomes `firmware.bin`.
     """
     segment = version.replace(":", "_")
     if ".." in segment or segment != version or not valid_name(segment):

@@ -292,7 +292,8 @@ def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
 
 SHARED = (
     "Restarts of mosquitto with the daemons on shared subscriptions (`$share/<daemon>/...`, "
-    "`FLEET_SHARED_SUBSCRIPTIONS=auto`, not the default): mosquitto 2.0 writes a persistent session's plain subscriptions into its "
+    "`FLEET_SHARED_SUBSCRIPTIONS=auto`, not the default): mosquitto 2.0 writes a persistent "
+    "session's plain subscriptions into its "
     "persistence file but not its shared ones (`persist__subs_save` in src/persist_write.c walks only "
     "the plain subscribers of a topic), so a daemon's session comes back without its subscriptions "
     "until the daemon has reconnected and subscribed again. What devices and operators publish in that "

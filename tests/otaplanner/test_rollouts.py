@@ -181,7 +181,8 @@ def test_planner_killed_mid_stage_carries_on_without_issuing_twice(ota: Env) -> 
 def test_two_replicas_never_issue_twice(ota: Env) -> None:
     """Behind `$share`: reports split between the replicas, each counted once; one job per device."""
     ports = [free_port(), free_port()]
-    planners = [ota.planner(FLEET_METRICS_PORT=str(port), FLEET_SHARED_SUBSCRIPTIONS="auto") for port in ports]
+    planners = [ota.planner(FLEET_METRICS_PORT=str(port), FLEET_SHARED_SUBSCRIPTIONS="auto")
+                for port in ports]
     assert all(d.event("started")["shared"] for d in planners)
     ota.release()
     devices = ids(80)

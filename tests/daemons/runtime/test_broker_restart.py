@@ -46,7 +46,8 @@ def test_broker_restart_keeps_what_devices_sent_before_the_daemon_is_back(
         for n in range(40):
             dev.publish(topic, {"state": {"reported": {"b": n}}, "clientToken": f"after-{n}"})
             try:
-                dev.wait(f"{topic}/accepted", lambda m: m.body.get("clientToken", "").startswith("after"), 1.0)
+                dev.wait(f"{topic}/accepted", lambda m: m.body.get("clientToken", "").startswith("after"),
+                         1.0)
                 break
             except TimeoutError:
                 continue
