@@ -251,7 +251,8 @@ def _s(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
-def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
+def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float,
+          hb_share: check.Outcome | None = None) -> str:
     base = {r.load.split()[0]: r.finish for r in rows if r.fault == "none (baseline)"}  # by kind of load
     out = ["| fault | load | recovery s | all online again s | finish s (baseline s) | accepted | lost | "
            "doubled | exact counts | requests never answered | heartbeats in the phase: delivered / not "
@@ -284,7 +285,10 @@ def table(rows: list[Row], hb: check.Outcome, sent: int, wall: float) -> str:
         "was down (the operator sees the error at once and nothing is stored).",
         f"Heartbeats over the whole run, every phase included: {sent:,} sent by the simulator, "
         f"{hb.accepted:,} delivered by the broker, {hb.lost:,} not counted by healthwatch, {hb.doubled} "
-        f"counted twice (the healthwatch row's `doubled`). Whole run: {wall / 60:.1f} min.",
+        f"counted twice (the healthwatch row's `doubled`)"
+        + (f"; of them, in the second system (`$share`): {hb_share.accepted:,} delivered, "
+           f"{hb_share.lost:,} not counted, {hb_share.doubled} counted twice" if hb_share else "")
+        + f". Whole run: {wall / 60:.1f} min.",
         *(["", *notes] if notes else []),
         *(["", SHARED] if _shared_gap(rows) else []),
     ])
@@ -353,13 +357,14 @@ def session(extra_env: dict[str, str], pick: Callable[[Chaos], list[tuple[str, C
 def main() -> str:
     t0 = time.monotonic()
     rows, hb, sent, unexpected = session({}, Chaos.phases)
+    hb2: check.Outcome | None = None
     if not os.environ.get("CHAOS_ONLY") or "share" in os.environ.get("CHAOS_ONLY", ""):
         more, hb2, sent2, unexpected2 = session({"FLEET_SHARED_SUBSCRIPTIONS": "auto"}, Chaos.share_phases)
         rows, sent, unexpected = rows + more, sent + sent2, unexpected + unexpected2
         hb.accepted, hb.lost, hb.doubled = (hb.accepted + hb2.accepted, hb.lost + hb2.lost,
                                             hb.doubled + hb2.doubled)
         hb.exact = hb.exact and hb2.exact
-    text = table(rows, hb, sent, time.monotonic() - t0)
+    text = table(rows, hb, sent, time.monotonic() - t0, hb2)
     if unexpected:
         text += "\n\nDaemons that exited by themselves (restarted as systemd would): " + "; ".join(unexpected)
     return text
