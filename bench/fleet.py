@@ -103,6 +103,21 @@ def _handled(port: int) -> float:
                if line.startswith('fleet_messages_total{daemon="healthwatch",kind="heartbeat"'))
 
 
+def _counted(url: str) -> int:
+    """Heartbeats healthwatch has counted, device by device (its state's `n`: each `seq` once, so a
+    redelivered heartbeat is not counted again, unlike the message counter)."""
+    import redis as redis_lib
+
+    from healthwatch.store import HealthStore
+
+    client = redis_lib.Redis.from_url(url)
+    try:
+        states = HealthStore(client).read([f"sim-{i:05d}" for i in range(DEVICES)])
+        return sum(st.n for st, _ in states.values() if st is not None)
+    finally:
+        client.close()
+
+
 def _storm(url: str, env: dict[str, str], since: float, full: bool) -> tuple[Sim, dict[str, float]]:
     obs = Observer(url, "fleet", "fleetops", since)
     sim = Sim(url, 60.0, env)
@@ -165,7 +180,7 @@ def main() -> str:
             sim.stop()
             sent += sim.heartbeats()
         time.sleep(5)
-        handled = _handled(metrics)
+        handled, counted = _handled(metrics), _counted(redis.url)
         sim = Sim(broker.url, 6.0, sim_env)
         _online(broker.url)
         restart = _restart(broker, work, sim)
@@ -173,6 +188,7 @@ def main() -> str:
         sim.stop()
         time.sleep(5)
         restart_sent, restart_handled = sim.heartbeats(), _handled(metrics) - handled
+        restart_counted = _counted(redis.url) - counted
     finally:
         for d in daemons.values():
             d.kill()
@@ -191,8 +207,10 @@ def main() -> str:
         f"{restart['reported']:.1f} s | | |",
         f"| heartbeats sent / handled by healthwatch / lost, steady state | {sent:,} / {handled:,.0f} / "
         f"{sent - int(handled):,} | | |",
-        f"| heartbeats sent / handled / lost across the broker restart | {restart_sent:,} / "
-        f"{restart_handled:,.0f} / {restart_sent - int(restart_handled):,} | | |",
+        f"| heartbeats sent / counted by healthwatch / lost across the broker restart | {restart_sent:,} / "
+        f"{restart_counted:,} / {restart_sent - restart_counted:,} | | |",
+        f"| ... messages redelivered by the broker after the restart (handled, not counted again) | "
+        f"{max(0, int(restart_handled) - restart_counted):,} | | |",
         "",
         "Steady-state CPU, % of one core, over " + f"{WINDOW_S:g} s:",
         "",
@@ -204,9 +222,8 @@ def main() -> str:
         f"Simulator: {WORKERS} worker processes, connect rate {CONNECT_RATE:g}/s; every device its own MQTT "
         "3.1.1 connection with a persistent session and a Last Will, one named shadow, JSON or "
         "MessagePack (half each). Connection storm times are from the simulator's start. The broker "
-        "restart loses some heartbeats published around it (while mosquitto shuts down, or before "
-        "healthwatch is back; persistence on, shared subscriptions on or off alike); a restart while the "
-        "fleet is quiet lost none in a separate check with 300 devices.",
+        "restart: mosquitto with persistence, the daemons on plain subscriptions (the default), which "
+        "mosquitto keeps in the persistent session across its restart.",
     ]
     return "\n".join(rows)
 

@@ -20,7 +20,7 @@ from daemons.protocol.errors import FleetError
 from daemons.runtime import logs
 from daemons.runtime.config import Settings, load_settings
 from daemons.runtime.metrics import DaemonMetrics, time_redis
-from daemons.runtime.mqtt import MqttSession
+from daemons.runtime.mqtt import MqttSession, dealt
 from daemons.runtime.notify import Notifier
 from daemons.runtime.prefixes import check_prefixes
 from daemons.runtime.redisclient import connect_redis
@@ -73,9 +73,12 @@ def watch_redis(metrics: DaemonMetrics, redis: Any, stop: StopFlag, every_s: flo
 
 
 def hold_replica_index(settings: Settings, daemon: str, redis: Any, stop: StopFlag,
-                       resources: ExitStack, ttl_s: float = 30.0) -> threading.Event:
-    """With FLEET_REPLICA_COUNT > 1: take this replica's index (ConfigError when another live
-    replica holds it or runs with another count), keep it while running, give it up on the way out.
+                       resources: ExitStack, ttl_s: float = 30.0, plain: bool = False) -> threading.Event:
+    """With FLEET_REPLICA_COUNT > 1, or `plain` (a single replica that receives every message of some
+    topics: plain subscriptions): take this replica's index (ConfigError when another live replica
+    holds it or runs with another count), keep it while running, give it up on the way out. A
+    second unnumbered replica on plain subscriptions is thus refused, not left to apply every
+    device message a second time.
 
     With Redis away at start it waits (before connecting to the broker), as a run loop waits for
     Redis: it cannot know its index is its own before. FleetError if stopped meanwhile.
@@ -84,10 +87,10 @@ def hold_replica_index(settings: Settings, daemon: str, redis: Any, stop: StopFl
     away from us): the daemon then stops, rather than handle the same devices as that one.
     """
     lost = threading.Event()
-    if settings.replica_count <= 1:
+    if settings.replica_count <= 1 and not plain:
         return lost
     lease = ReplicaLease(redis, daemon, settings.client_id_for(daemon), settings.replica_index,
-                         settings.replica_count, ttl_s)
+                         settings.replica_count, ttl_s, scope=settings.topic_prefix)
     log = logs.get_logger(daemon)
     while True:
         try:
@@ -159,6 +162,9 @@ def run_daemon(daemon: str, build: Build, argv: list[str] | None = None,
             session = open_session(settings, daemon, handler.topics(), metrics, resources)
             replicas = Replicas.for_broker(settings, store, session.client_id, once(settings) if once else [],
                                            session.shared)
+            if settings.replica_count == 1 and not all(  # this replica receives every message of some
+                    dealt(prefix, session.shared) for prefix in (settings.topic_prefix, settings.ops_prefix)):
+                lost = hold_replica_index(settings, daemon, store, stop, resources, plain=True)
             log.info("started", mqtt=settings.mqtt_url, protocol=session.protocol_version,
                      shared=session.shared, client_id=session.client_id,
                      partition=f"{settings.replica_index}/{settings.replica_count}"

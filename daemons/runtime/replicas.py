@@ -126,17 +126,18 @@ return 0
 
 
 class ReplicaLease:
-    """A numbered replica's hold on its index: `{ns}:replicas:{<daemon>}`, one field per index.
+    """A replica's hold on its index: `{ns}:replicas:{<daemon>}:<topic prefix>`, one field per index.
 
     `take()` (at start, then every `ttl_s / 3` s) raises ConfigError when another live replica
     holds the same index or runs with another count: either would leave devices to no replica or
     to two. A replica that stops lets its hold lapse after `ttl_s`; restarted with the same
-    client id it takes its index back at once.
+    client id it takes its index back at once. The topic prefix scopes the lease: daemons serving
+    another prefix serve other devices.
     """
 
     def __init__(self, redis: Any, daemon: str, owner: str, index: int, count: int, ttl_s: float = 30.0,
-                 namespace: str = "fleet") -> None:
-        self.key = f"{namespace}:replicas:{{{daemon}}}"
+                 namespace: str = "fleet", scope: str = "fleet") -> None:
+        self.key = f"{namespace}:replicas:{{{daemon}}}:{scope}"
         self.owner, self.index, self.count = owner, index, count
         self.ttl_s = ttl_s
         self._script = redis.register_script(LEASE_SCRIPT)
@@ -146,7 +147,11 @@ class ReplicaLease:
         why = self._script(keys=[self.key], args=[str(self.index), self.owner, str(self.count),
                                                    int(self.ttl_s * 1000)])
         if why:
-            raise ConfigError(f"FLEET_REPLICA_INDEX={self.index}, FLEET_REPLICA_COUNT={self.count}: {why}")
+            hint = ("; another replica runs on plain subscriptions, where each would apply every "
+                    "device message: number them (FLEET_REPLICA_COUNT, FLEET_REPLICA_INDEX) or put them "
+                    "behind shared subscriptions (README, Running replicas)") if self.count == 1 else ""
+            raise ConfigError(
+                f"FLEET_REPLICA_INDEX={self.index}, FLEET_REPLICA_COUNT={self.count}: {why}{hint}")
 
     def release(self) -> None:
         """Give the index up (on a clean stop), if still ours, so a rescale need not wait `ttl_s`."""

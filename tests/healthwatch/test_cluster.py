@@ -17,7 +17,8 @@ DEVICES, BEATS = 24, 25
 def test_two_replicas_on_redis_cluster(redis, redis_target, broker, probe, prefixes):
     p, o = prefixes
     replicas = [Daemon("healthwatch", env_for(redis_target, broker, p, o,
-                                              FLEET_MQTT_CLIENT_ID=f"hw-cluster-{n}-{p}")) for n in range(2)]
+                                              FLEET_MQTT_CLIENT_ID=f"hw-cluster-{n}-{p}",
+                                              FLEET_SHARED_SUBSCRIPTIONS="auto")) for n in range(2)]
     client = redis
     store = HealthStore(client)
     try:

@@ -115,13 +115,27 @@ def test_a_lapsed_lease_is_free(redis):
     ReplicaLease(redis, "healthwatch", "hw-b", 0, 3).take()
 
 
-def test_a_second_replica_on_a_taken_index_refuses_to_start(daemon, redis):
+def test_a_second_replica_on_a_taken_index_refuses_to_start(daemon, redis, prefixes):
     first = daemon("healthwatch", FLEET_REPLICA_INDEX="0", FLEET_REPLICA_COUNT="2")
+    key = f"fleet:replicas:{{healthwatch}}:{prefixes[0]}"
+    assert redis.hget(key, "0").startswith("healthwatch-")
     with pytest.raises(RuntimeError, match="index 0 is held by healthwatch-"):
         daemon("healthwatch", FLEET_REPLICA_INDEX="0", FLEET_REPLICA_COUNT="2")
     first.terminate()
-    assert redis.hgetall("fleet:replicas:{healthwatch}") == {}, "a clean stop gives the index up"
+    assert redis.hgetall(key) == {}, "a clean stop gives the index up"
     daemon("healthwatch", FLEET_REPLICA_INDEX="0", FLEET_REPLICA_COUNT="2")
+
+
+@pytest.mark.parametrize("module", ["shadowsync", "healthwatch"])
+def test_a_second_unnumbered_replica_on_plain_subscriptions_refuses_to_start(daemon, module):
+    """Plain subscriptions (the default) give each replica every message: a second unnumbered one
+    would apply each device message again. Behind `$share` two unnumbered replicas are fine."""
+    first = daemon(module)
+    assert first.event("started")["shared"] is False
+    with pytest.raises(RuntimeError, match="number them"):
+        daemon(module)
+    shared = [daemon(module, FLEET_SHARED_SUBSCRIPTIONS="auto", FLEET_METRICS_PORT="0") for _ in range(2)]
+    assert all(d.event("started")["shared"] for d in shared)
 
 
 def test_a_replica_whose_index_was_taken_stops(redis):
@@ -131,11 +145,12 @@ def test_a_replica_whose_index_was_taken_stops(redis):
     stop = StopFlag()
     with ExitStack() as resources:
         lost = hold_replica_index(settings, "shadowsync", redis, stop, resources, ttl_s=0.3)
-        owner, count, expires = redis.hget("fleet:replicas:{shadowsync}", "1").split("|")
+        key = "fleet:replicas:{shadowsync}:fleet"
+        owner, count, expires = redis.hget(key, "1").split("|")
         assert (owner, count) == ("ss-old", "2")
-        redis.hset("fleet:replicas:{shadowsync}", "1", f"ss-new|2|{int(expires) + 60_000}")
+        redis.hset(key, "1", f"ss-new|2|{int(expires) + 60_000}")
         assert lost.wait(5) and stop.requested
-    assert redis.hget("fleet:replicas:{shadowsync}", "1").startswith("ss-new|"), "not released: not ours"
+    assert redis.hget(key, "1").startswith("ss-new|"), "not released: not ours"
 
 
 def test_a_numbered_replica_waits_for_redis_to_take_its_index(tmp_path):
